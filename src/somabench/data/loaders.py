@@ -1,0 +1,82 @@
+"""Dataset loaders, registered by kind in ``somabench.registry.datasets``.
+
+Why: ``conf/dataset/<name>.yaml`` picks its loader with ``loader:``; the runner never branches on
+a dataset's name. A loader takes the whole ``dataset`` config (a plain mapping) and returns every
+validated dialogue of the source in source order; selection happens afterwards, in
+``somabench.data.select``.
+
+- ``bundled``: ``file`` (or, with ``tiny: true``, ``tiny/<name>.jsonl``) under
+  ``somabench/data/bundled/``.
+- ``jsonl``: ``path``, any JSONL or JSONL.GZ file in the bundled line schema (relative paths are
+  taken from the directory the command was started in, also under Hydra).
+- ``hub``: ``hub`` mapping, read with the ``datasets`` library (``somabench.data.hub``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from somabench.data.files import read_dialogues_jsonl
+from somabench.data.hub import load_hub
+from somabench.data.schema import DatasetError, Dialogue
+from somabench.registry import datasets
+
+TINY_DIR = "tiny"
+
+
+def bundled_dir() -> Path:
+    """The directory holding the bundled ``*.jsonl.gz`` files and ``tiny/``."""
+    return Path(str(resources.files("somabench.data") / "bundled"))
+
+
+def _reject_tiny(cfg: Mapping[str, Any]) -> None:
+    if cfg.get("tiny"):
+        raise DatasetError(
+            f"dataset.tiny=true needs bundled data, but '{cfg.get('name')}' uses loader="
+            f"{cfg.get('loader')}; use limit=N to shrink the run instead"
+        )
+
+
+@datasets.register("bundled")
+def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
+    """A file shipped in ``somabench/data/bundled/`` (sources in ``SOURCES.md``)."""
+    name = cfg["name"]
+    if cfg.get("tiny"):
+        path = bundled_dir() / TINY_DIR / f"{name}.jsonl"
+        if not path.is_file():
+            raise DatasetError(f"dataset.tiny=true but there is no tiny sample for '{name}' "
+                               f"({path})")
+        return read_dialogues_jsonl(path)
+    file = cfg.get("file")
+    if not file:
+        raise DatasetError(f"dataset '{name}' has loader=bundled but dataset.file is {file!r}")
+    path = bundled_dir() / file
+    if not path.is_file():
+        available = sorted(p.name for p in bundled_dir().glob("*.jsonl.gz"))
+        raise DatasetError(f"dataset.file={file!r}: no such bundled file; available: {available}")
+    return read_dialogues_jsonl(path)
+
+
+@datasets.register("jsonl")
+def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
+    """A user file in the bundled line schema, e.g. ``dataset=custom dataset.path=my.jsonl``."""
+    _reject_tiny(cfg)
+    path = cfg.get("path")
+    if not path:
+        raise DatasetError(
+            f"dataset '{cfg.get('name')}' has loader=jsonl but dataset.path is {path!r}; "
+            "set dataset.path=<file.jsonl or file.jsonl.gz>"
+        )
+    from hydra.utils import to_absolute_path  # resolves against the launch dir under Hydra
+
+    return read_dialogues_jsonl(Path(to_absolute_path(str(Path(path).expanduser()))))
+
+
+@datasets.register("hub")
+def load_from_hub(cfg: Mapping[str, Any]) -> list[Dialogue]:
+    """A Hugging Face hub dataset, converted row by row (``somabench.data.hub``)."""
+    _reject_tiny(cfg)
+    return load_hub(cfg)

@@ -1,0 +1,58 @@
+"""phi: the sentence encoder (paper: all-MiniLM-L6-v2) for gates, summaries and proxy judges.
+
+Why one module: SOMA's gate, its extractive summary, the drift monitor, RouteLLM's offline
+router and the embedding judge must all embed text the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Encoder:
+    """L2-normalized sentence embeddings with an in-memory memo (texts repeat across turns)."""
+
+    def __init__(self, model: Any, model_id: str, batch_size: int) -> None:
+        self.model = model
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self._memo: dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Rows are unit vectors, so a dot product is the cosine."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if todo:
+            vectors = self.model.encode(todo, batch_size=self.batch_size, convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=False)
+            for text, vec in zip(todo, vectors, strict=True):
+                self._memo[text] = vec.astype(np.float32)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._memo[t] for t in texts])
+
+    def cosine(self, a: str, b: str) -> float:
+        va, vb = self.encode([a, b])
+        return float(np.dot(va, vb))
+
+
+def build_encoder(cfg: Any, cache_dir: str | None = None) -> Encoder:
+    from sentence_transformers import SentenceTransformer
+
+    path = cfg.get("path")
+    if not path and cfg.get("asset"):
+        from somabench import assets
+
+        path = str(assets.resolve(cfg.asset, cache_dir))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1" if path else os.environ.get("HF_HUB_OFFLINE", "0"))
+    model = SentenceTransformer(path or cfg.model_id, device=cfg.get("device", "cpu"))
+    return Encoder(model, cfg.model_id, int(cfg.batch_size))

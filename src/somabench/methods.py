@@ -1,0 +1,130 @@
+"""What a method is: it decides who answers a turn and with what context, nothing else.
+
+Why: one runner serves every method. A method gets a ``Session`` (the dialogue, the history it
+is allowed to see, the Original's reference answers when available, and a scratch ``state``)
+and returns a ``TurnPlan``. The runner generates (batched across dialogues when the method is
+stateless), writes records and accounts tokens. Methods that adapt (SOMA, History-FT) do
+their extra work in ``start``/``plan``/``observe`` and report its cost on the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from somabench.backends.base import Completion, GenerationConfig, Message
+from somabench.records import Usage
+from somabench.registry import methods
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnPlan:
+    """Who answers this turn and what they see."""
+
+    role: str
+    """Backend role that generates: ``F`` or ``G``."""
+    messages: list[Message]
+    """Chat messages the answering model gets (the runner applies its chat template)."""
+    served_by: str | None = None
+    """Label for the record (defaults to ``role``; e.g. ``G+lora``)."""
+    completion: Completion | None = None
+    """Set when the method already produced the answer itself (the runner then skips generate)."""
+    gate: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, Usage] = field(default_factory=dict)
+    """Extra per-turn tokens (``compressor``, ``router``, or F/G calls beyond the answer)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Extra per-turn stages (``compress``, ``route``, ``gate``)."""
+
+
+@dataclass
+class Session:
+    """One dialogue as one method sees it while serving it."""
+
+    dialogue: Any  # somabench.data.Dialogue
+    history_mode: str
+    reference: list[str] | None = None
+    """The Original's answers, turn by turn (None if no reference run exists)."""
+    history: list[tuple[str, str]] = field(default_factory=list)
+    """(user, assistant) pairs before the current turn, per ``history_mode``."""
+    own_answers: list[str] = field(default_factory=list)
+    """This method's answers so far (what the user received)."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Method scratch space (adapters, gate state ...); never written to records directly."""
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    """Dialogue-level adaptation details/costs (mining steps, seconds, hardness ...)."""
+    adaptation_tokens: dict[str, Usage] = field(default_factory=dict)
+    """Tokens spent on adaptation, per model; counted in tokens per dialogue."""
+
+    @property
+    def id(self) -> str:
+        return self.dialogue.id
+
+    def user(self, turn: int) -> str:
+        return self.dialogue.turns[turn].user
+
+    def full_messages(self, turn: int, history: list[tuple[str, str]] | None = None) -> list[Message]:
+        """History as chat messages followed by the current user query."""
+        pairs = self.history if history is None else history
+        messages: list[Message] = []
+        for user, assistant in pairs:
+            messages.append({"role": "user", "content": user})
+            messages.append({"role": "assistant", "content": assistant})
+        messages.append({"role": "user", "content": self.user(turn)})
+        return messages
+
+    def reference_history(self, turn: int) -> list[tuple[str, str]]:
+        """The Original's dialogue up to (not including) ``turn``."""
+        if self.reference is None:
+            raise RuntimeError("this method needs the Original reference run, which is missing")
+        return [(self.user(t), self.reference[t]) for t in range(turn)]
+
+    def add_adaptation_tokens(self, role: str, usage: Usage) -> None:
+        self.adaptation_tokens[role] = self.adaptation_tokens.get(role, Usage()) + usage
+
+
+class Method:
+    """Base class. Subclasses register with ``@methods.register("name")``."""
+
+    name = "base"
+    batchable = True
+    """True when turns of different dialogues can share one generate call (no per-session
+    model state). Methods that adapt G per dialogue set this False."""
+    needs_reference = False
+    """True when the method reads the Original's answers (History-Prefix, History-FT ...)."""
+
+    def __init__(self, cfg: Any, ctx: Any) -> None:
+        self.cfg = cfg  # the ``method`` config node
+        self.ctx = ctx  # somabench.runner.RunContext
+
+    def start(self, session: Session) -> None:
+        """Called once before the first turn of a dialogue."""
+
+    def plan(self, session: Session, turn: int) -> TurnPlan:
+        raise NotImplementedError  # every registered method overrides this
+
+    def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
+        """Called after the answer of ``turn`` is known."""
+
+    def finish(self, session: Session) -> None:
+        """Called after the last turn (release per-session adapters here)."""
+
+    @property
+    def gen(self) -> GenerationConfig:
+        return self.ctx.gen
+
+
+def usage_of(completion: Completion) -> Usage:
+    return Usage(completion.prompt_tokens, completion.completion_tokens)
+
+
+def register_builtin() -> None:
+    """Original and Surrogate live in baselines/ (installed as somabench.baselines)."""
+    import somabench.baselines  # noqa: F401
+
+
+__all__ = ["Method", "Session", "TurnPlan", "methods", "usage_of"]

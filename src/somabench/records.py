@@ -1,0 +1,267 @@
+"""Typed per-turn and per-dialogue records, and the append-only JSONL store that resumes.
+
+Why: every number in a table must be traceable to one turn line; a killed run must resume
+without redoing or duplicating a finished dialogue. A dialogue's turn lines and its dialogue
+line are appended in one write; a dialogue counts as finished only once its line is in
+``dialogues.jsonl``, so a crash between the two files is repaired on the next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1  # bump on rename/removal/meaning change and add a migration below
+TURNS_FILE = "records.jsonl"
+DIALOGUES_FILE = "dialogues.jsonl"
+
+
+@dataclass
+class Usage:
+    """Tokens one model (or compressor/router) spent; ``None`` when a backend cannot count."""
+
+    prompt: int | None = None
+    completion: int | None = None
+
+    @property
+    def total(self) -> int | None:
+        if self.prompt is None and self.completion is None:
+            return None
+        return (self.prompt or 0) + (self.completion or 0)
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(add(self.prompt, other.prompt), add(self.completion, other.completion))
+
+
+@dataclass
+class TurnRecord:
+    """One served turn of one dialogue by one method."""
+
+    run_id: str
+    """Run directory name; identifies the job that wrote the line."""
+    dialogue_id: str
+    """Dataset id of the dialogue."""
+    dataset: str
+    """Dataset name (config ``dataset.name``)."""
+    turn: int
+    """0-based turn index within the dialogue."""
+    method: str
+    """Method name as registered (labels offline stand-ins, e.g. ``routellm_offline_random``)."""
+    served_by: str
+    """Who produced ``response``: ``F``, ``G`` (or ``G+lora``) as decided by the method."""
+    model_id: str
+    """Model id of the backend that answered."""
+    user: str
+    """The user query of this turn."""
+    response: str
+    """The text the user received."""
+    rendered_prompt: str
+    """Exactly what the answering model saw, after its chat template."""
+    prompt_hash: str
+    """sha256 of ``rendered_prompt`` (first 16 hex digits)."""
+    tokens: dict[str, Usage] = field(default_factory=dict)
+    """Tokens per model for this turn: keys ``F``, ``G``, ``compressor``, ``router``."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """``generate`` (latency of the call that answered), ``generate_share`` (its share of a
+    batched call), plus method-specific stages (``compress``, ``route``, ``gate``...)."""
+    throughput_tps: float | None = None
+    """Completion tokens / generate_share seconds, as measured when the answer was made."""
+    cached: bool = False
+    """True if the answer came from the request cache (seconds are the original ones)."""
+    status: str = "ok"
+    """``ok`` | ``api_error`` | ``skipped``."""
+    error: str | None = None
+    """Error text when status is not ok."""
+    reference_turn_ref: str | None = None
+    """``<reference run id>/<dialogue_id>/<turn>`` of the Original's answer for this turn."""
+    history_mode: str = "own"
+    """``own`` (the method's earlier answers) or ``reference`` (the Original's)."""
+    gate: dict[str, Any] | None = None
+    """Gate state: score, threshold, hits, switched, rollback (methods that switch)."""
+    context: dict[str, Any] | None = None
+    """What context the answerer got: summary_tokens, verbatim_turns, compressed_tokens..."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific details (router score, compression rate ...)."""
+    batch_size: int = 1
+    """How many dialogues shared the generate call that produced this answer."""
+    config_hash: str = ""
+    """Hash of the resolved config that produced the run."""
+    seed: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "turn"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TurnRecord:
+        data = migrate(dict(data))
+        data["tokens"] = {k: Usage(**v) for k, v in (data.get("tokens") or {}).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class DialogueRecord:
+    """What a dialogue cost as a whole, including adaptation work that serves no turn."""
+
+    run_id: str
+    dialogue_id: str
+    dataset: str
+    method: str
+    n_turns: int
+    tokens: dict[str, Usage] = field(default_factory=dict)
+    """Sum over turns plus adaptation (``F``, ``G``, ``compressor``, ``router``)."""
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    """Adaptation cost split by stage (steps, seconds, F tokens on mined prompts ...)."""
+    adaptation_tokens: dict[str, Usage] = field(default_factory=dict)
+    """Tokens spent on adaptation only (already included in ``tokens``)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """``wall`` for the dialogue, ``generate``, ``adapt``..."""
+    n_errors: int = 0
+    config_hash: str = ""
+    seed: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "dialogue"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DialogueRecord:
+        data = migrate(dict(data))
+        for key in ("tokens", "adaptation_tokens"):
+            data[key] = {k: Usage(**v) for k, v in (data.get(key) or {}).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a record written by an older schema version up to SCHEMA_VERSION."""
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"record schema_version {version} is newer than this somabench ({SCHEMA_VERSION}); "
+            "upgrade somabench to read it."
+        )
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Parse a JSONL file; a torn last line (crash mid-write) is reported, not raised."""
+    rows: list[dict[str, Any]] = []
+    torn = False
+    if not path.exists():
+        return rows, torn
+    with path.open("r", encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not line.endswith("\n"):
+                torn = True
+                continue
+            raise ValueError(f"{path}:{number}: corrupt record line ({exc})") from exc
+    return rows, torn
+
+
+def _atomic_write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RecordStore:
+    """Append-only store of one run's records with resume and repair."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.turns_path = self.run_dir / TURNS_FILE
+        self.dialogues_path = self.run_dir / DIALOGUES_FILE
+        self._finished: set[str] = set()
+        self._repair()
+
+    def _repair(self) -> None:
+        """Drop torn lines and turn lines of dialogues that never finished."""
+        dialogues, torn_d = _read_jsonl(self.dialogues_path)
+        seen: set[str] = set()
+        unique_dialogues = []
+        for row in dialogues:
+            if row["dialogue_id"] not in seen:
+                seen.add(row["dialogue_id"])
+                unique_dialogues.append(row)
+        turns, torn_t = _read_jsonl(self.turns_path)
+        kept, keys = [], set()
+        for row in turns:
+            key = (row["dialogue_id"], row["turn"])
+            if row["dialogue_id"] in seen and key not in keys:
+                keys.add(key)
+                kept.append(row)
+        dropped = len(turns) - len(kept)
+        if torn_d or len(unique_dialogues) != len(dialogues):
+            _atomic_write_lines(self.dialogues_path, unique_dialogues)
+        if torn_t or dropped:
+            _atomic_write_lines(self.turns_path, kept)
+        if torn_d or torn_t or dropped:
+            log.warning(
+                "repaired %s: dropped %d turn line(s) of unfinished dialogues%s",
+                self.run_dir, dropped, " and a torn line" if (torn_d or torn_t) else "",
+            )
+        self._finished = seen
+
+    @property
+    def finished(self) -> set[str]:
+        return set(self._finished)
+
+    def append_dialogue(self, turns: list[TurnRecord], dialogue: DialogueRecord) -> None:
+        """Append one finished dialogue: turn lines first, then its dialogue line."""
+        if dialogue.dialogue_id in self._finished:
+            raise ValueError(f"dialogue {dialogue.dialogue_id} is already in {self.run_dir}")
+        payload = "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in turns)
+        for path, text in (
+            (self.turns_path, payload),
+            (self.dialogues_path, json.dumps(dialogue.to_json(), ensure_ascii=False) + "\n"),
+        ):
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._finished.add(dialogue.dialogue_id)
+
+    def turns(self) -> list[TurnRecord]:
+        rows, _ = _read_jsonl(self.turns_path)
+        return [TurnRecord.from_json(r) for r in rows]
+
+    def dialogues(self) -> list[DialogueRecord]:
+        rows, _ = _read_jsonl(self.dialogues_path)
+        return [DialogueRecord.from_json(r) for r in rows]
+
+
+def load_turns(run_dir: str | Path) -> list[TurnRecord]:
+    """Read a run's turn records (read-only; no repair)."""
+    rows, _ = _read_jsonl(Path(run_dir) / TURNS_FILE)
+    return [TurnRecord.from_json(r) for r in rows]
+
+
+def load_dialogues(run_dir: str | Path) -> list[DialogueRecord]:
+    rows, _ = _read_jsonl(Path(run_dir) / DIALOGUES_FILE)
+    return [DialogueRecord.from_json(r) for r in rows]

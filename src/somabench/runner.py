@@ -1,0 +1,317 @@
+"""The one loop over dialogues and turns that every method runs in.
+
+Why: methods only decide who answers and with what context (``Method.plan``); everything
+else (batching across dialogues, generation, token accounting, records, resume, the shared
+Original reference) happens here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from somabench.backends import build_backend
+from somabench.backends.base import BackendError, Completion, GenerationConfig, sha16
+from somabench.cache import CachedBackend, SqliteCache
+from somabench.methods import Method, Session, TurnPlan, usage_of
+from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage, load_turns
+from somabench.registry import methods
+
+log = logging.getLogger(__name__)
+
+ROLES = ("F", "G")
+# Keys that never change what a run produces: excluded from the config hash.
+NON_OUTPUT_KEYS = ("paths", "hydra", "logger", "progress", "judge", "report", "task_name",
+                   "run_name", "tags", "limit", "shard", "batch_size", "fail_on_error")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config minus bookkeeping keys (limit/shard/batch select, not change)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_OUTPUT_KEYS:
+        data.pop(key, None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class RunContext:
+    """Lazily built backends (cached) and the phi encoder, shared by a run's methods."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.gen = GenerationConfig.from_cfg(OmegaConf.to_container(cfg.generation, resolve=True))
+        self.cache = SqliteCache(cfg.cache.path) if cfg.cache.enabled else None
+        self._raw: dict[str, Any] = {}
+        self._wrapped: dict[str, Any] = {}
+        self._encoder: Any = None
+
+    def raw(self, role: str) -> Any:
+        """The underlying backend (white-box access for SOMA: tokenizer, model, embeddings)."""
+        if role not in self._raw:
+            if role not in ROLES:
+                raise KeyError(f"unknown model role {role!r}; roles: {ROLES}")
+            other = next((r for r in self._raw if _same_model(self.cfg.model[r], self.cfg.model[role])), None)
+            self._raw[role] = self._raw[other] if other else build_backend(
+                role, self.cfg.model[role], cache_dir=self.cfg.paths.cache_dir)
+        return self._raw[role]
+
+    def backend(self, role: str) -> Any:
+        """The role's backend behind the request cache (if enabled)."""
+        if role not in self._wrapped:
+            raw = self.raw(role)
+            self._wrapped[role] = CachedBackend(raw, self.cache) if self.cache else raw
+        return self._wrapped[role]
+
+    def encoder(self) -> Any:
+        """phi: the sentence encoder (all-MiniLM-L6-v2 by default) used by gates/summaries."""
+        if self._encoder is None:
+            from somabench.encoder import build_encoder
+
+            self._encoder = build_encoder(self.cfg.model.encoder, cache_dir=self.cfg.paths.cache_dir)
+        return self._encoder
+
+    def cache_stats(self) -> str:
+        return self.cache.stats() if self.cache else "cache: disabled"
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    return OmegaConf.to_container(a, resolve=True) == OmegaConf.to_container(b, resolve=True)
+
+
+@dataclass
+class _Live:
+    """A dialogue being served: its session, the records so far and its timers."""
+
+    session: Session
+    turns: list[TurnRecord] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    error: str | None = None
+
+
+class Runner:
+    """Serves dialogues with one method and writes records to one run directory."""
+
+    def __init__(self, cfg: DictConfig, ctx: RunContext, method: Method, store: RecordStore,
+                 run_id: str, reference: dict[str, list[str]] | None, reference_key: str | None,
+                 history_mode: str) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.method = method
+        self.store = store
+        self.run_id = run_id
+        self.reference = reference
+        self.reference_key = reference_key
+        self.history_mode = history_mode
+        self.cfg_hash = config_hash(cfg)
+        self.errors_path = store.run_dir / "errors.jsonl"
+
+    def serve(self, dialogues: list[Any], batch_size: int, progress: bool = False) -> dict[str, int]:
+        todo = [d for d in dialogues if d.id not in self.store.finished]
+        skipped = len(dialogues) - len(todo)
+        if skipped:
+            log.info("resuming: %d of %d dialogue(s) already finished in %s", skipped,
+                     len(dialogues), self.store.run_dir)
+        size = batch_size if self.method.batchable else 1
+        counts = {"done": 0, "errored": 0, "skipped_finished": skipped}
+        outer = _bar(total=len(todo), desc=f"{self.method.name} dialogues", enabled=progress)
+        for start in range(0, len(todo), size):
+            for live in self._serve_batch(todo[start:start + size], progress):
+                counts["errored" if live.error else "done"] += 1
+                outer.update(1)
+        outer.close()
+        return counts
+
+    def _serve_batch(self, batch: list[Any], progress: bool) -> Iterator[_Live]:
+        lives = []
+        for dialogue in batch:
+            ref = self.reference.get(dialogue.id) if self.reference is not None else None
+            session = Session(dialogue=dialogue, history_mode=self.history_mode, reference=ref)
+            live = _Live(session)
+            try:
+                self.method.start(session)
+            except BackendError as exc:
+                live.error = f"start: {exc}"
+            lives.append(live)
+        n_turns = max(len(d.turns) for d in batch)
+        inner = _bar(total=n_turns, desc=f"turns ({self.method.name})", enabled=progress, leave=False)
+        for turn in range(n_turns):
+            active = [lv for lv in lives if turn < len(lv.session.dialogue.turns) and not lv.error]
+            plans: list[tuple[_Live, TurnPlan]] = []
+            for live in active:
+                try:
+                    plans.append((live, self.method.plan(live.session, turn)))
+                except BackendError as exc:
+                    live.error = f"turn {turn}: {exc}"
+            self._generate(plans)
+            for live, plan in plans:
+                if live.error:
+                    continue
+                completion = plan.completion
+                self.method.observe(live.session, turn, plan, completion)
+                live.turns.append(self._turn_record(live.session, turn, plan, completion))
+                self._advance_history(live.session, turn, completion.text)
+            inner.update(1)
+            for live in [lv for lv in lives if lv.error is None and len(lv.session.dialogue.turns) == turn + 1]:
+                yield self._finish(live)
+        inner.close()
+        for live in lives:
+            if live.error:
+                yield self._finish(live)
+
+    def _generate(self, plans: list[tuple[_Live, TurnPlan]]) -> None:
+        """Fill ``plan.completion`` for plans that need generation, batched per role."""
+        for role in ROLES:
+            group = [(lv, p) for lv, p in plans if p.completion is None and p.role == role]
+            if not group:
+                continue
+            backend = self.ctx.backend(role)
+            try:
+                completions = backend.chat_batch([p.messages for _, p in group], self.ctx.gen)
+            except BackendError as exc:
+                for live, _ in group:
+                    live.error = f"{role}: {exc}"
+                continue
+            for (_, plan), completion in zip(group, completions, strict=True):
+                plan.completion = completion
+
+    def _advance_history(self, session: Session, turn: int, answer: str) -> None:
+        session.own_answers.append(answer)
+        if self.history_mode == "reference":
+            if session.reference is None:
+                raise RuntimeError("history=reference needs the Original reference run")
+            shown = session.reference[turn]
+        else:
+            shown = answer
+        session.history.append((session.user(turn), shown))
+
+    def _turn_record(self, session: Session, turn: int, plan: TurnPlan,
+                     completion: Completion) -> TurnRecord:
+        tokens = {role: usage for role, usage in plan.tokens.items()}
+        tokens[plan.role] = tokens.get(plan.role, Usage()) + usage_of(completion)
+        share = completion.seconds_share
+        seconds = {"generate": round(completion.seconds, 6), "generate_share": round(share, 6)}
+        seconds.update(plan.seconds)
+        tps = (completion.completion_tokens / share
+               if completion.completion_tokens is not None and share > 0 else None)
+        ref = (f"{self.reference_key}/{session.id}/{turn}"
+               if self.reference_key and session.reference is not None else None)
+        return TurnRecord(
+            run_id=self.run_id, dialogue_id=session.id, dataset=session.dialogue.dataset,
+            turn=turn, method=self.method.name, served_by=plan.served_by or plan.role,
+            model_id=completion.model_id, user=session.user(turn), response=completion.text,
+            rendered_prompt=completion.rendered_prompt,
+            prompt_hash=sha16(completion.rendered_prompt), tokens=tokens, seconds=seconds,
+            throughput_tps=tps, cached=completion.cached, status=completion.status,
+            error=completion.error, reference_turn_ref=ref, history_mode=self.history_mode,
+            gate=plan.gate, context=plan.context, extra=plan.extra,
+            batch_size=completion.batch_size, config_hash=self.cfg_hash, seed=self.cfg.seed,
+        )
+
+    def _finish(self, live: _Live) -> _Live:
+        session = live.session
+        self.method.finish(session)
+        if live.error:
+            entry = {"dialogue_id": session.id, "method": self.method.name, "error": live.error,
+                     "turns_done": len(live.turns), "run_id": self.run_id,
+                     "turns": [t.to_json() for t in live.turns]}
+            with self.errors_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            log.error("dialogue %s failed (%s); kept in %s, retried on the next run",
+                      session.id, live.error, self.errors_path)
+            return live
+        tokens: dict[str, Usage] = {}
+        for record in live.turns:
+            for role, usage in record.tokens.items():
+                tokens[role] = tokens.get(role, Usage()) + usage
+        for role, usage in session.adaptation_tokens.items():
+            tokens[role] = tokens.get(role, Usage()) + usage
+        gen_seconds = sum(t.seconds.get("generate_share", 0.0) for t in live.turns)
+        adapt_seconds = float(session.adaptation.get("seconds_total", 0.0))
+        dialogue = DialogueRecord(
+            run_id=self.run_id, dialogue_id=session.id, dataset=session.dialogue.dataset,
+            method=self.method.name, n_turns=len(live.turns), tokens=tokens,
+            adaptation=session.adaptation, adaptation_tokens=dict(session.adaptation_tokens),
+            seconds={"wall": round(time.perf_counter() - live.started, 6),
+                     "generate": round(gen_seconds, 6), "adapt": round(adapt_seconds, 6)},
+            n_errors=sum(t.status != "ok" for t in live.turns), config_hash=self.cfg_hash,
+            seed=self.cfg.seed,
+        )
+        self.store.append_dialogue(live.turns, dialogue)
+        return live
+
+
+def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True)
+
+
+def progress_enabled(cfg: DictConfig) -> bool:
+    setting = cfg.get("progress", "auto")
+    return sys.stderr.isatty() if setting == "auto" else bool(setting)
+
+
+# -- the shared Original reference ---------------------------------------------------------
+def reference_key(cfg: DictConfig) -> str:
+    """One reference per (F, dataset, its selection knobs, generation settings)."""
+    data = {
+        "F": OmegaConf.to_container(cfg.model.F, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "generation": OmegaConf.to_container(cfg.generation, resolve=True),
+    }
+    for transport in ("timeout", "max_retries", "concurrency", "backoff_initial", "backoff_max"):
+        data["F"].pop(transport, None)
+    for selection in ("sample", "min_turns", "max_turns", "tasks"):
+        data["dataset"].pop(selection, None)  # selection changes which dialogues, not answers
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.dataset.name}-{cfg.model.family}-{digest[:10]}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Process lock so parallel sweep jobs generate a shared reference once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Any],
+                     progress: bool) -> tuple[dict[str, list[str]], str, Path]:
+    """Generate (or resume) the Original run for these dialogues and return its answers."""
+    key = reference_key(cfg)
+    ref_dir = Path(cfg.paths.reference_root) / key
+    with _locked(ref_dir.parent / f".{key}.lock"):
+        store = RecordStore(ref_dir)
+        missing = [d for d in dialogues if d.id not in store.finished]
+        if missing:
+            log.info("reference: generating the Original for %d dialogue(s) in %s", len(missing), ref_dir)
+            original = methods.get("original")(cfg.method, ctx)
+            runner = Runner(cfg, ctx, original, store, run_id=f"reference/{key}", reference=None,
+                            reference_key=None, history_mode="own")
+            counts = runner.serve(missing, int(cfg.batch_size), progress)
+            if counts["errored"]:
+                raise BackendError(f"the Original reference failed for {counts['errored']} "
+                                   f"dialogue(s); see {ref_dir / 'errors.jsonl'}")
+            meta = ref_dir / "reference.json"
+            if not meta.exists():
+                meta.write_text(json.dumps({"key": key, "config": OmegaConf.to_container(
+                    cfg.model.F, resolve=True), "dataset": cfg.dataset.name}, indent=2, default=str))
+    answers: dict[str, list[str]] = {}
+    for record in sorted(load_turns(ref_dir), key=lambda r: (r.dialogue_id, r.turn)):
+        answers.setdefault(record.dialogue_id, []).append(record.response)
+    return answers, key, ref_dir

@@ -1,0 +1,1 @@
+"""Shared test helpers: a loopback OpenAI-compatible server, client factories, model fixtures."""

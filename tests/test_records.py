@@ -1,0 +1,62 @@
+"""The record store: atomic dialogues, torn-line repair, no duplicates, schema guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from somabench.records import (
+    SCHEMA_VERSION,
+    DialogueRecord,
+    RecordStore,
+    TurnRecord,
+    Usage,
+    load_turns,
+)
+
+
+def turn(dialogue: str, t: int) -> TurnRecord:
+    return TurnRecord(run_id="r", dialogue_id=dialogue, dataset="d", turn=t, method="m",
+                      served_by="F", model_id="x", user="u", response="a", rendered_prompt="p",
+                      prompt_hash="h", tokens={"F": Usage(3, 2)})
+
+
+def dialogue(dialogue_id: str, n: int) -> DialogueRecord:
+    return DialogueRecord(run_id="r", dialogue_id=dialogue_id, dataset="d", method="m", n_turns=n)
+
+
+def test_roundtrip_and_usage_sum(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append_dialogue([turn("a", 0), turn("a", 1)], dialogue("a", 2))
+    turns = load_turns(tmp_path)
+    assert [t.turn for t in turns] == [0, 1]
+    assert turns[0].tokens["F"] == Usage(3, 2)
+    assert (Usage(1, None) + Usage(None, None)) == Usage(1, None)
+    assert Usage().total is None
+
+
+def test_torn_line_and_unfinished_dialogue_are_repaired(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append_dialogue([turn("a", 0)], dialogue("a", 1))
+    with (tmp_path / "records.jsonl").open("a") as fh:  # crash: turns of b written, no dialogue line
+        fh.write(json.dumps(turn("b", 0).to_json()) + "\n")
+        fh.write('{"run_id": "r", "dialogue_id": "b", "tu')  # torn
+    store = RecordStore(tmp_path)
+    assert store.finished == {"a"}
+    assert [(t.dialogue_id, t.turn) for t in load_turns(tmp_path)] == [("a", 0)]
+
+
+def test_finished_dialogue_cannot_be_appended_twice(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append_dialogue([turn("a", 0)], dialogue("a", 1))
+    with pytest.raises(ValueError, match="already"):
+        store.append_dialogue([turn("a", 0)], dialogue("a", 1))
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    data = turn("a", 0).to_json()
+    data["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(ValueError, match="newer"):
+        TurnRecord.from_json(data)

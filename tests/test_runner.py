@@ -1,0 +1,104 @@
+"""End to end on the real tiny models: records, token counts, resume after a crash, batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from somabench.backends.hf import HFBackend
+from somabench.config import compose
+from somabench.records import RecordStore, load_dialogues, load_turns
+from somabench.task import run_task
+from tests.conftest import tiny_overrides
+
+
+class CallCounter:
+    """Counts real model calls (HFBackend.generate_text) across a run."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = HFBackend.generate_text
+        counter = self
+
+        def counting(self_backend, prompts, gen):  # noqa: ANN001, ANN202
+            counter.calls += len(prompts)
+            return original(self_backend, prompts, gen)
+
+        monkeypatch.setattr(HFBackend, "generate_text", counting)
+
+
+def run_dir(cfg) -> Path:  # noqa: ANN001
+    return Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
+
+
+def test_original_two_turns_records_and_token_counts(tmp_path: Path, tiny_assets) -> None:
+    cfg = compose(tiny_overrides(tmp_path) + ["method=original"])
+    run_task(cfg)
+    turns = load_turns(run_dir(cfg))
+    assert [t.turn for t in turns] == [0, 1]
+    assert all(t.served_by == "F" and t.status == "ok" and t.response for t in turns)
+    # token counts come from F's own tokenizer over exactly the rendered prompt
+    backend = HFBackend(model_id=cfg.model.F.model_id, path=str(tiny_assets["qwen2.5-coder-0.5b-instruct"]))
+    for t in turns:
+        assert t.tokens["F"].prompt == backend.count_tokens(t.rendered_prompt)
+        assert 0 < t.tokens["F"].completion <= cfg.generation.max_new_tokens
+        assert "<|im_start|>user" in t.rendered_prompt and t.user in t.rendered_prompt
+        assert t.throughput_tps and t.throughput_tps > 0
+    # turn 2 sees turn 1's answer (history: own)
+    assert turns[0].response in turns[1].rendered_prompt
+    [dialogue] = load_dialogues(run_dir(cfg))
+    assert dialogue.tokens["F"].prompt == sum(t.tokens["F"].prompt for t in turns)
+    assert (run_dir(cfg) / "summary.md").read_text().count("original") >= 1
+    assert (run_dir(cfg) / "run.json").exists()
+
+
+def test_resume_after_crash_repeats_no_model_call(tmp_path: Path, tiny_assets,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = tiny_overrides(tmp_path) + ["method=surrogate", "limit=2"]
+    cfg = compose(overrides)
+    appended = {"n": 0}
+    real_append = RecordStore.append_dialogue
+
+    def crash_on_second(self, turns, dialogue):  # noqa: ANN001, ANN202
+        appended["n"] += 1
+        if appended["n"] == 2:
+            raise KeyboardInterrupt("injected crash while writing dialogue 2")
+        return real_append(self, turns, dialogue)
+
+    monkeypatch.setattr(RecordStore, "append_dialogue", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_task(cfg)
+    assert len(load_dialogues(run_dir(cfg))) == 1
+    monkeypatch.setattr(RecordStore, "append_dialogue", real_append)
+
+    counter = CallCounter(monkeypatch)
+    run_task(compose(overrides))
+    assert counter.calls == 0, "resume regenerated answers that the cache already had"
+    turns = load_turns(run_dir(cfg))
+    keys = [(t.dialogue_id, t.turn) for t in turns]
+    assert len(keys) == len(set(keys)) == 4
+    resumed = {(t.dialogue_id, t.turn): t for t in turns}
+    assert sum(t.cached for t in turns) == 2  # dialogue 2 came back from the cache
+    # a clean run into another dir gives the same answers
+    clean = compose(overrides + ["task_name=clean"])
+    run_task(clean)
+    for t in load_turns(run_dir(clean)):
+        assert resumed[(t.dialogue_id, t.turn)].response == t.response
+        assert resumed[(t.dialogue_id, t.turn)].tokens == t.tokens
+
+
+def test_batched_generation_matches_one_by_one(tmp_path: Path, tiny_assets) -> None:
+    common = tiny_overrides(tmp_path) + ["method=surrogate", "limit=3", "cache.enabled=false",
+                                          "model.G.dtype=float32"]
+    one = compose(common + ["task_name=b1", "batch_size=1"])
+    many = compose(common + ["task_name=b3", "batch_size=3"])
+    run_task(one)
+    run_task(many)
+    a = {(t.dialogue_id, t.turn): t for t in load_turns(run_dir(one))}
+    b = {(t.dialogue_id, t.turn): t for t in load_turns(run_dir(many))}
+    assert a.keys() == b.keys()
+    assert any(t.batch_size == 3 for t in b.values())
+    for key in a:
+        assert a[key].response == b[key].response
+        assert a[key].tokens == b[key].tokens
