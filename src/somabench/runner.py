@@ -272,7 +272,7 @@ def reference_key(cfg: DictConfig) -> str:
     }
     for transport in ("timeout", "max_retries", "concurrency", "backoff_initial", "backoff_max"):
         data["F"].pop(transport, None)
-    for selection in ("sample", "min_turns", "max_turns", "tasks"):
+    for selection in ("sample", "min_turns", "max_turns", "tasks", "context_dependent_only"):
         data["dataset"].pop(selection, None)  # selection changes which dialogues, not answers
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.dataset.name}-{cfg.model.family}-{digest[:10]}"

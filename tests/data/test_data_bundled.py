@@ -108,8 +108,9 @@ def test_custom_loads_jsonl_and_gz(dataset_cfg, write_jsonl, dialogue_line, tmp_
         assert dialogues[1].turns[2] == Turn(user="question 2", assistant="answer 2")
 
 
-def test_custom_relative_path_is_taken_from_cwd(dataset_cfg, write_jsonl, dialogue_line,
-                                                tmp_path, monkeypatch) -> None:
+def test_custom_relative_path_is_taken_from_cwd(
+    dataset_cfg, write_jsonl, dialogue_line, tmp_path, monkeypatch
+) -> None:
     write_jsonl([dialogue_line("a")], name="rel.jsonl")
     monkeypatch.chdir(tmp_path)
     dialogues = load_dialogues(dataset_cfg("custom", path="rel.jsonl"), limit=None, seed=0)

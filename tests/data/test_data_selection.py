@@ -33,8 +33,9 @@ def test_min_max_turns_inclusive(dataset_cfg) -> None:
 
 
 def test_only_max_turns(dataset_cfg) -> None:
-    kept = load_dialogues(dataset_cfg("mtbench101", min_turns=None, max_turns=2), limit=None,
-                          seed=0)
+    kept = load_dialogues(
+        dataset_cfg("mtbench101", min_turns=None, max_turns=2), limit=None, seed=0
+    )
     assert len(kept) == 459
 
 
@@ -87,8 +88,9 @@ def test_sample_is_deterministic_by_seed(dataset_cfg) -> None:
     assert first == again
     assert _ids(first) != _ids(other)
     # A sample keeps file order.
-    order = {d.id: i for i, d in enumerate(load_dialogues(dataset_cfg("mtbench101"), limit=None,
-                                                           seed=0))}
+    order = {
+        d.id: i for i, d in enumerate(load_dialogues(dataset_cfg("mtbench101"), limit=None, seed=0))
+    }
     assert [order[i] for i in _ids(first)] == sorted(order[i] for i in _ids(first))
 
 
@@ -154,8 +156,9 @@ def test_bad_selection_values_name_the_key(dataset_cfg, overrides, fragment: str
         load_dialogues(dataset_cfg("mtbench", **overrides), limit=None, seed=0)
 
 
-@pytest.mark.parametrize(("kwargs", "fragment"), [({"limit": 0}, "limit=0"),
-                                                  ({"seed": "1"}, "seed='1'")])
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"), [({"limit": 0}, "limit=0"), ({"seed": "1"}, "seed='1'")]
+)
 def test_bad_limit_or_seed(dataset_cfg, kwargs, fragment: str) -> None:
     call = {"limit": None, "seed": 0, **kwargs}
     with pytest.raises(DatasetError, match=fragment):
@@ -168,8 +171,36 @@ def test_context_dependent_only_refuses_unlabelled_data(dataset_cfg) -> None:
 
 
 def test_context_dependent_only_uses_labels(dataset_cfg, write_jsonl, dialogue_line) -> None:
-    path = write_jsonl([dialogue_line("a", context_dependent=True),
-                        dialogue_line("b", context_dependent=False),
-                        dialogue_line("c", context_dependent=True)])
+    path = write_jsonl(
+        [
+            dialogue_line("a", context_dependent=True),
+            dialogue_line("b", context_dependent=False),
+            dialogue_line("c", context_dependent=True),
+        ]
+    )
     cfg = dataset_cfg("custom", path=str(path), context_dependent_only=True)
     assert _ids(load_dialogues(cfg, limit=None, seed=0)) == ["a", "c"]
+
+
+def test_composed_config_with_cli_style_overrides(tmp_path, dialogue_line) -> None:
+    """The runner's call, on a config composed by Hydra like the CLI does."""
+    from somabench.config import compose
+
+    cfg = compose(
+        [
+            "dataset=mtbench101",
+            "dataset.tasks=[CM,SI]",
+            "dataset.sample=10",
+            "limit=3",
+            "shard=1/2",
+            "seed=5",
+        ]
+    )
+    kept = load_dialogues(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)
+    whole = load_dialogues(cfg.dataset, limit=None, seed=5)
+    assert len(whole) == 10 and kept == whole[1::2][:3]
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(dialogue_line("only") + "\n")
+    cfg = compose(["dataset=custom", f"dataset.path={path}", "limit=null"])
+    assert [d.id for d in load_dialogues(cfg.dataset, limit=cfg.limit, seed=0)] == ["only"]

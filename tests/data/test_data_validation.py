@@ -36,14 +36,24 @@ CASES = {
     "missing_assistant": (_line(turns=[{"user": "u"}]), "turns[0].assistant", "use null"),
     "empty_user": (
         _line(turns=[{"user": "q", "assistant": "a"}, {"user": " \n", "assistant": None}]),
-        "turns[1].user", "user text is empty",
+        "turns[1].user",
+        "user text is empty",
     ),
-    "user_not_str": (_line(turns=[{"user": 3, "assistant": None}]), "turns[0].user",
-                     "must be a string, got int"),
-    "assistant_wrong_type": (_line(turns=[{"user": "u", "assistant": ["a"]}]),
-                             "turns[0].assistant", "must be a string or null, got list"),
-    "unknown_turn_key": (_line(turns=[{"user": "u", "assistant": None, "usr": "x"}]),
-                         "turns[0].usr", "unknown key"),
+    "user_not_str": (
+        _line(turns=[{"user": 3, "assistant": None}]),
+        "turns[0].user",
+        "must be a string, got int",
+    ),
+    "assistant_wrong_type": (
+        _line(turns=[{"user": "u", "assistant": ["a"]}]),
+        "turns[0].assistant",
+        "must be a string or null, got list",
+    ),
+    "unknown_turn_key": (
+        _line(turns=[{"user": "u", "assistant": None, "usr": "x"}]),
+        "turns[0].usr",
+        "unknown key",
+    ),
     "unknown_key": (_line(turn=[]), "turn", "unknown key"),
     "meta_not_object": (_line(meta=[1]), "meta", "must be an object, got list"),
 }
@@ -66,8 +76,10 @@ def test_bad_line_names_file_line_and_field(case: str, write_jsonl) -> None:
 
 def test_duplicate_id_names_both_lines(write_jsonl) -> None:
     path = write_jsonl([_line(id="a"), _line(id="b"), "", _line(id="a")])
-    with pytest.raises(DatasetError, match=re.escape(f"{path}:4: field 'id': duplicate id 'a': "
-                                                     f"lines 1 and 4 of {path}")):
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(f"{path}:4: field 'id': duplicate id 'a': lines 1 and 4 of {path}"),
+    ):
         read_dialogues_jsonl(path)
 
 

@@ -35,7 +35,9 @@ def _plain(dataset_cfg: Any) -> dict[str, Any]:
         except MissingMandatoryValue as exc:
             key = str(exc.full_key)
             key = key if key.startswith("dataset.") else "dataset." + key
-            raise DatasetError(f"{key} is required (it is ??? in the config); set {key}=...") from exc
+            raise DatasetError(
+                f"{key} is required (it is ??? in the config); set {key}=..."
+            ) from exc
     if isinstance(dataset_cfg, Mapping):
         return dict(dataset_cfg)
     raise DatasetError(f"dataset config must be a mapping, got {type(dataset_cfg).__name__}")

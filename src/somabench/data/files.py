@@ -39,20 +39,24 @@ def read_dialogues_jsonl(path: str | Path) -> list[Dialogue]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DatasetError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                                   where=where) from exc
+                raise DatasetError(
+                    f"not valid UTF-8 ({exc.reason} at byte {exc.start})", where=where
+                ) from exc
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                                   where=where) from exc
+                raise DatasetError(
+                    f"invalid JSON ({exc.msg} at column {exc.colno})", where=where
+                ) from exc
             dialogue = dialogue_from_obj(obj, where=where)
             if dialogue.id in first_line_of:
                 raise DatasetError(
                     f"duplicate id {dialogue.id!r}: lines {first_line_of[dialogue.id]} and "
-                    f"{number} of {path}", where=where, field="id",
+                    f"{number} of {path}",
+                    where=where,
+                    field="id",
                 )
             first_line_of[dialogue.id] = number
             dialogues.append(dialogue)

@@ -27,8 +27,15 @@ from somabench.registry import Registry
 log = logging.getLogger(__name__)
 
 HUB_KEYS = (
-    "path", "name", "split", "data_files", "revision", "converter", "on_unconvertible",
-    "license", "options",
+    "path",
+    "name",
+    "split",
+    "data_files",
+    "revision",
+    "converter",
+    "on_unconvertible",
+    "license",
+    "options",
 )
 ON_UNCONVERTIBLE = ("error", "drop")
 
@@ -92,15 +99,17 @@ def _pair_turns(merged: list[tuple[str, str]]) -> list[dict[str, str | None]]:
 
 
 @register_converter("turns")
-def convert_turns(row: Mapping[str, Any], *, index: int, dataset: str,
-                  options: Mapping[str, Any]) -> dict[str, Any]:
+def convert_turns(
+    row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """Rows already in the bundled line schema (``id``, ``dataset``, ``turns``, ``meta``)."""
     return {key: row[key] for key in ("id", "dataset", "turns", "meta") if key in row}
 
 
 @register_converter("sharegpt")
-def convert_sharegpt(row: Mapping[str, Any], *, index: int, dataset: str,
-                     options: Mapping[str, Any]) -> dict[str, Any]:
+def convert_sharegpt(
+    row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """ShareGPT/Vicuna rows: ``{"id", "conversations": [{"from", "value"}, ...]}``.
 
     ``human``/``user`` -> user, ``gpt``/``chatgpt``/... -> assistant; consecutive messages of
@@ -156,8 +165,9 @@ def convert_sharegpt(row: Mapping[str, Any], *, index: int, dataset: str,
 
 
 @register_converter("multichar", options=("scene_in_first_turn",))
-def convert_multichar(row: Mapping[str, Any], *, index: int, dataset: str,
-                      options: Mapping[str, Any]) -> dict[str, Any]:
+def convert_multichar(
+    row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """agentlans/multi-character-dialogue rows: ``setting``, ``characters`` (name ->
     description), ``conversation`` ([{"from": name, "message"}]), ``setting after interaction``.
 
@@ -270,19 +280,20 @@ def convert_rows(rows: Iterable[Mapping[str, Any]], cfg: Mapping[str, Any]) -> l
         where = f"{hub['path']} row {index}"
         try:
             obj = convert(row, index=index, dataset=name, options=hub["options"])
-            if isinstance(obj.get("meta"), Mapping):
-                obj["meta"] = {"source": source, "license": hub["license"], **obj["meta"]}
+            meta = obj.get("meta") if obj.get("meta") is not None else {}
+            if isinstance(meta, Mapping):  # else the validator names the bad field
+                obj["meta"] = {"source": source, "license": hub["license"], **meta}
             dialogue = dialogue_from_obj(obj, where=where)
             if dialogue.id in first_row_of:
-                raise DatasetError(
-                    f"duplicate id {dialogue.id!r}: rows {first_row_of[dialogue.id]} and {index}",
-                    where=where, field="id",
+                raise Unconvertible(
+                    "duplicate id", f"{dialogue.id!r}: rows {first_row_of[dialogue.id]} and {index}"
                 )
         except Unconvertible as exc:
             if not drop:
                 raise DatasetError(
                     f"cannot convert with converter '{hub['converter']}': {exc} "
-                    "(set dataset.hub.on_unconvertible=drop to skip such rows)", where=where,
+                    "(set dataset.hub.on_unconvertible=drop to skip such rows)",
+                    where=where,
                 ) from exc
             dropped[exc.reason] += 1
             continue
@@ -296,7 +307,9 @@ def convert_rows(rows: Iterable[Mapping[str, Any]], cfg: Mapping[str, Any]) -> l
     if dropped:
         log.warning(
             "dataset '%s': dropped %d hub row(s) (dataset.hub.on_unconvertible=drop): %s",
-            name, sum(dropped.values()), dict(sorted(dropped.items())),
+            name,
+            sum(dropped.values()),
+            dict(sorted(dropped.items())),
         )
     if not dialogues:
         raise DatasetError(f"no row of {hub['path']} converts to a dialogue for '{name}'")
@@ -310,7 +323,10 @@ def load_hub(cfg: Mapping[str, Any]) -> list[Dialogue]:
 
     try:
         rows = datasets.load_dataset(
-            hub["path"], name=hub["name"], split=hub["split"], data_files=hub["data_files"],
+            hub["path"],
+            name=hub["name"],
+            split=hub["split"],
+            data_files=hub["data_files"],
             revision=hub["revision"],
         )
     except Exception as exc:  # network, auth, missing file: all mean "not loadable here"
@@ -319,6 +335,7 @@ def load_hub(cfg: Mapping[str, Any]) -> list[Dialogue]:
             f"{exc}). Without hub access use a bundled dataset, or convert the data to the "
             "bundled line schema and load it with dataset=custom dataset.path=<file>."
         ) from exc
-    log.info("dataset '%s': %d rows from %s split %s", cfg["name"], len(rows), hub["path"],
-             hub["split"])
+    log.info(
+        "dataset '%s': %d rows from %s split %s", cfg["name"], len(rows), hub["path"], hub["split"]
+    )
     return convert_rows(rows, cfg)

@@ -47,8 +47,9 @@ def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
     if cfg.get("tiny"):
         path = bundled_dir() / TINY_DIR / f"{name}.jsonl"
         if not path.is_file():
-            raise DatasetError(f"dataset.tiny=true but there is no tiny sample for '{name}' "
-                               f"({path})")
+            raise DatasetError(
+                f"dataset.tiny=true but there is no tiny sample for '{name}' ({path})"
+            )
         return read_dialogues_jsonl(path)
     file = cfg.get("file")
     if not file:

@@ -77,7 +77,8 @@ def dialogue_from_obj(obj: Any, *, where: str) -> Dialogue:
     unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
     if unknown:
         raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(DIALOGUE_KEYS)}", where=where,
+            f"unknown key(s) {unknown}; allowed keys: {list(DIALOGUE_KEYS)}",
+            where=where,
             field=unknown[0],
         )
     for key in REQUIRED_DIALOGUE_KEYS:
@@ -94,7 +95,8 @@ def dialogue_from_obj(obj: Any, *, where: str) -> Dialogue:
     raw_turns = obj["turns"]
     if not isinstance(raw_turns, list):
         raise DatasetError(
-            f"must be a list of turn objects, got {_type_name(raw_turns)}", where=where,
+            f"must be a list of turn objects, got {_type_name(raw_turns)}",
+            where=where,
             field="turns",
         )
     if not raw_turns:
@@ -114,12 +116,14 @@ def _turn_from_obj(obj: Any, *, where: str, index: int) -> Turn:
     if not isinstance(obj, Mapping):
         raise DatasetError(
             f"must be an object with keys {list(TURN_KEYS)}, got {_type_name(obj)}",
-            where=where, field=name,
+            where=where,
+            field=name,
         )
     unknown = sorted(set(obj) - set(TURN_KEYS))
     if unknown:
         raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(TURN_KEYS)}", where=where,
+            f"unknown key(s) {unknown}; allowed keys: {list(TURN_KEYS)}",
+            where=where,
             field=f"{name}.{unknown[0]}",
         )
     if "user" not in obj:
@@ -127,7 +131,8 @@ def _turn_from_obj(obj: Any, *, where: str, index: int) -> Turn:
     if "assistant" not in obj:
         raise DatasetError(
             "missing required field (use null when there is no reference answer)",
-            where=where, field=f"{name}.assistant",
+            where=where,
+            field=f"{name}.assistant",
         )
     user, assistant = obj["user"], obj["assistant"]
     if not isinstance(user, str):
@@ -138,7 +143,8 @@ def _turn_from_obj(obj: Any, *, where: str, index: int) -> Turn:
         raise DatasetError("user text is empty", where=where, field=f"{name}.user")
     if assistant is not None and not isinstance(assistant, str):
         raise DatasetError(
-            f"must be a string or null, got {_type_name(assistant)}", where=where,
+            f"must be a string or null, got {_type_name(assistant)}",
+            where=where,
             field=f"{name}.assistant",
         )
     return Turn(user=user, assistant=assistant)

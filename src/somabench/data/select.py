@@ -37,7 +37,12 @@ from somabench.registry import did_you_mean
 log = logging.getLogger(__name__)
 
 SELECTION_KEYS = (
-    "min_turns", "max_turns", "truncate_turns", "tasks", "sample", "context_dependent_only",
+    "min_turns",
+    "max_turns",
+    "truncate_turns",
+    "tasks",
+    "sample",
+    "context_dependent_only",
 )
 
 
@@ -81,8 +86,11 @@ class Selection:
             )
         tasks = cfg["tasks"]
         if tasks is not None:
-            if isinstance(tasks, str) or not isinstance(tasks, Sequence) or not tasks or not all(
-                isinstance(t, str) for t in tasks
+            if (
+                isinstance(tasks, str)
+                or not isinstance(tasks, Sequence)
+                or not tasks
+                or not all(isinstance(t, str) for t in tasks)
             ):
                 raise DatasetError(
                     f"dataset.tasks={tasks!r}: expected null or a non-empty list of task codes, "
@@ -212,7 +220,9 @@ def select_dialogues(
         if selection.sample >= len(kept):
             log.warning(
                 "dataset.sample=%d but only %d dialogues of '%s' pass the filters: keeping all",
-                selection.sample, len(kept), name,
+                selection.sample,
+                len(kept),
+                name,
             )
         else:
             chosen = sorted(random.Random(seed).sample(range(len(kept)), selection.sample))

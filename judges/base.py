@@ -1,0 +1,174 @@
+"""What a judge receives (``JudgeItem``), what it writes (``ScoreLine``) and the judge interface.
+
+Why one line type: the report module, the aggregation here and a human auditing a number all
+read the same ``scores.jsonl`` line, which holds everything needed to check it (FastChat's
+judgment lines): ids, judge and model, prompt id and hash, the messages sent, raw text, parsed
+score, status, attempts, cache flag, time and tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+SCORE_SCHEMA_VERSION = 1  # bump when a ScoreLine field is renamed/removed/changes meaning
+STATUSES = ("ok", "unparsed", "api_error", "skipped")
+FINAL_STATUSES = ("ok", "unparsed")  # a rerun keeps these; api_error and skipped are redone
+JUDGE_KINDS = ("llm", "local", "embedding-proxy")
+
+
+@dataclass
+class JudgeItem:
+    """One served turn to judge, with the Original's answer and the dialogue before it."""
+
+    run_id: str
+    dialogue_id: str
+    dataset: str
+    turn: int
+    method: str
+    served_by: str
+    question: str
+    candidate: str
+    reference: str | None
+    """The Original's answer to this turn (``None`` when the reference run lacks it)."""
+    context: list[tuple[str, str]]
+    """All previous (user, assistant) exchanges as the method saw them (own or reference)."""
+    post_switch: bool
+    reference_turn_ref: str | None
+    record_status: str = "ok"
+    record_error: str | None = None
+
+
+@dataclass
+class ScoreLine:
+    """One line of ``scores.jsonl``: one (turn, judge, prompt)."""
+
+    run_id: str
+    dialogue_id: str
+    dataset: str
+    turn: int
+    method: str
+    panel: str
+    """Panel config name (``paper`` | ``local`` | ``embedding`` ...)."""
+    judge: str
+    """Judge name within the panel (config key, e.g. ``gpt_oss``)."""
+    judge_model: str
+    judge_kind: str
+    """``llm`` (OpenAI-compatible endpoint) | ``local`` (in-process hf model) |
+    ``embedding-proxy`` (cosine of sentence embeddings: a proxy, not a judge)."""
+    prompt_id: str
+    """Versioned prompt file id (``similarity_v1``)."""
+    prompt_sha: str
+    """Hash of the prompt file: changes if a prompt file was (wrongly) edited."""
+    metric: str
+    """What is measured: the prompt's ``name`` (``similarity``, ``ability_memory`` ...)."""
+    status: str
+    """``ok`` | ``unparsed`` (reply had no valid score; see ``raw``) | ``api_error`` (the call
+    failed; see ``error``) | ``skipped`` (nothing to judge; see ``error``)."""
+    score: float | None
+    """Parsed score in ``score_range``; ``None`` unless ok."""
+    score_norm: float | None
+    """``score`` mapped to [0, 1]; ``None`` unless ok."""
+    score_range: list[float]
+    raw: str | None
+    """The judge's final reply text (for the embedding proxy: the cosine as text)."""
+    error: str | None
+    attempts: int
+    """Calls made for this line now (transport retries + parse retries); 0 if cached."""
+    retries: list[str]
+    """One entry per failed attempt (transport error or unparsable reply)."""
+    post_switch: bool
+    """True for a turn served by G after the method's gate switched (False for methods that
+    never switch)."""
+    served_by: str
+    cached: bool
+    """True if the judgment came from the judge cache (seconds/tokens are the original ones)."""
+    seconds: float | None
+    tokens: dict[str, int | None]
+    """``{"prompt": n, "completion": m}`` summed over attempts; ``None`` when not reported."""
+    request_key: str | None
+    """Cache key of the judge request (hash of judge fingerprint, prompt and messages)."""
+    reference_turn_ref: str | None
+    messages: list[dict[str, str]] | None = None
+    """The messages sent to the judge (omitted when ``judge.store_messages=false``)."""
+    timestamp: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    schema_version: int = SCORE_SCHEMA_VERSION
+    kind: str = "score"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def unit_key(self) -> tuple[str, str, int, str, str]:
+        return unit_key(self.run_id, self.dialogue_id, self.turn, self.judge, self.prompt_id)
+
+
+def unit_key(run_id: str, dialogue_id: str, turn: int, judge: str,
+             prompt_id: str) -> tuple[str, str, int, str, str]:
+    """Identity of a score line: a rerun replaces the line with the same key."""
+    return (str(run_id), str(dialogue_id), int(turn), str(judge), str(prompt_id))
+
+
+@dataclass
+class Verdict:
+    """A judge's outcome for one unit, before the panel adds the ids."""
+
+    status: str
+    score: float | None = None
+    raw: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    retries: list[str] = field(default_factory=list)
+    cached: bool = False
+    seconds: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    request_key: str | None = None
+    messages: list[dict[str, str]] | None = None
+
+    def cacheable(self) -> dict[str, Any]:
+        """What the judge cache stores (only ok/unparsed outcomes are ever cached)."""
+        return {"status": self.status, "score": self.score, "raw": self.raw,
+                "error": self.error, "attempts": self.attempts, "retries": self.retries,
+                "seconds": self.seconds, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+
+class JudgeError(RuntimeError):
+    """Judging could not run or failed too often; the message says what and how to fix it.
+    Score lines written before the failure stay in ``scores.jsonl``."""
+
+
+class Judge:
+    """Interface of a panel member.
+
+    ``name`` is the config key, ``model`` the model id, ``kind`` one of ``JUDGE_KINDS``.
+    ``judge(item, prompt, settings)`` returns a :class:`Verdict` and never raises for a
+    failed call (that is ``api_error``); ``preflight()`` raises :class:`JudgeError` when the
+    judge cannot work at all (endpoint down, missing key, model not found).
+    """
+
+    name: str
+    model: str
+    kind: str
+    concurrency: int = 1
+
+    def supports(self, prompt: Any) -> bool:
+        return prompt.kind in ("similarity", "ability")
+
+    def preflight(self) -> None:
+        """Check the judge can run, before any call is spent."""
+
+    def prepare(self, items: list[JudgeItem]) -> None:
+        """Optional batch warm-up (the embedding proxy encodes all texts at once)."""
+
+    def judge(self, item: JudgeItem, prompt: Any, settings: dict[str, Any]) -> Verdict:
+        raise NotImplementedError
+
+    def endpoint(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        """Free the model / connections."""

@@ -1,0 +1,341 @@
+"""Find runs (an outputs dir, a multirun sweep dir, or a W&B group) and load them as frames.
+
+Why: tables and figures must not care where the runs came from. Every run dir holds
+``records.jsonl`` + ``dialogues.jsonl`` (+ ``run.json``, ``scores.jsonl``); a W&B run carries
+the same files as an artifact, so both sources end up as the same :class:`ReportData`.
+Runs are identified by their directory relative to the source (``run_id`` in the records is
+the run name, which repeats across sweep jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from somabench.metrics import dialogue_frame, score_frame, turn_frame
+from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
+
+log = logging.getLogger(__name__)
+
+RUN_HEADER = "run.json"          # written by somabench.task
+SCORES_FILE = "scores.jsonl"     # written by the judge panel
+REFERENCE_META = "reference.json"  # written by somabench.runner.ensure_reference
+REFERENCE_SUBDIR = "reference"   # a reference bundled inside a W&B records artifact
+ARTIFACT_TYPE = "run-records"    # W&B artifact type holding a run dir's files
+WANDB_PREFIX = "wandb:"
+ORIGINAL = "original"            # the method every other one is compared to
+
+
+@dataclass
+class RunInfo:
+    """One run directory and what it is."""
+
+    key: str
+    """Directory relative to the source root: the id shown in tables."""
+    path: Path
+    kind: str
+    """``run`` (a job) or ``reference`` (the shared Original run)."""
+    method: str
+    dataset: str
+    family: str
+    config: dict[str, Any]
+    status: str | None = None
+    task_name: str | None = None
+    reference_dir: Path | None = None
+    label: str = ""
+    """Row label: the method's display name plus the config keys that set it apart, if any."""
+    variant: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """Everything a report needs, as frames keyed by ``run_key``."""
+
+    source: str
+    runs: list[RunInfo]
+    turns: pd.DataFrame
+    dialogues: pd.DataFrame
+    scores: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    def run(self, key: str) -> RunInfo:
+        return next(r for r in self.runs if r.key == key)
+
+    def families(self) -> list[str]:
+        return sorted({r.family for r in self.runs})
+
+    def experiment(self) -> str:
+        """task_name shared by the runs, else the source's last path part."""
+        names = {r.task_name for r in self.runs if r.kind == "run" and r.task_name}
+        if len(names) == 1:
+            return names.pop()
+        return Path(self.source.removeprefix(WANDB_PREFIX)).name or "report"
+
+    def prices(self, family: str) -> dict[str, Any]:
+        """``model.prices`` of the family's runs (the first run that has them)."""
+        for run in self.runs:
+            prices = (run.config.get("model") or {}).get("prices")
+            if run.family == family and prices:
+                return dict(prices)
+        return {}
+
+    def runs_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"run_key": r.key, "kind": r.kind, "method": r.method, "label": r.label,
+                              "dataset": r.dataset, "family": r.family, "status": r.status,
+                              "task_name": r.task_name, **{f"variant:{k}": v for k, v in r.variant.items()}}
+                             for r in self.runs])
+
+
+# -- locating runs -----------------------------------------------------------------------------
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (itself included) holding records; W&B dirs are skipped."""
+    found = set()
+    for name in (TURNS_FILE, DIALOGUES_FILE):
+        for path in root.rglob(name):
+            if "wandb" in path.relative_to(root).parts[:-1]:
+                continue
+            found.add(path.parent)
+    return sorted(found)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("could not read %s (%s); treating as empty", path, exc)
+        return {}
+
+
+def _resolve_reference(run_dir: Path, header: dict[str, Any]) -> Path | None:
+    """Where a run's Original reference lives (paths in run.json may be relative to the cwd
+    the run was started from, so also look next to the run and up its parents)."""
+    bundled = run_dir / REFERENCE_SUBDIR
+    if (bundled / TURNS_FILE).exists():
+        return bundled
+    ref = header.get("reference_dir")
+    if not ref:
+        return None
+    candidate = Path(ref)
+    if (candidate / TURNS_FILE).exists():
+        return candidate.resolve()
+    key = header.get("reference_key") or candidate.name
+    for parent in run_dir.resolve().parents:
+        probe = parent / "references" / key
+        if (probe / TURNS_FILE).exists():
+            return probe
+    return None
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): json.dumps(data, sort_keys=True) if isinstance(data, list) else data}
+
+
+def _excluded(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _label_variants(runs: list[RunInfo], names: dict[str, str], pool_keys: list[str]) -> None:
+    """Label runs; runs of one method on one dataset whose configs differ get the differing
+    keys in their label (e.g. a warm-window sweep), so they are never pooled silently."""
+    from somabench.runner import NON_OUTPUT_KEYS
+
+    skip = [*NON_OUTPUT_KEYS, *pool_keys]
+    groups: dict[tuple[str, str, str], list[RunInfo]] = {}
+    for run in runs:
+        run.label = names.get(run.method, run.method)
+        if run.kind == "run":
+            groups.setdefault((run.family, run.method, run.dataset), []).append(run)
+    for group in groups.values():
+        flat = {r.key: {k: v for k, v in _flatten(r.config).items() if not _excluded(k, skip)}
+                for r in group}
+        keys = sorted({k for f in flat.values() for k in f})
+        differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1]
+        for run in group:
+            run.variant = {k: flat[run.key].get(k) for k in differing}
+            if differing:
+                parts = ", ".join(f"{k.removeprefix('method.')}={flat[run.key].get(k)}" for k in differing)
+                run.label = f"{run.label} ({parts})"
+
+
+def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
+    header = _read_json(run_dir / RUN_HEADER) if (run_dir / RUN_HEADER).exists() else {}
+    config = header.get("config") or {}
+    try:
+        key = str(run_dir.resolve().relative_to(root.resolve())) or "."
+    except ValueError:  # a reference outside the source root: <references dir>/<key>
+        key = f"{run_dir.parent.name}/{run_dir.name}"
+    first = turns[0] if turns else None
+    if header:
+        return RunInfo(key=key, path=run_dir, kind="run",
+                       method=(config.get("method") or {}).get("name") or (first.method if first else "?"),
+                       dataset=(config.get("dataset") or {}).get("name") or (first.dataset if first else "?"),
+                       family=(config.get("model") or {}).get("family") or "?", config=config,
+                       status=header.get("status"), task_name=config.get("task_name"),
+                       reference_dir=_resolve_reference(run_dir, header))
+    meta = _read_json(run_dir / REFERENCE_META) if (run_dir / REFERENCE_META).exists() else {}
+    if first is None:
+        return None
+    if meta or first.method == ORIGINAL:
+        ref_key = meta.get("key") or run_dir.name
+        # reference keys are "<dataset>-<family>-<digest>" (somabench.runner.reference_key)
+        parts = ref_key.rsplit("-", 1)[0].split("-", 1)
+        family = parts[1] if len(parts) == 2 else "?"
+        return RunInfo(key=key, path=run_dir, kind="reference", method=ORIGINAL, dataset=first.dataset,
+                       family=family, config={"model": {"F": meta.get("config")}}, status="success")
+    log.warning("%s has records but no %s; family unknown", run_dir, RUN_HEADER)
+    return RunInfo(key=key, path=run_dir, kind="run", method=first.method, dataset=first.dataset,
+                   family="?", config={})
+
+
+def _read_scores(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / SCORES_FILE
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s:%d: unreadable score line skipped", path, number)
+    return rows
+
+
+def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> ReportData:
+    """Load every run under ``root`` (an outputs dir, one experiment, a sweep dir or one run)."""
+    root = Path(root)
+    if not root.exists():
+        raise SystemExit(f"error: {root} does not exist; pass an outputs dir, a multirun sweep dir "
+                         f"or wandb:<entity>/<project>/<group>")
+    warnings: list[str] = []
+    runs: list[RunInfo] = []
+    records: dict[str, tuple[list[Any], list[Any]]] = {}
+    pending = list(find_run_dirs(root))
+    seen: set[Path] = set()
+    while pending:
+        run_dir = pending.pop(0)
+        if run_dir.resolve() in seen:
+            continue
+        seen.add(run_dir.resolve())
+        turns, dialogues = load_turns(run_dir), load_dialogues(run_dir)
+        info = _run_info(run_dir, root, turns)
+        if info is None:
+            continue
+        runs.append(info)
+        records[info.key] = (turns, dialogues)
+        if info.reference_dir is not None and info.reference_dir.resolve() not in seen:
+            pending.append(info.reference_dir)
+    if not runs:
+        raise SystemExit(f"error: no run directories (with {TURNS_FILE}) under {root}")
+    _label_variants(runs, dict(report_cfg.methods), list(report_cfg.pool_keys))
+    turns_f, dialogues_f, scores_f = _frames(runs, records, warnings)
+    return ReportData(source=source or str(root), runs=runs, turns=turns_f, dialogues=dialogues_f,
+                      scores=scores_f, warnings=warnings)
+
+
+def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]],
+            warnings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    explicit_original = {(r.family, r.dataset) for r in runs if r.kind == "run" and r.method == ORIGINAL}
+    used_by: dict[str, set[str]] = {}
+    for run in runs:
+        if run.kind == "run" and run.reference_dir is not None:
+            ref = next((r for r in runs if r.path.resolve() == run.reference_dir.resolve()), None)
+            if ref is not None:
+                ref.family = run.family if ref.family == "?" else ref.family
+                used_by.setdefault(ref.key, set()).update(d.dialogue_id for d in records[run.key][1])
+    turn_parts, dialogue_parts, score_parts = [], [], []
+    for run in runs:
+        turns, dialogues = records[run.key]
+        if run.kind == "reference":
+            if (run.family, run.dataset) in explicit_original:
+                continue  # an explicit Original run of the same family/dataset is shown instead
+            if run.key in used_by:  # only the dialogues the compared runs served
+                keep = used_by[run.key]
+                turns = [t for t in turns if t.dialogue_id in keep]
+                dialogues = [d for d in dialogues if d.dialogue_id in keep]
+        tags = {"run_key": run.key, "label": run.label, "family": run.family, "kind": run.kind}
+        if turns:
+            part = turn_frame(turns).assign(**tags)
+            turn_parts.append(part)
+        if dialogues:
+            dialogue_parts.append(dialogue_frame(dialogues).assign(
+                **tags, adaptation=[d.adaptation for d in dialogues]))
+        if run.kind == "run":
+            rows = _read_scores(run.path)
+            if rows:
+                frame = score_frame(rows).assign(**tags, dataset=run.dataset)
+                finished = {d.dialogue_id for d in dialogues}
+                score_parts.append(frame[frame["dialogue_id"].isin(finished)])
+    turns_f = pd.concat(turn_parts, ignore_index=True) if turn_parts else pd.DataFrame()
+    dialogues_f = pd.concat(dialogue_parts, ignore_index=True) if dialogue_parts else pd.DataFrame()
+    scores_f = pd.concat(score_parts, ignore_index=True) if score_parts else score_frame([])
+    if not dialogues_f.empty:
+        dup = dialogues_f.duplicated(["family", "label", "dataset", "dialogue_id"], keep="first")
+        if dup.any():
+            dropped = dialogues_f[dup]
+            from_runs = dropped[dropped["kind"] == "run"]
+            if not from_runs.empty:  # copies of the shared reference are expected, runs are not
+                message = (f"{len(from_runs)} dialogue(s) appear in more than one run with the same "
+                           f"label (runs {', '.join(sorted(from_runs['run_key'].unique()))}); "
+                           f"kept the first copy")
+                warnings.append(message)
+                log.warning(message)
+            drop_keys = set(zip(dropped["run_key"], dropped["dialogue_id"], strict=True))
+            for name, frame in (("d", dialogues_f), ("t", turns_f), ("s", scores_f)):
+                if frame.empty:
+                    continue
+                mask = [(k, d) in drop_keys for k, d in zip(frame["run_key"], frame["dialogue_id"], strict=True)]
+                frame.drop(frame.index[mask], inplace=True)
+    return turns_f, dialogues_f, scores_f
+
+
+# -- W&B ------------------------------------------------------------------------------------
+def parse_wandb_source(source: str) -> tuple[str, str, str | None]:
+    """``wandb:entity/project[/group]`` -> (entity, project, group)."""
+    parts = source.removeprefix(WANDB_PREFIX).strip("/").split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise SystemExit(f"error: W&B source '{source}' must look like wandb:<entity>/<project>/<group> "
+                         f"(group optional)")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def load_wandb(source: str, report_cfg: Any, download_dir: Path) -> ReportData:
+    """Download each run's records artifact of a W&B project/group and load them like local runs."""
+    import wandb
+
+    entity, project, group = parse_wandb_source(source)
+    api = wandb.Api()
+    filters = {"group": group} if group else {}
+    count = 0
+    for run in api.runs(f"{entity}/{project}", filters=filters):
+        for artifact in run.logged_artifacts():
+            if artifact.type == ARTIFACT_TYPE:
+                artifact.download(root=str(download_dir / run.id))
+                count += 1
+    if not count:
+        raise SystemExit(f"error: no '{ARTIFACT_TYPE}' artifacts in {entity}/{project}"
+                         f"{'/' + group if group else ''}; were the runs logged with logger=wandb and synced?")
+    log.info("downloaded %d run artifact(s) from %s to %s", count, source, download_dir)
+    return load_local(download_dir, report_cfg, source=source)
+
+
+def load(source: str, report_cfg: Any, download_dir: Path | None = None) -> ReportData:
+    """Local path or ``wandb:entity/project/group``."""
+    if source.startswith(WANDB_PREFIX):
+        if download_dir is None:
+            raise ValueError("a W&B source needs a download_dir")
+        return load_wandb(source, report_cfg, download_dir)
+    return load_local(source, report_cfg)

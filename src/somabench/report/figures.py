@@ -1,0 +1,431 @@
+"""The paper's figures (matplotlib, Agg) from report frames; every builder returns a Figure or
+raises :class:`Skip` with the reason the inputs do not allow it.
+
+Why: the report command must draw every figure whose inputs exist and say why it skipped the
+others, so each builder checks its own inputs first. Numbers come from somabench.metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - backend must be chosen first
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from somabench.metrics import (  # noqa: E402
+    STACKS,
+    cost_stacks,
+    dialogue_throughput,
+    mean_std,
+    relative_tokens_per_turn,
+    token_stacks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Skip(Exception):
+    """A figure whose inputs are missing; the message says which and how to get them."""
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+def _style(cfg: Any) -> None:
+    plt.rcParams.update({"font.size": cfg.figures.font_size, "axes.titlesize": cfg.figures.font_size + 1,
+                         "legend.fontsize": cfg.figures.font_size - 1, "axes.spines.top": False,
+                         "axes.spines.right": False})
+
+
+def _figure(cfg: Any, n_panels: int = 1, polar: bool = False, extra_width: float = 0.0) -> tuple[Any, list[Any]]:
+    _style(cfg)
+    ncols = min(n_panels, int(cfg.figures.max_columns))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                             figsize=(cfg.figures.panel_width * ncols + extra_width, cfg.figures.panel_height * nrows),
+                             subplot_kw={"projection": "polar"} if polar else None)
+    flat = list(axes.flat)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
+def dataset_name(cfg: Any, name: str) -> str:
+    return dict(cfg.datasets).get(name, name)
+
+
+def order_datasets(cfg: Any, names: list[str]) -> list[str]:
+    order = list(cfg.datasets)
+    return [n for n in order if n in names] + sorted(n for n in names if n not in order)
+
+
+def order_labels(cfg: Any, frame: pd.DataFrame) -> list[str]:
+    """Row/legend order: the paper's method order, then variant labels alphabetically."""
+    order = list(cfg.methods)
+    pairs = frame[["method", "label"]].drop_duplicates()
+    rank = {m: i for i, m in enumerate(order)}
+    pairs = pairs.assign(rank=pairs["method"].map(lambda m: rank.get(m, len(order))))
+    return pairs.sort_values(["rank", "method", "label"])["label"].tolist()
+
+
+def label_colors(cfg: Any, labels: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap(cfg.figures.cmap)
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def save(fig: Any, out_dir: Path, stem: str, cfg: Any) -> list[Path]:
+    """Write the figure in every configured format and close it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in cfg.figures.formats:
+        path = out_dir / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=cfg.figures.dpi, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _rotate(ax: Any) -> None:
+    for tick in ax.get_xticklabels():
+        tick.set_rotation(30)
+        tick.set_ha("right")
+
+
+def _legend_below(fig: Any, handles: list[Any], labels: list[str], cfg: Any) -> None:
+    ncol = max(1, min(len(labels), int(cfg.figures.max_columns) * 2))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+
+
+# -- Fig. 1 ----------------------------------------------------------------------------------
+def relative_tokens_per_turn_figure(turns: pd.DataFrame, cfg: Any) -> Any:
+    """Fig. 1: mean tokens per turn relative to turn 1, one line per dataset (the long tail)."""
+    if turns.empty or "method" not in turns:
+        raise Skip("no turn records")
+    original = turns[turns["method"] == "original"]
+    if original.empty:
+        raise Skip("no Original (or reference) records: run method=original or any method with a judge")
+    rel = relative_tokens_per_turn(original)
+    rel = rel[rel["relative"].notna()]
+    datasets = [d for d in order_datasets(cfg, rel["dataset"].unique().tolist())
+                if (rel["dataset"] == d).sum() >= 2]
+    if not datasets:
+        raise Skip("Original records have a single turn per dataset; need dialogues with >= 2 turns")
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    for name in datasets:
+        part = rel[rel["dataset"] == name].sort_values("turn")
+        ax.plot(part["turn"] + 1, part["relative"], marker="o", markersize=3,
+                label=f"{dataset_name(cfg, name)} (n={int(part['n'].iloc[0])})")
+    ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("tokens per turn / tokens at turn 1")
+    ax.set_title("Relative tokens per turn (Original)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(bottom=0)
+    ax.legend(title="dataset (dialogues)", loc="upper right")
+    return fig
+
+
+# -- Fig. 2 / 5 / 6 --------------------------------------------------------------------------
+def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], cfg: Any, unit_fmt: str) -> list[Any]:
+    colors = dict(cfg.figures.stack_colors)
+    means = frame.groupby("label")[list(STACKS)].mean().reindex(labels)
+    x = np.arange(len(labels))
+    bottom = np.zeros(len(labels))
+    handles = []
+    for stack in STACKS:
+        values = means[stack].fillna(0.0).to_numpy()
+        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(stack), label=stack, width=0.7))
+        bottom += values
+    top = bottom.max() if len(bottom) else 0
+    for xi, total in zip(x, bottom, strict=True):
+        ax.text(xi, total + top * 0.01, format(total, unit_fmt), ha="center", va="bottom",
+                fontsize=cfg.figures.font_size - 2)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+    _rotate(ax)
+    return handles
+
+
+def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, by_dataset: bool,
+                               prices: dict[str, Any] | None = None) -> Any:
+    """Fig. 2 (mean over datasets) or Fig. 5/6 (one panel per dataset): tokens per dialogue per
+    method, stacked F / G / compressor+router / adaptation. With ``prices``: USD per dialogue."""
+    frame = dialogues[dialogues["family"] == family] if not dialogues.empty else dialogues
+    if frame.empty:
+        raise Skip(f"no dialogue records for family {family}")
+    note = ""
+    if prices is not None:
+        if not prices:
+            raise Skip(f"no model.prices in the run config of family {family}")
+        frame, unpriced = cost_stacks(frame, prices)
+        per = int(cfg.cost_per_dialogues)
+        frame[list(STACKS)] = frame[list(STACKS)] * per
+        ylabel, unit_fmt = f"USD per {per:,} dialogues", f".{cfg.tables.decimals_cost}f"
+        note = f"prices: {prices.get('label', 'from config')}"
+        if unpriced:
+            note += f"; not priced: {', '.join(unpriced)}"
+    else:
+        frame = token_stacks(frame)
+        ylabel, unit_fmt = "tokens per dialogue", ",.0f"
+    labels = order_labels(cfg, frame)
+    datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
+    what = "Cost" if prices is not None else "Tokens"
+    if by_dataset:
+        fig, axes = _figure(cfg, len(datasets))
+        for ax, name in zip(axes, datasets, strict=True):
+            part = frame[frame["dataset"] == name]
+            handles = _stacked(ax, part, [lb for lb in labels if lb in set(part["label"])], cfg, unit_fmt)
+            ax.set_title(f"{dataset_name(cfg, name)} (n={part.groupby('label').size().max()})")
+            ax.set_ylabel(ylabel)
+        fig.suptitle(f"{what} per dialogue by dataset ({family})")
+    else:
+        per_dataset = frame.groupby(["label", "dataset"])[list(STACKS)].mean().reset_index()
+        fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.35 * len(labels) - cfg.figures.panel_width / 2))
+        handles = _stacked(ax, per_dataset, labels, cfg, unit_fmt)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{what} per dialogue ({family}; mean over {len(datasets)} dataset"
+                     f"{'s' if len(datasets) != 1 else ''})")
+    _legend_below(fig, handles, list(STACKS), cfg)
+    if note:
+        fig.text(0.99, 0.99, note, ha="right", va="top", fontsize=cfg.figures.font_size - 2, color="dimgray")
+    return fig
+
+
+# -- Fig. 7 / 8 ------------------------------------------------------------------------------
+DIALOGUE = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
+
+
+def _grouped_bars(ax: Any, frame: pd.DataFrame, value: str, err: str | None, labels: list[str],
+                  datasets: list[str], colors: dict[str, Any], cfg: Any) -> list[Any]:
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(datasets))
+    handles = []
+    for i, label in enumerate(labels):
+        part = frame[frame["label"] == label].set_index("dataset").reindex(datasets)
+        yerr = part[err].to_numpy(dtype=float) if err else None
+        handles.append(ax.bar(x - 0.4 + width * (i + 0.5), part[value].to_numpy(dtype=float), width,
+                              yerr=yerr, capsize=2, color=colors[label], label=label,
+                              error_kw={"elinewidth": 0.8}))
+    ax.set_xticks(x, [dataset_name(cfg, d) for d in datasets])
+    if len(datasets) > 3:
+        _rotate(ax)
+    return handles
+
+
+def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str) -> Any:
+    """Fig. 7 / 8: completion tokens per generation second per method and dataset
+    (mean ± std over dialogues of each dialogue's throughput)."""
+    if turns.empty:
+        raise Skip("no turn records")
+    per_dialogue = dialogue_throughput(turns[turns["family"] == family], DIALOGUE).dropna(subset=["tps"])
+    if per_dialogue.empty:
+        raise Skip(f"no turn with generation seconds > 0 for family {family}")
+    frame = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps")
+    labels = order_labels(cfg, frame)
+    datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
+    fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.25 * len(labels) * len(datasets) - cfg.figures.panel_width))
+    handles = _grouped_bars(ax, frame, "mean", "std", labels, datasets, label_colors(cfg, labels), cfg)
+    ax.set_ylabel("throughput (completion tokens / s)")
+    ax.set_title(f"Throughput ({family}; mean ± std over dialogues)")
+    _legend_below(fig, handles, labels, cfg)
+    return fig
+
+
+# -- Fig. 3 / 9 ------------------------------------------------------------------------------
+def cell_stats(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    rows = []
+    for key, group in frame.groupby(keys):
+        mean, std, n = mean_std(group[value])
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "mean": mean, "std": std, "n": n})
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n"])
+
+
+def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
+    """Fig. 3 / 9: similarity of SOMA and its ablations per dataset (mean ± std over dialogues)."""
+    wanted = list(cfg.ablation.methods)
+    frame = similarity[(similarity["family"] == family) & similarity["method"].isin(wanted)] \
+        if not similarity.empty else similarity
+    present = sorted(set(frame["method"])) if not frame.empty else []
+    if len(present) < 2:
+        missing = [m for m in wanted if m not in present]
+        raise Skip(f"needs similarity scores for at least two of {wanted} (family {family}); "
+                   f"missing: {', '.join(missing)}")
+    stats = cell_stats(frame, ["label", "method", "dataset"], "similarity")
+    labels = order_labels(cfg, stats)
+    datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
+    fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.3 * len(labels) * len(datasets) - cfg.figures.panel_width))
+    handles = _grouped_bars(ax, stats, "mean", "std", labels, datasets, label_colors(cfg, labels), cfg)
+    low = float((stats["mean"] - stats["std"].fillna(0)).min())
+    ax.set_ylim(max(0.0, low - 0.1 * (100 - low)), 100)
+    ax.set_ylabel("similarity to Original (%)")
+    ax.set_title(f"Ablation ({family}; n={int(stats['n'].min())}–{int(stats['n'].max())} dialogues)")
+    _legend_below(fig, handles, labels, cfg)
+    return fig
+
+
+# -- Fig. 10 ---------------------------------------------------------------------------------
+def ability_frame(scores: pd.DataFrame, cfg: Any) -> pd.DataFrame:
+    """Per (family, label, ability): ability score (0–scale) per dialogue, ok rows only."""
+    prefix = str(cfg.ability_prompt)
+    rows = scores[scores["prompt_id"].astype(str).str.startswith(prefix)] if not scores.empty else scores
+    ok = rows[(rows["status"] == "ok") & rows["score_norm"].notna()].copy() if not rows.empty else rows
+    if ok.empty:
+        return pd.DataFrame(columns=["family", "label", "method", "ability", "dialogue_id", "score"])
+    ok["ability"] = ok["prompt_id"].astype(str).str.removeprefix(prefix).str.replace(r"_v\d+$", "", regex=True)
+    ok["score"] = ok["score_norm"].astype(float) * float(cfg.ability_scale)
+    per_turn = ok.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id", "turn"])["score"].mean()
+    return per_turn.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id"]).mean().reset_index()
+
+
+def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
+    """Fig. 10: MT-Bench-101 ability profile per method (radar; bars below 3 abilities)."""
+    frame = ability_frame(scores, cfg)
+    frame = frame[frame["family"] == family]
+    if frame.empty:
+        raise Skip(f"no ok ability scores (prompt_id {cfg.ability_prompt}*) for family {family}: "
+                   f"judge dataset=mtbench101 with an ability prompt")
+    stats = cell_stats(frame, ["label", "method", "ability"], "score")
+    labels = order_labels(cfg, stats)
+    abilities = sorted(stats["ability"].unique())
+    colors = label_colors(cfg, labels)
+    scale = float(cfg.ability_scale)
+    if len(abilities) < 3:
+        fig, (ax,) = _figure(cfg)
+        handles = _grouped_bars(ax, stats.rename(columns={"ability": "dataset"}), "mean", "std", labels,
+                                abilities, colors, cfg)
+        ax.set_ylim(0, scale)
+        ax.set_ylabel(f"score (0–{scale:g})")
+    else:
+        fig, (ax,) = _figure(cfg, polar=True)
+        angles = np.linspace(0, 2 * np.pi, len(abilities), endpoint=False)
+        handles = []
+        for label in labels:
+            part = stats[stats["label"] == label].set_index("ability").reindex(abilities)["mean"].to_numpy(dtype=float)
+            closed = np.append(part, part[:1])
+            ring = np.append(angles, angles[:1])
+            (line,) = ax.plot(ring, closed, marker="o", markersize=3, color=colors[label], label=label)
+            ax.fill(ring, closed, color=colors[label], alpha=0.08)
+            handles.append(line)
+        ax.set_xticks(angles, abilities)
+        ax.set_ylim(0, scale)
+        ax.set_rlabel_position(90)
+    ax.set_title(f"Ability profile ({family}; score 0–{scale:g})")
+    _legend_below(fig, handles, labels, cfg)
+    return fig
+
+
+# -- Fig. 11 / 12 ----------------------------------------------------------------------------
+def warm_window_points(similarity: pd.DataFrame, windows: dict[str, float], cfg: Any, family: str) -> pd.DataFrame:
+    """Similarity (mean ± std over dialogues) per dataset and warm window W.
+
+    ``windows`` maps run_key -> W (see :func:`somabench.report.build.warm_windows`).
+    """
+    if similarity.empty:
+        return pd.DataFrame(columns=["dataset", "W", "mean", "std", "n"])
+    frame = similarity[(similarity["family"] == family) & (similarity["method"] == cfg.warm_window.method)].copy()
+    frame["W"] = frame["run_key"].map(windows)
+    frame = frame.dropna(subset=["W"])
+    return cell_stats(frame, ["dataset", "W"], "similarity")
+
+
+def plateau_points(points: pd.DataFrame, cfg: Any) -> pd.DataFrame:
+    """Per dataset: plateau score (best mean similarity) and best W (the smallest W whose
+    similarity is within ``warm_window.plateau_tolerance`` points of the plateau)."""
+    rows = []
+    tol = float(cfg.warm_window.plateau_tolerance)
+    for dataset, group in points.groupby("dataset"):
+        if group["W"].nunique() < 2:
+            continue
+        plateau = float(group["mean"].max())
+        best_w = float(group[group["mean"] >= plateau - tol]["W"].min())
+        rows.append({"dataset": dataset, "plateau": plateau, "best_W": best_w})
+    return pd.DataFrame(rows, columns=["dataset", "plateau", "best_W"])
+
+
+def warm_window_figure(points: pd.DataFrame, cfg: Any, family: str) -> Any:
+    """Fig. 11: final similarity vs warm-start window W, one line per dataset."""
+    multi = [d for d, g in points.groupby("dataset") if g["W"].nunique() >= 2] if not points.empty else []
+    if not multi:
+        raise Skip(f"needs {cfg.warm_window.method} runs with >= 2 warm windows W on one dataset "
+                   f"(family {family}); W is read from {list(cfg.warm_window.config_keys)}")
+    plateaus = plateau_points(points, cfg).set_index("dataset")
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    for name in order_datasets(cfg, multi):
+        part = points[points["dataset"] == name].sort_values("W")
+        (line,) = ax.plot(part["W"], part["mean"], marker="o", markersize=3, label=dataset_name(cfg, name))
+        best = plateaus.loc[name]
+        ax.plot(best["best_W"], part.set_index("W").loc[best["best_W"], "mean"], marker="o", markersize=8,
+                markerfacecolor="none", color=line.get_color())
+    ax.set_xlabel("warm-start window W (turns)")
+    ax.set_ylabel("similarity to Original (%)")
+    ax.set_title(f"Similarity vs warm window ({family}; ring = best W)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(title="dataset", loc="lower right")
+    return fig
+
+
+def plateau_figure(points: pd.DataFrame, cfg: Any, family: str) -> tuple[Any, float]:
+    """Fig. 12: plateau similarity vs best W per dataset, with the Pearson r; returns (fig, r)."""
+    from scipy.stats import pearsonr
+
+    plateaus = plateau_points(points, cfg) if not points.empty else pd.DataFrame()
+    need = int(cfg.warm_window.min_points_for_r)
+    if len(plateaus) < need:
+        raise Skip(f"needs a W sweep on >= {need} datasets for a correlation (family {family}); "
+                   f"have {len(plateaus)}")
+    x, y = plateaus["best_W"].to_numpy(dtype=float), plateaus["plateau"].to_numpy(dtype=float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise Skip(f"best W or plateau is the same on every dataset (family {family}); r is undefined")
+    r, p = pearsonr(x, y)
+    fig, (ax,) = _figure(cfg)
+    ax.scatter(x, y, color="#4c72b0", zorder=3)
+    for _, row in plateaus.iterrows():
+        ax.annotate(dataset_name(cfg, row["dataset"]), (row["best_W"], row["plateau"]), xytext=(4, 4),
+                    textcoords="offset points", fontsize=cfg.figures.font_size - 1)
+    slope, intercept = np.polyfit(x, y, 1)
+    xs = np.linspace(x.min(), x.max(), 2)
+    ax.plot(xs, slope * xs + intercept, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("best warm window W (turns)")
+    ax.set_ylabel("plateau similarity (%)")
+    ax.set_title(f"Plateau vs best W ({family}): Pearson r = {r:.2f} (p = {p:.2g}, n = {len(x)})")
+    ax.margins(x=0.15, y=0.15)
+    return fig, float(r)
+
+
+# -- per-run figures (W&B) -------------------------------------------------------------------
+def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, cfg: Any, title: str) -> Any:
+    """One run: mean tokens per turn by role (bars) and, when judged, similarity per turn (line)."""
+    if turns.empty:
+        raise Skip("no turn records")
+    roles = {"F": "tokens_F", "G": "tokens_G", "compressor+router": None}
+    frame = turns.copy()
+    frame["compressor+router"] = frame["tokens_compressor"] + frame["tokens_router"]
+    means = frame.groupby("turn")[["tokens_F", "tokens_G", "compressor+router"]].mean()
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    colors = dict(cfg.figures.stack_colors)
+    bottom = np.zeros(len(means))
+    x = means.index.to_numpy() + 1
+    handles = []
+    for name, col in roles.items():
+        values = means[col or name].to_numpy(dtype=float)
+        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(name), label=name, width=0.7))
+        bottom += values
+    ax.set_xlabel("turn")
+    ax.set_ylabel("tokens per turn (prompt + completion)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if similarity_turns is not None and not similarity_turns.empty:
+        twin = ax.twinx()
+        sim = similarity_turns.groupby("turn")["similarity"].mean()
+        (line,) = twin.plot(sim.index.to_numpy() + 1, sim.to_numpy(), color="black", marker="o", markersize=3,
+                            label="similarity %")
+        twin.set_ylim(0, 100)
+        twin.set_ylabel("similarity to Original (%)")
+        handles.append(line)
+    ax.set_title(title)
+    _legend_below(fig, handles, [h.get_label() for h in handles], cfg)
+    return fig

@@ -1,0 +1,217 @@
+"""Hub conversions on in-memory ``datasets.Dataset`` objects (the hub is unreachable here).
+
+Rows go through ``Dataset.from_list`` so they arrive as Arrow gives them back (e.g. a
+``characters`` struct holding the union of all rows' names, absent ones as None).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import pytest
+
+from somabench.data import DatasetError, Turn, load_dialogues
+from somabench.data.hub import convert_rows
+from somabench.registry import RegistryError
+
+SHAREGPT_ROWS = [
+    {  # system prompt, consecutive human messages, trailing human message
+        "id": "abc_0",
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hello"},
+            {"from": "human", "value": "Are you there?"},
+            {"from": "gpt", "value": "Yes."},
+            {"from": "human", "value": "Explain it again."},
+        ],
+    },
+    {  # opening assistant message, an empty message and two gpt messages in a row
+        "id": "abc_1",
+        "conversations": [
+            {"from": "gpt", "value": "Welcome!"},
+            {"from": "human", "value": "Write a haiku"},
+            {"from": "gpt", "value": ""},
+            {"from": "gpt", "value": "Leaves fall"},
+            {"from": "chatgpt", "value": "softly"},
+        ],
+    },
+    {"id": "abc_2", "conversations": []},  # empty
+    {"id": "abc_3", "conversations": [{"from": "gpt", "value": "only the bot"}]},
+    {"id": "abc_4", "conversations": [{"from": "narrator", "value": "?"}]},
+    {"id": "abc_0", "conversations": [{"from": "human", "value": "dup"}]},  # duplicate id
+]
+
+MULTICHAR_ROWS = [
+    {
+        "setting": "A village square.",
+        "characters": {"Sophie": "a baker", "Tom": "a smith", "Mia": "a child"},
+        "conversation": [
+            {"from": "Sophie", "message": "Morning, Tom!"},
+            {"from": "Tom", "message": "Morning. Bread ready?"},
+            {"from": "Mia", "message": "Can I have some?"},
+            {"from": "Sophie", "message": "Of course."},
+            {"from": "Tom", "message": "I'll pay for hers."},
+            {"from": "Tom", "message": "And mine."},
+        ],
+        "setting after interaction": "Everyone has bread.",
+    },
+    {
+        "setting": "A cave.",
+        "characters": {"Echo": "a voice"},
+        "conversation": [{"from": "Echo", "message": "Hello?"}, {"from": "Echo", "message": "?"}],
+        "setting after interaction": "Silence.",
+    },
+]
+
+
+def _hub_cfg(dataset_cfg, name: str, **hub_overrides):
+    return dataset_cfg(name, **{f"hub.{k}": v for k, v in hub_overrides.items()})
+
+
+def test_sharegpt_conversion_drops_and_counts(dataset_cfg, caplog) -> None:
+    rows = datasets.Dataset.from_list(SHAREGPT_ROWS)
+    cfg = _hub_cfg(dataset_cfg, "sharegpt")
+    with caplog.at_level(logging.WARNING, logger="somabench.data.hub"):
+        dialogues = convert_rows(rows, cfg)
+    assert [d.id for d in dialogues] == ["sharegpt-abc_0", "sharegpt-abc_1"]
+    first, second = dialogues
+    assert first.turns == (
+        Turn(user="Hello\n\nAre you there?", assistant="Yes."),
+        Turn(user="Explain it again.", assistant=None),
+    )
+    assert first.meta["system"] == "Be brief."
+    assert first.meta["source_id"] == "abc_0"
+    assert first.meta["source"] == "hf:anon8231489123/ShareGPT_Vicuna_unfiltered"
+    assert first.meta["license"].startswith("none stated")
+    assert second.turns == (Turn(user="Write a haiku", assistant="Leaves fall\n\nsoftly"),)
+    assert second.meta["assistant_opening"] == "Welcome!"
+    assert "dropped 4 hub row(s)" in caplog.text
+    for reason in ("no conversations", "no user message", "unknown speaker role", "duplicate id"):
+        assert reason in caplog.text
+
+
+def test_sharegpt_error_mode_names_the_row(dataset_cfg) -> None:
+    rows = datasets.Dataset.from_list(SHAREGPT_ROWS)
+    cfg = _hub_cfg(dataset_cfg, "sharegpt", on_unconvertible="error")
+    with pytest.raises(
+        DatasetError,
+        match=r"ShareGPT_Vicuna_unfiltered row 2: cannot convert "
+        r"with converter 'sharegpt': no conversations",
+    ):
+        convert_rows(rows, cfg)
+
+
+def test_duplicate_hub_ids_name_both_rows(dataset_cfg) -> None:
+    rows = datasets.Dataset.from_list([SHAREGPT_ROWS[0], SHAREGPT_ROWS[-1]])
+    cfg = _hub_cfg(dataset_cfg, "sharegpt", on_unconvertible="error")
+    with pytest.raises(
+        DatasetError,
+        match=r"row 1: cannot convert with converter 'sharegpt': "
+        r"duplicate id \('sharegpt-abc_0': rows 0 and 1\)",
+    ):
+        convert_rows(rows, cfg)
+
+
+def test_multichar_conversion(dataset_cfg) -> None:
+    rows = datasets.Dataset.from_list(MULTICHAR_ROWS)
+    cfg = _hub_cfg(dataset_cfg, "multichar", **{"options.scene_in_first_turn": False})
+    (dialogue,) = convert_rows(rows, cfg)  # the one-speaker row is dropped
+    assert dialogue.id == "multichar-000000"
+    assert dialogue.turns == (
+        Turn(user="Sophie: Morning, Tom!", assistant="Morning. Bread ready?"),
+        Turn(
+            user="Mia: Can I have some?\n\nSophie: Of course.",
+            assistant="I'll pay for hers.\n\nAnd mine.",
+        ),
+    )
+    meta = dialogue.meta
+    assert meta["assistant_character"] == "Tom"
+    # Arrow padded the struct with the other row's name; the converter removes it.
+    assert meta["characters"] == {"Sophie": "a baker", "Tom": "a smith", "Mia": "a child"}
+    assert meta["setting"] == "A village square."
+    assert meta["setting_after"] == "Everyone has bread."
+    assert meta["license"] == "cc-by-4.0"
+
+
+def test_multichar_scene_in_first_turn(dataset_cfg) -> None:
+    rows = datasets.Dataset.from_list(MULTICHAR_ROWS[:1])
+    (dialogue,) = convert_rows(rows, dataset_cfg("multichar"))  # yaml: scene_in_first_turn true
+    assert dialogue.turns[0].user == (
+        "Setting: A village square.\nCharacters:\n- Sophie: a baker\n- Tom: a smith\n"
+        "- Mia: a child\nYou are Tom.\n\nSophie: Morning, Tom!"
+    )
+    assert (
+        dialogue.turns[1:]
+        == convert_rows(
+            rows, _hub_cfg(dataset_cfg, "multichar", **{"options.scene_in_first_turn": False})
+        )[0].turns[1:]
+    )
+
+
+def test_turns_converter_round_trips_bundled_rows(dataset_cfg) -> None:
+    import json
+
+    from somabench.data.loaders import bundled_dir
+
+    lines = (bundled_dir() / "tiny" / "mtbench101.jsonl").read_text().splitlines()
+    rows = datasets.Dataset.from_list([json.loads(line) for line in lines])
+    cfg = _hub_cfg(dataset_cfg, "remedi", path="someone/mtbench101-copy")
+    converted = convert_rows(rows, cfg)
+    bundled = load_dialogues(dataset_cfg("mtbench101", tiny=True), limit=None, seed=0)
+    assert [(d.id, d.turns) for d in converted] == [(d.id, d.turns) for d in bundled]
+    assert converted[0].meta["task"] == bundled[0].meta["task"]
+
+
+def test_load_dialogues_with_hub_loader(dataset_cfg, monkeypatch) -> None:
+    calls = []
+
+    def fake_load_dataset(path, **kwargs):  # stands in for the network, not for the conversion
+        calls.append((path, kwargs))
+        return datasets.Dataset.from_list(SHAREGPT_ROWS)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = dataset_cfg("sharegpt", min_turns=2)
+    dialogues = load_dialogues(cfg, limit=None, seed=0)
+    assert [d.id for d in dialogues] == ["sharegpt-abc_0"]
+    assert calls == [
+        (
+            "anon8231489123/ShareGPT_Vicuna_unfiltered",
+            {
+                "name": None,
+                "split": "train",
+                "data_files": "ShareGPT_V3_unfiltered_cleaned_split.json",
+                "revision": None,
+            },
+        )
+    ]
+
+
+def test_unreachable_hub_is_a_clear_error(dataset_cfg, monkeypatch) -> None:
+    def offline(path, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        DatasetError, match=r"could not be loaded \(ConnectionError.*dataset=custom"
+    ):
+        load_dialogues(dataset_cfg("multichar"), limit=None, seed=0)
+
+
+def test_remedi_hub_without_path(dataset_cfg) -> None:
+    with pytest.raises(DatasetError, match=r"dataset.hub.path is null for 'remedi'"):
+        load_dialogues(dataset_cfg("remedi", loader="hub"), limit=None, seed=0)
+
+
+def test_hub_config_errors(dataset_cfg) -> None:
+    rows = datasets.Dataset.from_list(SHAREGPT_ROWS[:1])
+    with pytest.raises(RegistryError, match="Did you mean 'sharegpt'"):
+        convert_rows(rows, _hub_cfg(dataset_cfg, "sharegpt", converter="sharegtp"))
+    with pytest.raises(DatasetError, match=r"options has unknown key\(s\) \['foo'\]"):
+        convert_rows(rows, _hub_cfg(dataset_cfg, "sharegpt", options={"foo": 1}))
+    with pytest.raises(DatasetError, match="on_unconvertible='skip'"):
+        convert_rows(rows, _hub_cfg(dataset_cfg, "sharegpt", on_unconvertible="skip"))
+    with pytest.raises(DatasetError, match="loader=hub but dataset.hub is None"):
+        load_dialogues(dataset_cfg("mtbench", loader="hub"), limit=None, seed=0)
+    with pytest.raises(DatasetError, match="tiny=true needs bundled data"):
+        load_dialogues(dataset_cfg("sharegpt", tiny=True), limit=None, seed=0)
