@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from somabench.config import compose, conf_dir, explain_override_error
-from somabench.registry import datasets, judges, load_builtin, methods
+from somabench.registry import datasets, load_builtin, methods
 
 CONF = conf_dir()
 GROUPS = ["model", "dataset", "method", "judge", "logger"]

@@ -10,7 +10,6 @@ from somabench.backends.hf import HFBackend
 from somabench.config import compose
 from somabench.records import RecordStore, load_dialogues, load_turns
 from somabench.task import run_task
-from tests.conftest import tiny_overrides
 
 
 class CallCounter:
@@ -32,8 +31,8 @@ def run_dir(cfg) -> Path:  # noqa: ANN001
     return Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
 
 
-def test_original_two_turns_records_and_token_counts(tmp_path: Path, tiny_assets) -> None:
-    cfg = compose(tiny_overrides(tmp_path) + ["method=original"])
+def test_original_two_turns_records_and_token_counts(tiny_cfg_overrides, tiny_assets) -> None:
+    cfg = compose(tiny_cfg_overrides + ["method=original"])
     run_task(cfg)
     turns = load_turns(run_dir(cfg))
     assert [t.turn for t in turns] == [0, 1]
@@ -53,9 +52,9 @@ def test_original_two_turns_records_and_token_counts(tmp_path: Path, tiny_assets
     assert (run_dir(cfg) / "run.json").exists()
 
 
-def test_resume_after_crash_repeats_no_model_call(tmp_path: Path, tiny_assets,
+def test_resume_after_crash_repeats_no_model_call(tiny_cfg_overrides, tiny_assets,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = tiny_overrides(tmp_path) + ["method=surrogate", "limit=2"]
+    overrides = tiny_cfg_overrides + ["method=surrogate", "limit=2"]
     cfg = compose(overrides)
     appended = {"n": 0}
     real_append = RecordStore.append_dialogue
@@ -88,8 +87,8 @@ def test_resume_after_crash_repeats_no_model_call(tmp_path: Path, tiny_assets,
         assert resumed[(t.dialogue_id, t.turn)].tokens == t.tokens
 
 
-def test_batched_generation_matches_one_by_one(tmp_path: Path, tiny_assets) -> None:
-    common = tiny_overrides(tmp_path) + ["method=surrogate", "limit=3", "cache.enabled=false",
+def test_batched_generation_matches_one_by_one(tiny_cfg_overrides, tiny_assets) -> None:
+    common = tiny_cfg_overrides + ["method=surrogate", "limit=3", "cache.enabled=false",
                                           "model.G.dtype=float32"]
     one = compose(common + ["task_name=b1", "batch_size=1"])
     many = compose(common + ["task_name=b3", "batch_size=3"])

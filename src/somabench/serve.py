@@ -72,6 +72,9 @@ class Behavior:
     (HTTP ``status`` with an error body and optional ``Retry-After: retry_after``), ``sleep``
     (wait ``seconds``, then answer ``text`` or echo; makes client timeouts happen), ``garbage``
     (HTTP 200 with a non-JSON ``text`` body), ``drop`` (close the connection without answering).
+    Build them with the class methods: ``Behavior.reply("hi")``, ``Behavior.echo()``,
+    ``Behavior.error(429, retry_after=1)``, ``Behavior.sleep(2.0)``, ``Behavior.garbage()``,
+    ``Behavior.drop()``; or from a dict (``{"kind": "status", "status": 500}``).
     """
 
     kind: str
@@ -79,6 +82,8 @@ class Behavior:
     status: int | None = None
     retry_after: float | None = None
     seconds: float | None = None
+    usage: bool = True
+    """False: answer without a ``usage`` object (servers that report no token counts)."""
 
     def __post_init__(self) -> None:
         if self.kind not in BEHAVIOR_KINDS:
@@ -91,8 +96,8 @@ class Behavior:
             raise ServerConfigError("a 'sleep' behavior needs seconds")
 
     @classmethod
-    def reply(cls, text: str) -> Behavior:
-        return cls("reply", text=text)
+    def reply(cls, text: str, usage: bool = True) -> Behavior:
+        return cls("reply", text=text, usage=usage)
 
     @classmethod
     def echo(cls) -> Behavior:
@@ -394,7 +399,11 @@ class OpenAICompatServer:
         users = [m["content"] for m in messages if m["role"] == "user"]
         return users[-1] if users else ""
 
-    def scripted_body(self, text: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    def scripted_body(self, text: str, messages: list[dict[str, str]],
+                      usage: bool = True) -> dict[str, Any]:
+        """A completion whose ``usage`` counts whitespace words (script mode has no tokenizer)."""
+        if not usage:
+            return self.completion_body(text, "stop", None, None)
         prompt_words = sum(_words(m["content"]) for m in messages)
         return self.completion_body(text, "stop", prompt_words, _words(text))
 
@@ -522,7 +531,8 @@ class _Handler(BaseHTTPRequestHandler):
             if app._stop_event.wait(behavior.seconds):
                 return  # server stopping: do not answer
         messages = _parse_messages(body)
-        self._send_json(200, app.scripted_body(app.scripted_text(behavior, messages), messages))
+        text = app.scripted_text(behavior, messages)
+        self._send_json(200, app.scripted_body(text, messages, usage=behavior.usage))
 
 
 def serve_backend(backend: Any, **kwargs: Any) -> OpenAICompatServer:

@@ -85,7 +85,7 @@ def write_header(run_dir: Path, cfg: DictConfig, status: str, **extra: Any) -> N
 
 def run_task(cfg: DictConfig) -> float | None:
     """Generate, judge and summarize one (method, dataset, model) job; returns the objective."""
-    from somabench.runner import Runner, RunContext, ensure_reference, progress_enabled
+    from somabench.runner import RunContext, Runner, ensure_reference, progress_enabled
 
     load_builtin()
     run_dir = run_dir_of(cfg)

@@ -29,6 +29,22 @@ from somabench.metrics import (  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+# Layout constants (fractions of the axis or of a panel; not experiment knobs).
+BAR_WIDTH = 0.7            # width of a stacked bar (x step is 1)
+GROUP_WIDTH = 0.8          # width of a group of bars per dataset
+TOTAL_LABEL_OFFSET = 0.01  # gap between a bar and its total, fraction of the tallest bar
+TOP_HEADROOM = 0.12        # room above the tallest bar for its total label
+WIDTH_PER_BAR = 0.35       # inches of figure width per bar in single-panel bar charts
+WIDTH_PER_GROUPED_BAR = 0.25
+LEGEND_PANEL_SHARE = 0.4   # extra width (fraction of a panel) for an in-axes legend
+YPAD = 0.1                 # ablation y-axis: pad below the lowest bar, fraction of the range
+RADAR_LABEL_PAD = 6        # points between the radar and its spoke labels
+TITLE_PAD = 14             # points between a polar plot and its title
+PERCENT = 100.0            # similarity is in percent
+MARKER = 3                 # marker size of line plots (points)
+TICK_ROTATION = 30         # degrees, for long category labels
+MAX_UNROTATED = 3          # grouped bars: rotate dataset labels beyond this many groups
+
 
 class Skip(Exception):
     """A figure whose inputs are missing; the message says which and how to get them."""
@@ -72,9 +88,23 @@ def order_labels(cfg: Any, frame: pd.DataFrame) -> list[str]:
     return pairs.sort_values(["rank", "method", "label"])["label"].tolist()
 
 
-def label_colors(cfg: Any, labels: list[str]) -> dict[str, Any]:
+def label_colors(cfg: Any, labels: list[str], frame: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A method keeps its colour in every figure (position in the method order); when one
+    figure shows several variants of a method, its labels are coloured one by one instead."""
     cmap = plt.get_cmap(cfg.figures.cmap)
+    if frame is not None:
+        methods = frame.drop_duplicates("label").set_index("label")["method"].reindex(labels)
+        if methods.notna().all() and methods.is_unique:
+            order = list(cfg.methods)
+            unknown = sorted(m for m in methods if m not in order)
+            index = {m: i for i, m in enumerate([*order, *unknown])}
+            return {label: cmap(index[m] % cmap.N) for label, m in methods.items()}
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def n_text(ns: pd.Series) -> str:
+    lo, hi = int(ns.min()), int(ns.max())
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
 
 
 def save(fig: Any, out_dir: Path, stem: str, cfg: Any) -> list[Path]:
@@ -91,7 +121,7 @@ def save(fig: Any, out_dir: Path, stem: str, cfg: Any) -> list[Path]:
 
 def _rotate(ax: Any) -> None:
     for tick in ax.get_xticklabels():
-        tick.set_rotation(30)
+        tick.set_rotation(TICK_ROTATION)
         tick.set_ha("right")
 
 
@@ -114,10 +144,10 @@ def relative_tokens_per_turn_figure(turns: pd.DataFrame, cfg: Any) -> Any:
                 if (rel["dataset"] == d).sum() >= 2]
     if not datasets:
         raise Skip("Original records have a single turn per dataset; need dialogues with >= 2 turns")
-    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
     for name in datasets:
         part = rel[rel["dataset"] == name].sort_values("turn")
-        ax.plot(part["turn"] + 1, part["relative"], marker="o", markersize=3,
+        ax.plot(part["turn"] + 1, part["relative"], marker="o", markersize=MARKER,
                 label=f"{dataset_name(cfg, name)} (n={int(part['n'].iloc[0])})")
     ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
     ax.set_xlabel("turn")
@@ -130,22 +160,23 @@ def relative_tokens_per_turn_figure(turns: pd.DataFrame, cfg: Any) -> Any:
 
 
 # -- Fig. 2 / 5 / 6 --------------------------------------------------------------------------
-def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], cfg: Any, unit_fmt: str) -> list[Any]:
+def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str], cfg: Any,
+             unit_fmt: str) -> list[Any]:
     colors = dict(cfg.figures.stack_colors)
-    means = frame.groupby("label")[list(STACKS)].mean().reindex(labels)
+    means = frame.groupby("label")[stacks].mean().reindex(labels)
     x = np.arange(len(labels))
     bottom = np.zeros(len(labels))
     handles = []
-    for stack in STACKS:
+    for stack in stacks:
         values = means[stack].fillna(0.0).to_numpy()
-        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(stack), label=stack, width=0.7))
+        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(stack), label=stack, width=BAR_WIDTH))
         bottom += values
     top = bottom.max() if len(bottom) else 0
     for xi, total in zip(x, bottom, strict=True):
-        ax.text(xi, total + top * 0.01, format(total, unit_fmt), ha="center", va="bottom",
+        ax.text(xi, total + top * TOTAL_LABEL_OFFSET, format(total, unit_fmt), ha="center", va="bottom",
                 fontsize=cfg.figures.font_size - 2)
     ax.set_xticks(x, labels)
-    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+    ax.set_ylim(0, top * (1 + TOP_HEADROOM) if top > 0 else 1)
     _rotate(ax)
     return handles
 
@@ -157,7 +188,7 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
     frame = dialogues[dialogues["family"] == family] if not dialogues.empty else dialogues
     if frame.empty:
         raise Skip(f"no dialogue records for family {family}")
-    note = ""
+    subtitle = ""
     if prices is not None:
         if not prices:
             raise Skip(f"no model.prices in the run config of family {family}")
@@ -165,12 +196,13 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         per = int(cfg.cost_per_dialogues)
         frame[list(STACKS)] = frame[list(STACKS)] * per
         ylabel, unit_fmt = f"USD per {per:,} dialogues", f".{cfg.tables.decimals_cost}f"
-        note = f"prices: {prices.get('label', 'from config')}"
+        subtitle = f"prices: {prices.get('label', 'from config')}"
         if unpriced:
-            note += f"; not priced: {', '.join(unpriced)}"
+            subtitle += f"; not priced: {', '.join(unpriced)}"
     else:
         frame = token_stacks(frame)
         ylabel, unit_fmt = "tokens per dialogue", ",.0f"
+    stacks = [s for s in STACKS if (frame[s] != 0).any()] or list(STACKS[:1])
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
     what = "Cost" if prices is not None else "Tokens"
@@ -178,20 +210,24 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         fig, axes = _figure(cfg, len(datasets))
         for ax, name in zip(axes, datasets, strict=True):
             part = frame[frame["dataset"] == name]
-            handles = _stacked(ax, part, [lb for lb in labels if lb in set(part["label"])], cfg, unit_fmt)
-            ax.set_title(f"{dataset_name(cfg, name)} (n={part.groupby('label').size().max()})")
+            handles = _stacked(ax, part, [lb for lb in labels if lb in set(part["label"])], stacks, cfg, unit_fmt)
+            ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())})")
             ax.set_ylabel(ylabel)
-        fig.suptitle(f"{what} per dialogue by dataset ({family})")
+        fig.suptitle(f"{what} per dialogue by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
     else:
-        per_dataset = frame.groupby(["label", "dataset"])[list(STACKS)].mean().reset_index()
-        fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.35 * len(labels) - cfg.figures.panel_width / 2))
-        handles = _stacked(ax, per_dataset, labels, cfg, unit_fmt)
+        per_dataset = frame.groupby(["label", "dataset"])[stacks].mean().reset_index()
+        coverage = per_dataset.groupby("label")["dataset"].nunique()
+        partial = {lb for lb in labels if coverage.get(lb, 0) < len(datasets)}
+        shown = {lb: f"{lb}*" if lb in partial else lb for lb in labels}
+        per_dataset["label"] = per_dataset["label"].map(shown)
+        fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_BAR * len(labels) - cfg.figures.panel_width / 2))
+        handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{what} per dialogue ({family}; mean over {len(datasets)} dataset"
-                     f"{'s' if len(datasets) != 1 else ''})")
-    _legend_below(fig, handles, list(STACKS), cfg)
-    if note:
-        fig.text(0.99, 0.99, note, ha="right", va="top", fontsize=cfg.figures.font_size - 2, color="dimgray")
+        title = f"{what} per dialogue ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''})"
+        if partial:
+            subtitle = "; ".join(filter(None, [subtitle, "* fewer datasets than the others"]))
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
+    _legend_below(fig, handles, stacks, cfg)
     return fig
 
 
@@ -201,17 +237,17 @@ DIALOGUE = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
 
 def _grouped_bars(ax: Any, frame: pd.DataFrame, value: str, err: str | None, labels: list[str],
                   datasets: list[str], colors: dict[str, Any], cfg: Any) -> list[Any]:
-    width = 0.8 / max(len(labels), 1)
+    width = GROUP_WIDTH / max(len(labels), 1)
     x = np.arange(len(datasets))
     handles = []
     for i, label in enumerate(labels):
         part = frame[frame["label"] == label].set_index("dataset").reindex(datasets)
         yerr = part[err].to_numpy(dtype=float) if err else None
-        handles.append(ax.bar(x - 0.4 + width * (i + 0.5), part[value].to_numpy(dtype=float), width,
+        handles.append(ax.bar(x - GROUP_WIDTH / 2 + width * (i + 0.5), part[value].to_numpy(dtype=float), width,
                               yerr=yerr, capsize=2, color=colors[label], label=label,
                               error_kw={"elinewidth": 0.8}))
     ax.set_xticks(x, [dataset_name(cfg, d) for d in datasets])
-    if len(datasets) > 3:
+    if len(datasets) > MAX_UNROTATED:
         _rotate(ax)
     return handles
 
@@ -227,8 +263,8 @@ def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str) -> Any:
     frame = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps")
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
-    fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.25 * len(labels) * len(datasets) - cfg.figures.panel_width))
-    handles = _grouped_bars(ax, frame, "mean", "std", labels, datasets, label_colors(cfg, labels), cfg)
+    fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_GROUPED_BAR * len(labels) * len(datasets) - cfg.figures.panel_width))
+    handles = _grouped_bars(ax, frame, "mean", "std", labels, datasets, label_colors(cfg, labels, frame), cfg)
     ax.set_ylabel("throughput (completion tokens / s)")
     ax.set_title(f"Throughput ({family}; mean ± std over dialogues)")
     _legend_below(fig, handles, labels, cfg)
@@ -258,12 +294,12 @@ def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
     stats = cell_stats(frame, ["label", "method", "dataset"], "similarity")
     labels = order_labels(cfg, stats)
     datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
-    fig, (ax,) = _figure(cfg, extra_width=max(0.0, 0.3 * len(labels) * len(datasets) - cfg.figures.panel_width))
-    handles = _grouped_bars(ax, stats, "mean", "std", labels, datasets, label_colors(cfg, labels), cfg)
+    fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_GROUPED_BAR * len(labels) * len(datasets) - cfg.figures.panel_width))
+    handles = _grouped_bars(ax, stats, "mean", "std", labels, datasets, label_colors(cfg, labels, stats), cfg)
     low = float((stats["mean"] - stats["std"].fillna(0)).min())
-    ax.set_ylim(max(0.0, low - 0.1 * (100 - low)), 100)
+    ax.set_ylim(max(0.0, low - YPAD * (PERCENT - low)), PERCENT)
     ax.set_ylabel("similarity to Original (%)")
-    ax.set_title(f"Ablation ({family}; n={int(stats['n'].min())}–{int(stats['n'].max())} dialogues)")
+    ax.set_title(f"Ablation ({family}; {n_text(stats['n'])} dialogues per bar)")
     _legend_below(fig, handles, labels, cfg)
     return fig
 
@@ -292,7 +328,7 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
     stats = cell_stats(frame, ["label", "method", "ability"], "score")
     labels = order_labels(cfg, stats)
     abilities = sorted(stats["ability"].unique())
-    colors = label_colors(cfg, labels)
+    colors = label_colors(cfg, labels, stats)
     scale = float(cfg.ability_scale)
     if len(abilities) < 3:
         fig, (ax,) = _figure(cfg)
@@ -308,13 +344,15 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
             part = stats[stats["label"] == label].set_index("ability").reindex(abilities)["mean"].to_numpy(dtype=float)
             closed = np.append(part, part[:1])
             ring = np.append(angles, angles[:1])
-            (line,) = ax.plot(ring, closed, marker="o", markersize=3, color=colors[label], label=label)
+            (line,) = ax.plot(ring, closed, marker="o", markersize=MARKER, color=colors[label], label=label)
             ax.fill(ring, closed, color=colors[label], alpha=0.08)
             handles.append(line)
         ax.set_xticks(angles, abilities)
         ax.set_ylim(0, scale)
-        ax.set_rlabel_position(90)
-    ax.set_title(f"Ability profile ({family}; score 0–{scale:g})")
+        ax.set_rlabel_position(np.degrees(np.pi / len(abilities)))  # between the first two spokes
+        ax.tick_params(axis="x", pad=RADAR_LABEL_PAD)
+    ax.set_title(f"Ability profile ({family}; score 0–{scale:g}; {n_text(stats['n'])} dialogues)",
+                 pad=TITLE_PAD)
     _legend_below(fig, handles, labels, cfg)
     return fig
 
@@ -354,10 +392,10 @@ def warm_window_figure(points: pd.DataFrame, cfg: Any, family: str) -> Any:
         raise Skip(f"needs {cfg.warm_window.method} runs with >= 2 warm windows W on one dataset "
                    f"(family {family}); W is read from {list(cfg.warm_window.config_keys)}")
     plateaus = plateau_points(points, cfg).set_index("dataset")
-    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
     for name in order_datasets(cfg, multi):
         part = points[points["dataset"] == name].sort_values("W")
-        (line,) = ax.plot(part["W"], part["mean"], marker="o", markersize=3, label=dataset_name(cfg, name))
+        (line,) = ax.plot(part["W"], part["mean"], marker="o", markersize=MARKER, label=dataset_name(cfg, name))
         best = plateaus.loc[name]
         ax.plot(best["best_W"], part.set_index("W").loc[best["best_W"], "mean"], marker="o", markersize=8,
                 markerfacecolor="none", color=line.get_color())
@@ -406,14 +444,14 @@ def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, 
     frame = turns.copy()
     frame["compressor+router"] = frame["tokens_compressor"] + frame["tokens_router"]
     means = frame.groupby("turn")[["tokens_F", "tokens_G", "compressor+router"]].mean()
-    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * 0.4)
+    fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
     colors = dict(cfg.figures.stack_colors)
     bottom = np.zeros(len(means))
     x = means.index.to_numpy() + 1
     handles = []
     for name, col in roles.items():
         values = means[col or name].to_numpy(dtype=float)
-        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(name), label=name, width=0.7))
+        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(name), label=name, width=BAR_WIDTH))
         bottom += values
     ax.set_xlabel("turn")
     ax.set_ylabel("tokens per turn (prompt + completion)")
@@ -421,9 +459,9 @@ def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, 
     if similarity_turns is not None and not similarity_turns.empty:
         twin = ax.twinx()
         sim = similarity_turns.groupby("turn")["similarity"].mean()
-        (line,) = twin.plot(sim.index.to_numpy() + 1, sim.to_numpy(), color="black", marker="o", markersize=3,
+        (line,) = twin.plot(sim.index.to_numpy() + 1, sim.to_numpy(), color="black", marker="o", markersize=MARKER,
                             label="similarity %")
-        twin.set_ylim(0, 100)
+        twin.set_ylim(0, PERCENT)
         twin.set_ylabel("similarity to Original (%)")
         handles.append(line)
     ax.set_title(title)

@@ -81,7 +81,7 @@ class Table:
         lo, hi = self.n_range()
         n_text = f"{lo}" if lo == hi else f"{lo}–{hi}"
         lines = [f"{self.metric} {self.arrow}: mean ± std over {self.unit_name} (sample std); "
-                 f"best per column in bold; n = {n_text} {self.unit_name} per cell (per cell in the CSV)."]
+                 f"best per column in bold; {self.unit_name} per cell: n = {n_text} (per cell in the CSV)."]
         if AVG in self.columns:
             lines.append(f"{AVG}: mean ± std of the row's column means; {DASH} when a column is missing.")
         if self.excluded:

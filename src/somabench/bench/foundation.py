@@ -1,0 +1,150 @@
+"""Foundation benchmark: harness overhead, hf throughput vs plain generate, batching speed-up.
+
+Settings and goals: conf/bench/foundation.yaml. Writes results/bench/foundation.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from somabench.config import compose, conf_dir
+
+log = logging.getLogger(__name__)
+
+
+def _cfg(settings: Any, tmp: Path, extra: list[str]) -> Any:
+    return compose(list(settings.overrides) + [
+        f"paths.output_root={tmp / 'outputs'}", f"cache.path={tmp / 'cache.sqlite'}",
+        "cache.enabled=false", *extra])
+
+
+class _Timed:
+    """Wraps a backend's generate_text to sum the seconds spent inside model calls."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.seconds = 0.0
+        self.calls = 0
+        self._inner = backend.generate_text
+
+        def timed(prompts: list[str], gen: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return self._inner(prompts, gen)
+            finally:
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+
+        backend.generate_text = timed
+
+
+def _serve(cfg: Any, batch_size: int) -> tuple[float, _Timed, int]:
+    from somabench.data import load_dialogues
+    from somabench.records import RecordStore
+    from somabench.registry import load_builtin, methods
+    from somabench.runner import RunContext, Runner
+
+    load_builtin()
+    dialogues = load_dialogues(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=None)
+    ctx = RunContext(cfg)
+    timed = _Timed(ctx.raw("F"))  # load the model before the clock starts
+    method = methods.get("original")(cfg.method, ctx)
+    store = RecordStore(Path(cfg.paths.output_root) / f"b{batch_size}")
+    runner = Runner(cfg, ctx, method, store, run_id="bench", reference=None, reference_key=None,
+                    history_mode="own")
+    started = time.perf_counter()
+    runner.serve(dialogues, batch_size)
+    wall = time.perf_counter() - started
+    tokens = sum(t.tokens["F"].completion or 0 for t in store.turns())
+    return wall, timed, tokens
+
+
+def bench_overhead(settings: Any, tmp: Path) -> dict[str, Any]:
+    s = settings.overhead
+    cfg = _cfg(settings, tmp / "overhead", [f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
+                                            f"generation.max_new_tokens={s.max_new_tokens}"])
+    wall, timed, _ = _serve(cfg, 1)
+    share = 1.0 - timed.seconds / wall
+    return {"wall_s": round(wall, 3), "model_s": round(timed.seconds, 3), "calls": timed.calls,
+            "overhead_share": round(share, 4), "goal_max": settings.goals.overhead_max,
+            "met": share <= settings.goals.overhead_max}
+
+
+def bench_throughput(settings: Any, tmp: Path) -> dict[str, Any]:
+    import torch
+
+    from somabench.backends.base import GenerationConfig
+    from somabench.data import load_dialogues
+    from somabench.runner import RunContext
+
+    s = settings.throughput
+    cfg = _cfg(settings, tmp / "tp", [f"limit={s.prompts}"])
+    dialogues = load_dialogues(cfg.dataset, limit=cfg.limit, seed=0, shard=None)
+    messages = [[{"role": "user", "content": d.turns[0].user}] for d in dialogues]
+    backend = RunContext(cfg).raw("F")
+    gen = GenerationConfig(max_new_tokens=int(s.max_new_tokens))
+    ours, plain = [], []
+    for _ in range(int(s.repeats)):
+        tokens, seconds = 0, 0.0
+        for m in messages:
+            c = backend.chat(m, gen)
+            tokens += c.completion_tokens
+            seconds += c.seconds
+        started = time.perf_counter()
+        ours_wall_tokens = tokens
+        ours.append(ours_wall_tokens / seconds)
+        tokens, started = 0, time.perf_counter()
+        for m in messages:  # the plain loop a user would write
+            text = backend.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+            enc = backend.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            with torch.inference_mode():
+                out = backend.model.generate(**enc, max_new_tokens=int(s.max_new_tokens), do_sample=False,
+                                             pad_token_id=backend.tokenizer.pad_token_id)
+            tokens += out.shape[1] - enc["input_ids"].shape[1]
+        plain.append(tokens / (time.perf_counter() - started))
+    ratio = statistics.median(ours) / statistics.median(plain)
+    return {"somabench_tok_s": round(statistics.median(ours), 2),
+            "plain_generate_tok_s": round(statistics.median(plain), 2), "ratio": round(ratio, 3),
+            "goal_min": settings.goals.throughput_ratio_min,
+            "met": ratio >= settings.goals.throughput_ratio_min,
+            "note": "somabench seconds are measured around model.generate only; the plain loop "
+                    "includes templating and tokenization"}
+
+
+def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
+    s = settings.batching
+    common = [f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
+              f"generation.max_new_tokens={s.max_new_tokens}"]
+    wall1, _, tok1 = _serve(_cfg(settings, tmp / "batch1", common), 1)
+    wallb, _, tokb = _serve(_cfg(settings, tmp / "batchB", common + [f"batch_size={s.batch_size}"]), int(s.batch_size))
+    speedup = wall1 / wallb
+    return {"dialogues": s.dialogues, "batch_size": s.batch_size, "wall_batch1_s": round(wall1, 2),
+            f"wall_batch{s.batch_size}_s": round(wallb, 2), "speedup": round(speedup, 2),
+            "completion_tokens": [tok1, tokb], "goal_min": settings.goals.batch_speedup_min,
+            "met": speedup >= settings.goals.batch_speedup_min}
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    settings = OmegaConf.load(conf_dir() / "bench" / "foundation.yaml")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        result = {
+            "machine": {"cpus": os.cpu_count()},
+            "settings": OmegaConf.to_container(settings, resolve=True),
+            "overhead": bench_overhead(settings, tmp),
+            "throughput": bench_throughput(settings, tmp),
+            "batching": bench_batching(settings, tmp),
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    result["summary"] = {k: result[k].get("met") for k in ("overhead", "throughput", "batching")}
+    (out_dir / "foundation.json").write_text(json.dumps(result, indent=2))
+    return result
