@@ -4,3 +4,9 @@ from somabench.registry import methods
 
 methods.register("original", "somabench.baselines.original:Original")
 methods.register("surrogate", "somabench.baselines.surrogate:Surrogate")
+methods.register("history_prefix", "somabench.baselines.history_prefix:HistoryPrefix")
+methods.register("history_ft", "somabench.baselines.history_ft:HistoryFT")
+methods.register("llmlingua2", "somabench.baselines.llmlingua2:LLMLingua2")
+methods.register("llmlingua1_offline", "somabench.baselines.llmlingua2:LLMLingua1Offline")
+methods.register("routellm", "somabench.baselines.routellm:RouteLLM")
+methods.register("routellm_offline_random", "somabench.baselines.routellm:RouteLLMOfflineRandom")

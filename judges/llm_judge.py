@@ -17,11 +17,12 @@ import threading
 import time
 from typing import Any
 
-from somabench.backends.base import BackendError, GenerationConfig
-from somabench.cache import SqliteCache, cache_key
 from somabench.judges.base import Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.parsing import parse_score
 from somabench.judges.prompting import JudgePrompt
+
+from somabench.backends.base import BackendError, GenerationConfig
+from somabench.cache import SqliteCache, cache_key
 
 log = logging.getLogger(__name__)
 

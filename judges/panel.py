@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
 from somabench.judges.base import (
     FINAL_STATUSES,
     Judge,
@@ -33,6 +32,7 @@ from somabench.judges.base import (
     unit_key,
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
+
 from somabench.records import TurnRecord, load_turns
 
 log = logging.getLogger(__name__)

@@ -141,7 +141,7 @@ def prompt_from_dict(data: dict[str, Any], where: str) -> JudgePrompt:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_prompt(prompt_id: str, prompt_dir: str | None = None) -> JudgePrompt:
     """Load ``<prompt_dir>/<prompt_id>.json`` (default: the packaged ``judges/prompts``)."""
     directory = Path(prompt_dir) if prompt_dir else PROMPT_DIR

@@ -100,6 +100,9 @@ class Method:
     def __init__(self, cfg: Any, ctx: Any) -> None:
         self.cfg = cfg  # the ``method`` config node
         self.ctx = ctx  # somabench.runner.RunContext
+        # Records carry the configured name, so config variants of one class (ablations,
+        # offline stand-ins) are labelled as what they are.
+        self.name = str(cfg.get("name", self.name)) if cfg is not None else self.name
 
     def start(self, session: Session) -> None:
         """Called once before the first turn of a dialogue."""

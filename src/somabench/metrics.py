@@ -196,6 +196,16 @@ def score_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def score_metric(scores: pd.DataFrame) -> pd.Series:
+    """What each score line measures: its ``metric`` (the judge prompt's name, e.g. ``similarity``
+    for both similarity_v1 and the embedding proxy, ``ability_memory``); lines without one fall
+    back to the prompt id minus its version suffix."""
+    from_prompt = scores["prompt_id"].astype(str).str.replace(r"_v\d+$", "", regex=True)
+    if "metric" not in scores.columns:
+        return from_prompt
+    return scores["metric"].where(scores["metric"].notna(), from_prompt).astype(str)
+
+
 def excluded_counts(scores: pd.DataFrame) -> dict[str, int]:
     """How many score rows are not ``ok``, by status (these never enter an aggregate)."""
     bad = scores[scores["status"] != SCORE_OK]
@@ -205,6 +215,22 @@ def excluded_counts(scores: pd.DataFrame) -> dict[str, int]:
 PERCENT = 100.0  # similarity is reported in percent (paper Table 1)
 
 
+def similarity_per_turn(scores: pd.DataFrame, by: list[str], scale: float = PERCENT) -> pd.DataFrame:
+    """Similarity per turn: mean over judges of the ``ok`` scores' ``score_norm``, × ``scale``.
+
+    ``by`` identifies a dialogue (e.g. run key + dialogue id); output has one row per
+    (dialogue, turn) with ``similarity`` and ``n_judges``.
+    """
+    ok = scores[(scores["status"] == SCORE_OK) & scores["score_norm"].notna()].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=[*by, "turn", "similarity", "n_judges"])
+    ok["score_norm"] = ok["score_norm"].astype(float)
+    per_turn = (ok.groupby([*by, "turn"], dropna=False)
+                .agg(similarity=("score_norm", "mean"), n_judges=("judge", "nunique")).reset_index())
+    per_turn["similarity"] = per_turn["similarity"] * scale
+    return per_turn
+
+
 def similarity_per_dialogue(scores: pd.DataFrame, by: list[str], scale: float = PERCENT) -> pd.DataFrame:
     """Similarity per dialogue: mean over judges per turn, then mean over turns, × ``scale``.
 
@@ -212,17 +238,12 @@ def similarity_per_dialogue(scores: pd.DataFrame, by: list[str], scale: float = 
     dialogue (e.g. run key + dialogue id); each output row is one dialogue with
     ``similarity``, ``n_turns`` (turns with at least one ok score) and ``n_judges``.
     """
-    ok = scores[(scores["status"] == SCORE_OK) & scores["score_norm"].notna()].copy()
-    if ok.empty:
+    per_turn = similarity_per_turn(scores, by, scale)
+    if per_turn.empty:
         return pd.DataFrame(columns=[*by, "similarity", "n_turns", "n_judges"])
-    ok["score_norm"] = ok["score_norm"].astype(float)
-    per_turn = (ok.groupby([*by, "turn"], dropna=False)
-                .agg(turn_score=("score_norm", "mean"), n_judges=("judge", "nunique")).reset_index())
-    per_dialogue = (per_turn.groupby(by, dropna=False)
-                    .agg(similarity=("turn_score", "mean"), n_turns=("turn", "count"),
-                         n_judges=("n_judges", "max")).reset_index())
-    per_dialogue["similarity"] = per_dialogue["similarity"] * scale
-    return per_dialogue
+    return (per_turn.groupby(by, dropna=False)
+            .agg(similarity=("similarity", "mean"), n_turns=("turn", "count"), n_judges=("n_judges", "max"))
+            .reset_index())
 
 
 def mean_std(values: pd.Series) -> tuple[float | None, float | None, int]:
@@ -236,10 +257,10 @@ def mean_std(values: pd.Series) -> tuple[float | None, float | None, int]:
 
 def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
                 scores: pd.DataFrame | None = None,
-                similarity_prompt: str | None = None) -> dict[str, float | int | None]:
+                similarity_metric: str | None = None) -> dict[str, float | int | None]:
     """One run's headline numbers with ``area/name`` keys (W&B summary, run comparisons).
 
-    ``similarity_prompt`` is the prompt-id prefix of similarity scores (``report.similarity_prompt``).
+    ``similarity_metric`` names the similarity score lines (``report.similarity_metric``).
     """
     dframe = dialogue_frame(dialogues)
     tframe = turn_frame(turns)
@@ -255,8 +276,8 @@ def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
         out["speed/tps"] = throughput(tframe)
         out["turns/served_by_g"] = float(tframe["served_by"].str.startswith("G").mean())
         out["turns/errors"] = int((tframe["status"] != "ok").sum())
-    if scores is not None and not scores.empty and similarity_prompt:
-        sim = scores[scores["prompt_id"].astype(str).str.startswith(similarity_prompt)]
+    if scores is not None and not scores.empty and similarity_metric:
+        sim = scores[score_metric(scores) == similarity_metric]
         per_dialogue = similarity_per_dialogue(sim, ["dialogue_id"])
         mean, std, n = mean_std(per_dialogue["similarity"])
         out.update({"sim/judge_mean": mean, "sim/judge_std": std, "sim/dialogues": n,

@@ -300,7 +300,7 @@ def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Any],
         missing = [d for d in dialogues if d.id not in store.finished]
         if missing:
             log.info("reference: generating the Original for %d dialogue(s) in %s", len(missing), ref_dir)
-            original = methods.get("original")(cfg.method, ctx)
+            original = methods.get("original")(OmegaConf.create({"name": "original"}), ctx)
             runner = Runner(cfg, ctx, original, store, run_id=f"reference/{key}", reference=None,
                             reference_key=None, history_mode="own")
             counts = runner.serve(missing, int(cfg.batch_size), progress)

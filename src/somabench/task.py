@@ -94,7 +94,11 @@ def run_task(cfg: DictConfig) -> float | None:
     ctx = None
     status = "error"
     objective = None
+    wandb_run = None
     try:
+        from somabench.report.wandb_logger import start as start_wandb
+
+        wandb_run = start_wandb(cfg, run_dir)  # None unless logger=wandb
         from somabench.data import load_dialogues as load_data
 
         dialogues = load_data(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)
@@ -121,6 +125,8 @@ def run_task(cfg: DictConfig) -> float | None:
         log.info("%s", ctx.cache_stats())
         objective = _judge(cfg, run_dir)
         _summarize(cfg, run_dir, {d.id for d in dialogues})
+        if wandb_run is not None:
+            wandb_run.log_results()
         failed_share = counts["errored"] / max(len(dialogues), 1)
         if failed_share > float(cfg.fail_on_error):
             raise RuntimeError(
@@ -130,6 +136,8 @@ def run_task(cfg: DictConfig) -> float | None:
         return objective
     finally:
         write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2))
+        if wandb_run is not None:
+            wandb_run.finish(status)
         if ctx is not None and ctx.cache is not None:
             ctx.cache.close()
         log.info("output dir: %s (status %s)", run_dir, status)

@@ -57,3 +57,9 @@ def test_cache_serves_reruns(tmp_path) -> None:
     first = cached.chat_batch([MSG, MSG], GEN)
     again = cached.chat_batch([MSG], GEN)
     assert inner.calls == 2 and again[0].cached and again[0].text == first[0].text
+
+
+def test_longer_limit_extends_the_same_reply() -> None:
+    short = FakeBackend().chat(MSG, GEN).text
+    longer = FakeBackend().chat(MSG, GenerationConfig(max_new_tokens=9)).text
+    assert longer.startswith(short) and len(longer.split()) == 9

@@ -6,13 +6,13 @@ import json
 import time
 
 import pytest
+from tests.helpers.servers import chat_calls, openai_backend_for, serve_in_thread, server_stats
 
 from somabench.backends import build_backend
 from somabench.backends.base import BackendError, GenerationConfig
 from somabench.backends.openai_api import OpenAIBackend
 from somabench.cache import CachedBackend, SqliteCache
 from somabench.serve import SCRIPTED_MODEL_ID, Behavior
-from tests.helpers.servers import chat_calls, openai_backend_for, serve_in_thread, server_stats
 
 GEN = GenerationConfig(max_new_tokens=8)
 HI = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]

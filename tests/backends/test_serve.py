@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from tests.helpers.servers import http_get_json, serve_in_thread, server_stats
 
 from somabench.serve import (
     SCRIPTED_HEADER,
@@ -18,7 +19,6 @@ from somabench.serve import (
     build_arg_parser,
     main,
 )
-from tests.helpers.servers import http_get_json, serve_in_thread, server_stats
 
 HTTP_TIMEOUT = 10.0
 

@@ -96,7 +96,7 @@ def _score_rows(run_id: str, dataset: str, method: str, dialogue: str, per_turn:
             status = "ok" if isinstance(value, float) else ("api_error" if value == "api_error" else "unparsed")
             rows.append({"run_id": run_id, "dialogue_id": dialogue, "turn": turn, "method": method,
                          "judge": judge, "judge_model": f"model-{judge}", "judge_kind": "llm",
-                         "prompt_id": "similarity_v1", "status": status,
+                         "prompt_id": "similarity_v1", "metric": "similarity", "status": status,
                          "score": value * 10 if status == "ok" else None,
                          "score_norm": value if status == "ok" else None,
                          "raw": "x", "post_switch": switch_at is not None and turn >= switch_at,
@@ -140,7 +140,8 @@ def build_outputs(root: Path, task: str = "tiny_exp") -> Path:
                     if m == method:
                         scores.append({"run_id": run_id, "dialogue_id": dialogue, "turn": 1, "method": method,
                                        "judge": "j1", "judge_model": "model-j1", "judge_kind": "llm",
-                                       "prompt_id": f"ability_{ability}_v1", "status": "ok",
+                                       "prompt_id": f"ability_{ability}_v1",
+                                       "metric": f"ability_{ability}", "status": "ok",
                                        "score": values[index] * 10, "score_norm": values[index],
                                        "raw": "x", "post_switch": False, "cached": False})
         (run_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))

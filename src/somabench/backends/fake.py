@@ -72,7 +72,10 @@ class FakeBackend(BackendBase):
             raise BackendError(f"fake backend '{self.model_id}': prompt contains the fail marker "
                                f"{self.fail_marker!r}", reason="error")
         self.calls += 1
-        seed_text = json.dumps([self.model_id, prompt, gen.cache_fields()], sort_keys=True)
+        # like a real model: the reply depends on the prompt and sampling, while max_new_tokens
+        # and stop strings only cut it (a longer limit extends the same reply)
+        sampling = {k: v for k, v in gen.cache_fields().items() if k not in ("max_new_tokens", "stop")}
+        seed_text = json.dumps([self.model_id, prompt, sampling], sort_keys=True)
         words = [FAKE_PREFIX, *_words_from(seed_text, max(gen.max_new_tokens - 1, 0))]
         text = " ".join(words[: gen.max_new_tokens])
         finish = "length"

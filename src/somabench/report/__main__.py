@@ -19,8 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-from somabench.report.build import build_report
-from somabench.report.collect import WANDB_PREFIX, load, parse_wandb_source
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="[%(levelname)s] %(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
     from somabench.config import check_overrides, compose
+    from somabench.report.build import build_report
+    from somabench.report.collect import WANDB_PREFIX, load, parse_wandb_source
 
     check_overrides(list(args.overrides))
     cfg = compose(list(args.overrides))

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from somabench.metrics import dialogue_throughput, excluded_counts, similarity_per_dialogue
+from somabench.metrics import dialogue_throughput, excluded_counts, score_metric, similarity_per_dialogue
 from somabench.report import figures as F
-from somabench.report.collect import ReportData, _flatten
+from somabench.report.collect import ReportData, flatten_config
 from somabench.report.tables import Table, make_table, write_tables
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,11 @@ class ReportResult:
 
 # -- derived frames -------------------------------------------------------------------------------
 def similarity_scores(data: ReportData, cfg: Any) -> pd.DataFrame:
-    """Score rows of the similarity prompt (all statuses; aggregation keeps only ok)."""
+    """Similarity score lines (all statuses; aggregation keeps only ok)."""
     scores = data.scores
     if scores.empty:
         return scores
-    return scores[scores["prompt_id"].astype(str).str.startswith(str(cfg.similarity_prompt))]
+    return scores[score_metric(scores) == str(cfg.similarity_metric)]
 
 
 def similarity_dialogues(scores: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +70,7 @@ def warm_windows(data: ReportData, cfg: Any) -> dict[str, float]:
     for run in data.runs:
         if run.kind != "run" or run.method != cfg.warm_window.method:
             continue
-        flat = _flatten(run.config)
+        flat = flatten_config(run.config)
         value = next((flat[k] for k in keys if isinstance(flat.get(k), int | float)), None)
         if value is None and not data.dialogues.empty:
             adapt = data.dialogues.loc[data.dialogues["run_key"] == run.key, "adaptation"]
@@ -82,14 +82,14 @@ def warm_windows(data: ReportData, cfg: Any) -> dict[str, float]:
     return out
 
 
-def _judge_note(scores: pd.DataFrame) -> list[str]:
+def _judge_note(scores: pd.DataFrame, scale: str = "× 100") -> list[str]:
     if scores.empty:
         return []
     judges = scores.drop_duplicates(["judge"])[["judge", "judge_kind"]]
     parts = [f"{j} ({k})" for j, k in zip(judges["judge"], judges["judge_kind"], strict=True)]
-    notes = [f"Judges: {', '.join(parts)}; per turn the mean over judges of the ok scores, "
-             f"then the mean over turns per dialogue, × 100."]
-    if (judges["judge_kind"] == "embedding-proxy").any():
+    notes = [f"Judges: {', '.join(parts)}; per turn the mean over judges of the ok normalized "
+             f"scores, then the mean over turns per dialogue, {scale}."]
+    if judges["judge_kind"].astype(str).str.startswith("embedding").any():
         notes.append("Embedding-proxy judges are a cosine-similarity PROXY, not LLM judges.")
     return notes
 
@@ -118,7 +118,7 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path) -> ReportResul
         _figures(result, data, cfg, family, sim, windows, out)
 
     data.runs_frame().to_csv(out / "runs.csv", index=False)
-    _write_dialogue_data(data, sim, out)
+    _write_dialogue_data(data, cfg, out)
     _write_index(result, data)
     return result
 
@@ -129,8 +129,8 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, scores: pd.D
     name = f"table1_similarity_{family}"
     paper = "Table 1 (LLaMA) / Table 3 (Qwen)"
     if sim.empty:
-        reason = ("no similarity scores (scores.jsonl with prompt_id "
-                  f"{cfg.similarity_prompt}*): run with a judge, or python -m somabench.judge <run dir>")
+        reason = (f"no similarity scores (scores.jsonl lines with metric {cfg.similarity_metric}): run "
+                  f"with a judge (judge=embedding|local|paper) or python -m somabench.judge <run dir>")
         if not scores.empty:
             reason = f"no ok similarity scores ({excluded_counts(scores)} excluded)"
         result.skip(name, reason)
@@ -240,17 +240,17 @@ def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str
     frame = F.ability_frame(data.scores, cfg)
     frame = frame[frame["family"] == family]
     if frame.empty:
-        result.skip(name, f"no ok ability scores (prompt_id {cfg.ability_prompt}*)")
+        result.skip(name, f"no ok ability scores (metric {cfg.ability_prefix}*)")
         return
     scores = data.scores
     rows = scores[(scores["family"] == family)
-                  & scores["prompt_id"].astype(str).str.startswith(str(cfg.ability_prompt))]
+                  & score_metric(scores).str.startswith(str(cfg.ability_prefix))]
     table = make_table(frame, value="score", row="label", column="ability",
                        metric=f"Score (0–{float(cfg.ability_scale):g})",
                        title=f"MT-Bench-101 ability scores ({family})", higher_is_better=True,
                        decimals_mean=cfg.tables.decimals_mean, decimals_std=cfg.tables.decimals_std,
                        row_order=F.order_labels(cfg, frame), excluded=excluded_counts(rows),
-                       notes=_judge_note(rows))
+                       notes=_judge_note(rows, f"× {float(cfg.ability_scale):g}"))
     result.written.append(Artifact(name, "Fig. 10 (numbers)", table.write(out, name),
                                    "ability score per method, mean ± std over dialogues"))
 
@@ -324,17 +324,58 @@ def _draw(result: ReportResult, out: Path, cfg: Any, name: str, paper: str, desc
     result.written.append(Artifact(name, paper, F.save(fig, out, name, cfg), description))
 
 
-def _write_dialogue_data(data: ReportData, sim: pd.DataFrame, out: Path) -> None:
-    """``data/dialogues.csv``: one row per (run, dialogue) with tokens and similarity — the small
-    file the notebook reads from a results folder."""
+DIALOGUE_DATA = "data/dialogues.csv"
+EXCLUDED_PREFIX = "excluded_"
+
+
+def dialogue_data(data: ReportData, cfg: Any) -> pd.DataFrame:
+    """One row per (run, dialogue): tokens (metrics.dialogue_frame), similarity, and how many
+    similarity lines of the dialogue were excluded per status (``excluded_<status>``)."""
     if data.dialogues.empty:
-        return
+        return pd.DataFrame()
     frame = data.dialogues.drop(columns=["adaptation"], errors="ignore")
+    scores = similarity_scores(data, cfg)
+    sim = similarity_dialogues(scores)
     if not sim.empty:
         frame = frame.merge(sim[["run_key", "dialogue_id", "similarity", "n_turns", "n_judges"]],
                             on=["run_key", "dialogue_id"], how="left", suffixes=("", "_judged"))
-    (out / "data").mkdir(exist_ok=True)
-    frame.to_csv(out / "data" / "dialogues.csv", index=False)
+    else:
+        frame["similarity"] = float("nan")
+    if not scores.empty:
+        bad = scores[scores["status"] != "ok"]
+        if not bad.empty:
+            counts = bad.groupby(["run_key", "dialogue_id", "status"]).size().unstack(fill_value=0)
+            counts.columns = [f"{EXCLUDED_PREFIX}{c}" for c in counts.columns]
+            frame = frame.merge(counts.reset_index(), on=["run_key", "dialogue_id"], how="left")
+    excluded_cols = [c for c in frame.columns if c.startswith(EXCLUDED_PREFIX)]
+    frame[excluded_cols] = frame[excluded_cols].fillna(0).astype(int)
+    return frame
+
+
+def excluded_from(frame: pd.DataFrame) -> dict[str, int]:
+    """Excluded similarity lines by status, from :func:`dialogue_data` columns."""
+    return {c.removeprefix(EXCLUDED_PREFIX): int(frame[c].sum()) for c in frame.columns
+            if c.startswith(EXCLUDED_PREFIX) and frame[c].sum() > 0}
+
+
+def load_dialogue_data(source: str | Path, cfg: Any) -> pd.DataFrame:
+    """The per-dialogue frame from a results folder (``data/dialogues.csv``, written by the report
+    command) or straight from an outputs folder (collects the runs)."""
+    from somabench.report.collect import load_local
+
+    path = Path(source)
+    if (path / DIALOGUE_DATA).exists():
+        return pd.read_csv(path / DIALOGUE_DATA)
+    return dialogue_data(load_local(path, cfg), cfg)
+
+
+def _write_dialogue_data(data: ReportData, cfg: Any, out: Path) -> None:
+    """``data/dialogues.csv``: the small per-dialogue file the notebook reads from results/."""
+    frame = dialogue_data(data, cfg)
+    if frame.empty:
+        return
+    (out / DIALOGUE_DATA).parent.mkdir(exist_ok=True)
+    frame.to_csv(out / DIALOGUE_DATA, index=False)
 
 
 def _write_index(result: ReportResult, data: ReportData) -> None:

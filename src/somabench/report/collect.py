@@ -112,7 +112,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _resolve_reference(run_dir: Path, header: dict[str, Any]) -> Path | None:
+def resolve_reference(run_dir: Path, header: dict[str, Any]) -> Path | None:
     """Where a run's Original reference lives (paths in run.json may be relative to the cwd
     the run was started from, so also look next to the run and up its parents)."""
     bundled = run_dir / REFERENCE_SUBDIR
@@ -132,11 +132,11 @@ def _resolve_reference(run_dir: Path, header: dict[str, Any]) -> Path | None:
     return None
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): json.dumps(data, sort_keys=True) if isinstance(data, list) else data}
 
@@ -157,7 +157,7 @@ def _label_variants(runs: list[RunInfo], names: dict[str, str], pool_keys: list[
         if run.kind == "run":
             groups.setdefault((run.family, run.method, run.dataset), []).append(run)
     for group in groups.values():
-        flat = {r.key: {k: v for k, v in _flatten(r.config).items() if not _excluded(k, skip)}
+        flat = {r.key: {k: v for k, v in flatten_config(r.config).items() if not _excluded(k, skip)}
                 for r in group}
         keys = sorted({k for f in flat.values() for k in f})
         differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1]
@@ -182,7 +182,7 @@ def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
                        dataset=(config.get("dataset") or {}).get("name") or (first.dataset if first else "?"),
                        family=(config.get("model") or {}).get("family") or "?", config=config,
                        status=header.get("status"), task_name=config.get("task_name"),
-                       reference_dir=_resolve_reference(run_dir, header))
+                       reference_dir=resolve_reference(run_dir, header))
     meta = _read_json(run_dir / REFERENCE_META) if (run_dir / REFERENCE_META).exists() else {}
     if first is None:
         return None

@@ -1,5 +1,6 @@
-"""The paper's figures (matplotlib, Agg) from report frames; every builder returns a Figure or
-raises :class:`Skip` with the reason the inputs do not allow it.
+"""The paper's figures (matplotlib) from report frames; every builder returns a Figure or
+raises :class:`Skip` with the reason the inputs do not allow it. The backend is left to the
+caller (the CLI and the W&B logger select Agg; a notebook keeps its inline backend).
 
 Why: the report command must draw every figure whose inputs exist and say why it skipped the
 others, so each builder checks its own inputs first. Numbers come from somabench.metrics.
@@ -11,19 +12,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - backend must be chosen first
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from somabench.metrics import (  # noqa: E402
+from somabench.metrics import (
     STACKS,
     cost_stacks,
     dialogue_throughput,
     mean_std,
     relative_tokens_per_turn,
+    score_metric,
     token_stacks,
 )
 
@@ -41,6 +40,7 @@ YPAD = 0.1                 # ablation y-axis: pad below the lowest bar, fraction
 RADAR_LABEL_PAD = 6        # points between the radar and its spoke labels
 TITLE_PAD = 14             # points between a polar plot and its title
 PERCENT = 100.0            # similarity is in percent
+SCATTER_MARGIN = 0.15      # room around scatter points for their labels
 MARKER = 3                 # marker size of line plots (points)
 TICK_ROTATION = 30         # degrees, for long category labels
 MAX_UNROTATED = 3          # grouped bars: rotate dataset labels beyond this many groups
@@ -307,12 +307,15 @@ def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
 # -- Fig. 10 ---------------------------------------------------------------------------------
 def ability_frame(scores: pd.DataFrame, cfg: Any) -> pd.DataFrame:
     """Per (family, label, ability): ability score (0–scale) per dialogue, ok rows only."""
-    prefix = str(cfg.ability_prompt)
-    rows = scores[scores["prompt_id"].astype(str).str.startswith(prefix)] if not scores.empty else scores
-    ok = rows[(rows["status"] == "ok") & rows["score_norm"].notna()].copy() if not rows.empty else rows
+    prefix = str(cfg.ability_prefix)
+    if scores.empty:
+        return pd.DataFrame(columns=["family", "label", "method", "ability", "dialogue_id", "score"])
+    scores = scores.assign(_metric=score_metric(scores))
+    rows = scores[scores["_metric"].str.startswith(prefix)]
+    ok = rows[(rows["status"] == "ok") & rows["score_norm"].notna()].copy()
     if ok.empty:
         return pd.DataFrame(columns=["family", "label", "method", "ability", "dialogue_id", "score"])
-    ok["ability"] = ok["prompt_id"].astype(str).str.removeprefix(prefix).str.replace(r"_v\d+$", "", regex=True)
+    ok["ability"] = ok["_metric"].str.removeprefix(prefix)
     ok["score"] = ok["score_norm"].astype(float) * float(cfg.ability_scale)
     per_turn = ok.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id", "turn"])["score"].mean()
     return per_turn.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id"]).mean().reset_index()
@@ -323,8 +326,8 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
     frame = ability_frame(scores, cfg)
     frame = frame[frame["family"] == family]
     if frame.empty:
-        raise Skip(f"no ok ability scores (prompt_id {cfg.ability_prompt}*) for family {family}: "
-                   f"judge dataset=mtbench101 with an ability prompt")
+        raise Skip(f"no ok ability scores (metric {cfg.ability_prefix}*) for family {family}: judge "
+                   f"dataset=mtbench101 with the ability prompts (judges/prompts/ability_*_v1.json)")
     stats = cell_stats(frame, ["label", "method", "ability"], "score")
     labels = order_labels(cfg, stats)
     abilities = sorted(stats["ability"].unique())
@@ -430,8 +433,9 @@ def plateau_figure(points: pd.DataFrame, cfg: Any, family: str) -> tuple[Any, fl
     ax.plot(xs, slope * xs + intercept, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("best warm window W (turns)")
     ax.set_ylabel("plateau similarity (%)")
-    ax.set_title(f"Plateau vs best W ({family}): Pearson r = {r:.2f} (p = {p:.2g}, n = {len(x)})")
-    ax.margins(x=0.15, y=0.15)
+    ax.set_title(f"Plateau vs best W ({family})\nPearson r = {r:.2f} (p = {p:.2g}, n = {len(x)} datasets)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.margins(x=SCATTER_MARGIN, y=SCATTER_MARGIN)
     return fig, float(r)
 
 
@@ -440,28 +444,32 @@ def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, 
     """One run: mean tokens per turn by role (bars) and, when judged, similarity per turn (line)."""
     if turns.empty:
         raise Skip("no turn records")
-    roles = {"F": "tokens_F", "G": "tokens_G", "compressor+router": None}
     frame = turns.copy()
+    frame["F"] = frame["tokens_F"]
+    frame["G"] = frame["tokens_G"]
     frame["compressor+router"] = frame["tokens_compressor"] + frame["tokens_router"]
-    means = frame.groupby("turn")[["tokens_F", "tokens_G", "compressor+router"]].mean()
+    roles = [r for r in ("F", "G", "compressor+router") if (frame[r] != 0).any()] or ["F"]
+    means = frame.groupby("turn")[roles].mean()
     fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
     colors = dict(cfg.figures.stack_colors)
     bottom = np.zeros(len(means))
     x = means.index.to_numpy() + 1
     handles = []
-    for name, col in roles.items():
-        values = means[col or name].to_numpy(dtype=float)
+    for name in roles:
+        values = means[name].to_numpy(dtype=float)
         handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(name), label=name, width=BAR_WIDTH))
         bottom += values
+    ax.set_ylim(0, (bottom.max() or 1) * (1 + TOP_HEADROOM))
     ax.set_xlabel("turn")
     ax.set_ylabel("tokens per turn (prompt + completion)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xticks(x)
     if similarity_turns is not None and not similarity_turns.empty:
         twin = ax.twinx()
+        twin.spines["right"].set_visible(True)
         sim = similarity_turns.groupby("turn")["similarity"].mean()
-        (line,) = twin.plot(sim.index.to_numpy() + 1, sim.to_numpy(), color="black", marker="o", markersize=MARKER,
-                            label="similarity %")
-        twin.set_ylim(0, PERCENT)
+        (line,) = twin.plot(sim.index.to_numpy() + 1, sim.to_numpy(), color="black", marker="o",
+                            markersize=MARKER, label="similarity %")
+        twin.set_ylim(0, PERCENT * (1 + TOP_HEADROOM))
         twin.set_ylabel("similarity to Original (%)")
         handles.append(line)
     ax.set_title(title)

@@ -1,0 +1,126 @@
+"""SOMA's theory knobs (paper Sec. 4, App. E): M (Cor. 3), W_eff (Lemma 1 / Cor. 4), |B|_eff (Thm. 2).
+
+``python -m somabench theory --delta 0.05 --theta 0.785 --r-act 2 --eta 0.8 --epsilon 0.12
+--sigma-delta 0.1`` prints the three values.
+
+Note on Corollary 3: as printed in the main text, M >= log(1/delta) / log(1 - (sin theta)^(r-1))
+has a sign slip: log(1 - x) < 0 for x in (0, 1], so the bound would be negative. The proof in
+App. E ends with the correct form, M >= log(1/delta) / log(1 / (1 - (sin theta)^(r-1))), i.e.
+M >= log(delta) / log(1 - (sin theta)^(r_act - 1)), which is what ``n_candidates`` computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+
+
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+def coverage_probability(m: int, theta: float, r_act: int) -> float:
+    """Thm. 3 lower bound: P(min angle <= theta) >= 1 - (1 - (sin theta)^(r_act-1))^M."""
+    return 1.0 - (1.0 - math.sin(theta) ** (r_act - 1)) ** m
+
+
+def n_candidates_bound(delta: float, theta: float, r_act: int) -> float:
+    """Cor. 3 (sign-corrected): the real-valued lower bound log(delta)/log(1 - sin^(r-1) theta)."""
+    _check_delta(delta)
+    if not 0 < theta <= math.pi / 2:
+        raise ValueError(f"theta must be in (0, pi/2], got {theta}")
+    if r_act < 1:
+        raise ValueError(f"r_act must be >= 1, got {r_act}")
+    p = math.sin(theta) ** (r_act - 1)
+    if p >= 1.0:  # theta = pi/2 or r_act = 1: every candidate lies in the cap
+        return 1.0
+    return math.log(delta) / math.log(1.0 - p)
+
+
+def n_candidates(delta: float, theta: float, r_act: int) -> int:
+    """Cor. 3: the smallest integer M with coverage >= 1 - delta."""
+    return max(1, math.ceil(n_candidates_bound(delta, theta, r_act) - 1e-12))
+
+
+def directional_suboptimality(lambda_1: float, theta: float) -> float:
+    """Lemma 2: lambda_1 - u^T H u <= lambda_1 sin^2 theta for a candidate within theta."""
+    return lambda_1 * math.sin(theta) ** 2
+
+
+def warm_start_error(delta: float, w_eff: float) -> float:
+    """Lemma 1: |F_W - F*| <= sqrt(2 log(2/delta) / W_eff) with probability >= 1 - delta."""
+    _check_delta(delta)
+    return math.sqrt(2.0 * math.log(2.0 / delta) / w_eff)
+
+
+def w_eff_bound(delta: float, eta: float) -> float:
+    """Cor. 4: W_eff >= 2 log(2/delta) / eta^2 makes the warm-start error <= eta."""
+    _check_delta(delta)
+    if eta <= 0:
+        raise ValueError(f"eta must be > 0, got {eta}")
+    return 2.0 * math.log(2.0 / delta) / eta**2
+
+
+def b_eff_bound(delta: float, epsilon: float, sigma_delta: float, b: float = 1.0) -> float:
+    """Thm. 2: |B|_eff >= 2 sigma^2/eps^2 log(1/delta) + 2b/(3 eps) log(1/delta).
+
+    The main-text statement has b = 1 (Gap in [0, 1]); App. E keeps the sub-exponential b.
+    """
+    _check_delta(delta)
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    log_term = math.log(1.0 / delta)
+    return 2.0 * sigma_delta**2 / epsilon**2 * log_term + 2.0 * b / (3.0 * epsilon) * log_term
+
+
+def effective_size(n: int, autocorrelations: Sequence[float]) -> float:
+    """n / (1 + 2 sum_k rho_k): the effective size of a weakly dependent stream (Sec. 4.1)."""
+    return n / (1.0 + 2.0 * sum(autocorrelations))
+
+
+def knobs(delta: float, theta: float, r_act: int, eta: float, epsilon: float,
+          sigma_delta: float, b: float = 1.0) -> dict[str, float | int]:
+    """All three knobs, as integers, with the real-valued bounds for the record."""
+    m_real = n_candidates_bound(delta, theta, r_act)
+    w_real = w_eff_bound(delta, eta)
+    b_real = b_eff_bound(delta, epsilon, sigma_delta, b)
+    return {
+        "M": n_candidates(delta, theta, r_act), "M_bound": m_real,
+        "W_eff": math.ceil(w_real - 1e-12), "W_eff_bound": w_real,
+        "B_eff": math.ceil(b_real - 1e-12), "B_eff_bound": b_real,
+        "decision_error": eta + epsilon, "confidence": 1.0 - 2.0 * delta,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m somabench theory",
+        description="SOMA's theory knobs: M (Cor. 3, sign-corrected), W_eff (Lemma 1 / Cor. 4), "
+                    "|B|_eff (Thm. 2).")
+    parser.add_argument("--delta", type=float, required=True, help="failure probability, (0,1)")
+    parser.add_argument("--theta", type=float, required=True,
+                        help="angle threshold in radians, (0, pi/2]")
+    parser.add_argument("--r-act", type=int, required=True, help="active subspace dimension")
+    parser.add_argument("--eta", type=float, required=True, help="warm-start error target")
+    parser.add_argument("--epsilon", type=float, required=True, help="target improvement")
+    parser.add_argument("--sigma-delta", type=float, required=True,
+                        help="sub-Gaussian proxy of Delta (per sample)")
+    parser.add_argument("--b", type=float, default=1.0,
+                        help="sub-exponential scale b of Thm. 2 (main text: 1)")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        values = knobs(args.delta, args.theta, args.r_act, args.eta, args.epsilon,
+                       args.sigma_delta, args.b)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"M      = {values['M']}  (Cor. 3: M >= log(delta)/log(1-sin(theta)^(r_act-1)) "
+          f"= {values['M_bound']:.4f})")
+    print(f"W_eff  = {values['W_eff']}  (Lemma 1 / Cor. 4: 2 log(2/delta)/eta^2 "
+          f"= {values['W_eff_bound']:.4f})")
+    print(f"|B|_eff = {values['B_eff']}  (Thm. 2: 2 sigma^2/eps^2 log(1/delta) + "
+          f"2b/(3 eps) log(1/delta) = {values['B_eff_bound']:.4f})")
+    print(f"decision error <= eta + epsilon = {values['decision_error']:.4f} "
+          f"with confidence 1 - 2 delta = {values['confidence']:.4f}")
+    return 0
