@@ -46,9 +46,9 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
     def _hydra_main(cfg):  # noqa: ANN001, ANN202 - Hydra's signature
-        from somabench.task import run_task
+        from somabench.sweep import run_job  # = run_task; in a multirun a failed job is recorded
 
-        return run_task(cfg)
+        return run_job(cfg)
 
     _hydra_main()
 

@@ -94,6 +94,7 @@ def run_task(cfg: DictConfig) -> float | None:
     ctx = None
     status = "error"
     objective = None
+    error = None
     wandb_run = None
     try:
         from somabench.report.wandb_logger import start as start_wandb
@@ -125,6 +126,10 @@ def run_task(cfg: DictConfig) -> float | None:
         log.info("%s", ctx.cache_stats())
         objective = _judge(cfg, run_dir)
         _summarize(cfg, run_dir, {d.id for d in dialogues})
+        # hparams_search: optimized_metric minus token_penalty (no-op for plain runs)
+        from somabench.sweep import search_objective
+
+        objective = search_objective(cfg, run_dir, objective)
         if wandb_run is not None:
             wandb_run.log_results()
         failed_share = counts["errored"] / max(len(dialogues), 1)
@@ -134,8 +139,12 @@ def run_task(cfg: DictConfig) -> float | None:
                 f"{cfg.fail_on_error}); details in {run_dir / 'errors.jsonl'}; rerun to retry them")
         status = "success"
         return objective
+    except BaseException as exc:  # recorded in run.json (sweeps list failed jobs from it)
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2))
+        write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2),
+                     error=error, objective=objective)
         if wandb_run is not None:
             wandb_run.finish(status)
         if ctx is not None and ctx.cache is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -121,8 +122,6 @@ def test_stop_wakes_a_scripted_sleep() -> None:
     """A sleeping request must not keep a stopped server (or the test run) alive."""
     server = OpenAICompatServer(script=[Behavior.sleep(60.0)], max_requests=5, lifetime_seconds=60)
     server.start()
-    import threading
-
     t = threading.Thread(target=lambda: post_chat_quiet(server.base_url), daemon=True)
     t.start()
     deadline = time.monotonic() + HTTP_TIMEOUT
@@ -165,3 +164,34 @@ def test_backend_mode_rejects_unknown_model_and_streaming(smollm2_server) -> Non
     assert smollm2_server.stats()["chat_requests"] == calls_before + 3
     assert SCRIPTED_HEADER not in post_chat(smollm2_server.base_url, {
         "model": "x", "messages": user("hi")})[1]
+
+
+def test_cli_script_mode_serves_and_stops_by_itself(tmp_path) -> None:
+    """`python -m somabench.serve --script ...` as users run it: ready line, answers, bound."""
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"kind": "reply", "text": "from the cli"}]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "somabench.serve", "--script", str(script), "--port", "0",
+         "--max-requests", "2", "--lifetime-seconds", "60"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base_url = None
+        for line in proc.stderr:  # the CLI logs "ready: base_url=..." once listening
+            found = re.search(r"ready: base_url=(http://127\.0\.0\.1:\d+/v1)", line)
+            if found:
+                base_url = found.group(1)
+                break
+        assert base_url, "the CLI never reported ready"
+        status, headers, body = post_chat(base_url, {"model": "m", "messages": user("x")})
+        assert status == 200 and body["choices"][0]["message"]["content"] == "from the cli"
+        assert http_get_json(base_url.removesuffix("/v1") + "/health")["status"] == "ok"
+        assert proc.wait(timeout=30) == 0  # second request was the last allowed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

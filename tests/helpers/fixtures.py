@@ -7,6 +7,7 @@ directory can request ``smollm2_path``, ``smollm2_bf16``, ``smollm2_fp32`` or
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ import pytest
 
 SMOLLM2_ASSET = "smollm2-135m-instruct"
 SMOLLM2_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # as in conf/model/tiny.yaml
+# torch CPU threads for these fixtures. On a shared 2-core machine, 2 threads competing with other
+# processes made an 8-token SmolLM2 generation 15-20x slower than 1 thread (measured 30-42 s vs
+# 1.6-2.6 s at load ~13). Note: torch.set_num_threads is process-wide.
+TEST_TORCH_THREADS = int(os.environ.get("SOMABENCH_TEST_THREADS", "1"))
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +32,8 @@ def smollm2_path() -> Path:
 def load_smollm2(path: Path, dtype: str) -> Any:
     from somabench.backends.hf import HFBackend
 
-    return HFBackend(model_id=SMOLLM2_MODEL_ID, path=str(path), dtype=dtype)
+    return HFBackend(model_id=SMOLLM2_MODEL_ID, path=str(path), dtype=dtype,
+                     num_threads=TEST_TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

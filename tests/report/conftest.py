@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_fixtures import build_outputs, build_warm_window
+from tests.report.report_fixtures import build_outputs, build_warm_window
 
 
 @pytest.fixture(scope="session")

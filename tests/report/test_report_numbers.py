@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from report_fixtures import PRICES
+from tests.report.report_fixtures import PRICES
 
 from somabench.metrics import (
     cost_stacks,

@@ -378,7 +378,7 @@ def _preview(http: Any) -> str:
 
 
 def _load_tokenizer(source: str) -> Any:
-    """A local tokenizer from a directory or an offline asset name (never the network)."""
+    """A local tokenizer from a directory or an offline asset name (never the HF hub)."""
     from transformers import AutoTokenizer
 
     path = Path(source).expanduser()

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow the overrides
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="[%(levelname)s] %(message)s")
     import matplotlib

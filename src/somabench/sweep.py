@@ -1,0 +1,299 @@
+"""Multirun glue: one failed job never kills a sweep, every sweep ends with a status file, and
+an Optuna search gets the objective it was told to optimize.
+
+Why: with Hydra's basic sweeper an exception in one job aborts the sweep once the batch ends,
+showing only the first error, and ``SystemExit`` (a bad config found at run time) stops it at
+once (lightning-hydra-template #535: a crashed sweep cannot be resumed). Here a failed job is
+logged with its error in its ``run.json`` (status ``error``), the sweep goes on, and at the end
+``<sweep dir>/sweep_status.json`` lists every job of this invocation; the command exits
+non-zero if any failed. Re-running the same command is the resume (records resume per
+dialogue, so finished jobs make no model calls). Under the Optuna sweeper a failed trial is
+raised to the sweeper instead, which marks it FAIL and applies ``max_failure_rate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "sweep_status.json"
+FAILURES_FILE = "sweep_failures.jsonl"  # one line per failed job (appended by the job itself)
+RUN_HEADER = "run.json"          # written by somabench.task
+JUDGE_HEADER = "judge.json"      # written by somabench.judges.panel
+SUMMARY_CSV = "summary.csv"      # written by somabench.task._summarize
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # run.json "updated" (somabench.task.write_header)
+SQLITE_PREFIX = "sqlite:///"     # SQLAlchemy URL of a sqlite file (Optuna storage)
+# summary.csv column -> metric name usable as ``optimized_metric`` (STYLE 5.1: area/name).
+SUMMARY_METRICS = {
+    "total_tokens/dlg": "tokens/total_per_dialogue",
+    "F_tokens/dlg": "tokens/F_per_dialogue",
+    "G_tokens/dlg": "tokens/G_per_dialogue",
+    "adapt_tokens/dlg": "tokens/adapt_per_dialogue",
+    "served_by_G_%": "served/G_pct",
+    "throughput_tok/s": "speed/tps",
+    "wall_s/dlg": "speed/wall_s_per_dialogue",
+}
+
+
+class SweepJobError(RuntimeError):
+    """A job stopped with ``SystemExit`` inside a sweep (re-raised as an ordinary error)."""
+
+
+def _hydra_cfg() -> Any | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get()
+    except ValueError:  # not under Hydra (tests, notebooks)
+        return None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra_cfg()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def is_search(sweeper_cfg: Any) -> bool:
+    """True for sweepers that consume the job's return value (Optuna)."""
+    target = str((sweeper_cfg or {}).get("_target_", ""))
+    return "optuna" in target.lower()
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """The Hydra task: ``run_task`` as is for a single run; inside a multirun a failure is
+    logged and recorded, then either swallowed (grid sweeps go on) or handed to a search
+    sweeper (Optuna marks the trial failed)."""
+    from somabench.task import run_dir_of, run_task
+
+    if not in_multirun():
+        return run_task(cfg)
+    search = is_search(_hydra_cfg().sweeper)
+    try:
+        return run_task(cfg)
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit included: it must not end the sweep
+        run_dir = run_dir_of(cfg)
+        log.exception("job failed (%s: %s); recorded in %s; the sweep goes on", type(exc).__name__,
+                      exc, run_dir / RUN_HEADER)
+        _note_failure(run_dir, f"{type(exc).__name__}: {exc}")
+        if search:
+            if isinstance(exc, SystemExit):
+                raise SweepJobError(str(exc)) from None
+            raise
+        return None
+
+
+def _note_failure(run_dir: Path, error: str) -> None:
+    """Append the failure to the sweep's failure list (also when run.json was never written,
+    e.g. a run dir that holds another config)."""
+    hc = _hydra_cfg()
+    if hc is None:
+        return
+    sweep_dir = Path(hc.sweep.dir)
+    line = {"job": str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir)
+            else str(run_dir), "status": "error", "error": error,
+            "updated": time.strftime(TIME_FORMAT)}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with (sweep_dir / FAILURES_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, default=str) + "\n")
+
+
+# -- end-of-sweep status -------------------------------------------------------------------
+def job_status(sweep_dir: Path, since: str | None = None) -> list[dict[str, Any]]:
+    """One row per job dir under ``sweep_dir`` (run.json updated at/after ``since``)."""
+    rows = []
+    for header_path in sorted(sweep_dir.rglob(RUN_HEADER)):
+        try:
+            header = json.loads(header_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            rows.append({"job": str(header_path.parent.relative_to(sweep_dir)),
+                         "status": "unreadable", "error": str(exc)})
+            continue
+        if since is not None and str(header.get("updated", "")) < since:
+            continue
+        rows.append({
+            "job": str(header_path.parent.relative_to(sweep_dir)),
+            "status": header.get("status"),
+            "error": header.get("error"),
+            "seconds": header.get("seconds"),
+            "objective": header.get("objective"),
+            "updated": header.get("updated"),
+        })
+    # Failures noted by the jobs themselves; they win over a run.json the job never updated.
+    failures = sweep_dir / FAILURES_FILE
+    if failures.exists():
+        by_job = {r["job"]: r for r in rows}
+        for text in failures.read_text(encoding="utf-8").splitlines():
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if since is not None and str(line.get("updated", "")) < since:
+                continue
+            row = by_job.setdefault(line["job"], {"job": line["job"]})
+            row.update({"status": "error", "error": row.get("error") or line["error"],
+                        "updated": line["updated"]})
+        rows = sorted(by_job.values(), key=lambda r: r["job"])
+    return rows
+
+
+def sqlite_path(storage: Any) -> Path | None:
+    """The file behind a ``sqlite:///...`` storage URL (None for other storages)."""
+    if not isinstance(storage, str) or not storage.startswith(SQLITE_PREFIX):
+        return None
+    return Path(storage[len(SQLITE_PREFIX):])
+
+
+class SweepStatus(Callback):
+    """Hydra callback: prepares a sweep (sqlite storage folder) and reports it at the end."""
+
+    def __init__(self) -> None:
+        self.started: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.strftime(TIME_FORMAT)
+        storage = sqlite_path(config.hydra.sweeper.get("storage"))
+        if storage is not None:  # sqlite cannot create the folder of its file
+            storage.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = job_status(sweep_dir, since=self.started)
+        failed = [r for r in rows if r["status"] != "success"]
+        summary = {"sweep_dir": str(sweep_dir), "started": self.started,
+                   "finished": time.strftime(TIME_FORMAT), "jobs": len(rows),
+                   "success": len(rows) - len(failed), "failed": len(failed), "rows": rows}
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STATUS_FILE).write_text(json.dumps(summary, indent=2, default=str),
+                                             encoding="utf-8")
+        log.info("sweep: %d job(s), %d succeeded, %d failed -> %s", len(rows),
+                 summary["success"], len(failed), sweep_dir / STATUS_FILE)
+        for row in failed:
+            log.error("  failed job %s (status %s): %s", row["job"], row["status"], row["error"])
+        if failed and not is_search(config.hydra.sweeper):
+            # Raised past Hydra's callback guard on purpose: scripts must see a non-zero exit.
+            raise SystemExit(
+                f"error: {len(failed)} of {len(rows)} sweep job(s) failed; see "
+                f"{sweep_dir / STATUS_FILE} and each job's run.json / log. Fix the cause and "
+                f"rerun the same command: finished jobs are skipped, failed ones resume.")
+
+
+# -- the search objective ------------------------------------------------------------------
+def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
+    """Metrics of one finished job: the judge's (``sim/...``) and the run summary's."""
+    metrics: dict[str, Any] = {"sim/judge_mean": judged}
+    judge_header = run_dir / JUDGE_HEADER
+    if judge_header.exists():
+        stored = json.loads(judge_header.read_text(encoding="utf-8")).get("metrics") or {}
+        metrics.update({k: v for k, v in stored.items() if k != "objective"})
+        metrics["sim/judge_mean"] = judged if judged is not None else stored.get("objective")
+    summary = run_dir / SUMMARY_CSV
+    if summary.exists():
+        import pandas as pd
+
+        table = pd.read_csv(summary)
+        if len(table) == 1:
+            for column, name in SUMMARY_METRICS.items():
+                if column in table.columns:
+                    value = table[column].iloc[0]
+                    metrics[name] = None if pd.isna(value) else float(value)
+    return metrics
+
+
+def search_objective(cfg: DictConfig, run_dir: Path, judged: float | None) -> float | None:
+    """The value returned to the sweeper.
+
+    Without ``optimized_metric`` (plain runs): the judge's objective, unchanged. With it (an
+    ``hparams_search`` config): that metric minus ``token_penalty`` x total tokens per
+    dialogue. A missing metric is an error naming the key to fix, never a sentinel number.
+    """
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return judged
+    metrics = run_metrics(run_dir, judged)
+    if metric not in metrics:
+        raise KeyError(
+            f"optimized_metric={metric} is not a metric of this run ({run_dir}). Available: "
+            f"{', '.join(sorted(metrics))}. Fix it in conf/hparams_search/ or override "
+            f"optimized_metric=sim/judge_mean")
+    value = metrics[metric]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise RuntimeError(
+            f"optimized_metric={metric} has no value for {run_dir} (judge={cfg.judge.name}: "
+            f"no scored turn?). A search needs a judge: judge=embedding (proxy) or judge=paper")
+    penalty = float(cfg.get("token_penalty") or 0.0)
+    objective = float(value)
+    if penalty:
+        tokens = metrics.get("tokens/total_per_dialogue")
+        if tokens is None:
+            raise RuntimeError(f"token_penalty={penalty} needs tokens/total_per_dialogue, "
+                               f"missing in {run_dir / SUMMARY_CSV}")
+        objective -= penalty * tokens
+        log.info("objective = %s %.4f - token_penalty %g x %.1f tokens/dialogue = %.4f",
+                 metric, float(value), penalty, tokens, objective)
+    else:
+        log.info("objective = %s = %.4f", metric, objective)
+    return objective
+
+
+# -- a sampler that resumes without repeating itself ------------------------------------------
+def trial_seed(base: int, number: int) -> int:
+    """Seed of one trial: a function of the study seed and the trial's number only."""
+    return (int(base) * 1_000_003 + int(number)) % (2**32)
+
+
+def _tpe_sampler_class() -> type:
+    from optuna.samplers import RandomSampler, TPESampler
+
+    class TrialSeededTPESampler(TPESampler):
+        """Optuna's TPE with its randomness re-seeded from (seed, trial number).
+
+        Why: with a fixed seed and ``load_if_exists`` a resumed study restarts the sampler's
+        random stream, so its first trials repeat the first invocation's suggestions. Seeding
+        per trial number keeps a fresh study reproducible and a resumed one new.
+        """
+
+        def __init__(self, seed: int, **kwargs: Any) -> None:
+            super().__init__(seed=seed, **kwargs)
+            self._base_seed = int(seed)
+            self._seeded_for: int | None = None
+
+        def _reseed_for(self, trial: Any) -> None:
+            if self._seeded_for != trial.number:
+                import numpy as np
+
+                seed = trial_seed(self._base_seed, trial.number)
+                self._rng = np.random.RandomState(seed)  # optuna<3 TPESampler internals
+                self._random_sampler = RandomSampler(seed=seed)
+                self._seeded_for = trial.number
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            self._reseed_for(trial)
+            return super().sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str,
+                               param_distribution: Any) -> Any:
+            self._reseed_for(trial)
+            return super().sample_independent(study, trial, param_name, param_distribution)
+
+    return TrialSeededTPESampler
+
+
+def TrialSeededTPESampler(seed: int, **kwargs: Any) -> Any:  # noqa: N802 - a Hydra _target_
+    """Build the per-trial-seeded TPE sampler (optuna is imported only when a search runs)."""
+    if seed is None:
+        raise ValueError("hydra.sweeper.sampler.seed must be set: a search is reproducible only "
+                         "with a fixed seed (e.g. hydra.sweeper.sampler.seed=1234)")
+    return _tpe_sampler_class()(seed=seed, **kwargs)
