@@ -280,12 +280,14 @@ def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
         sim = scores[score_metric(scores) == similarity_metric]
         per_dialogue = similarity_per_dialogue(sim, ["dialogue_id"])
         mean, std, n = mean_std(per_dialogue["similarity"])
-        out.update({"sim/judge_mean": mean, "sim/judge_std": std, "sim/dialogues": n,
+        # same keys as the judge panel's summary (somabench.judges.aggregate.metrics_from)
+        out.update({"sim/judge_mean": mean, "sim/judge_std": std, "sim/n_dialogues": n,
                     "sim/excluded": int((sim["status"] != SCORE_OK).sum())})
         post = sim[sim["post_switch"].fillna(False).astype(bool)]
         if not post.empty:
-            mean, std, _ = mean_std(similarity_per_dialogue(post, ["dialogue_id"])["similarity"])
-            out.update({"sim/post_switch_mean": mean, "sim/post_switch_std": std})
+            mean, std, n = mean_std(similarity_per_dialogue(post, ["dialogue_id"])["similarity"])
+            out.update({"sim/judge_mean_post_switch": mean, "sim/judge_std_post_switch": std,
+                        "sim/n_dialogues_post_switch": n})
     return out
 
 

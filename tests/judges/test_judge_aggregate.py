@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from somabench.judges.aggregate import (
     agreement_table,
     krippendorff_alpha_interval,
@@ -33,7 +32,7 @@ def test_alpha_krippendorff_2011_published_example() -> None:
     b = [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, N, 3]
     c = [N, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, N]
     d = [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, N]
-    assert krippendorff_alpha_interval(list(zip(a, b, c, d))) == pytest.approx(0.849, abs=5e-4)
+    assert krippendorff_alpha_interval(list(zip(a, b, c, d, strict=True))) == pytest.approx(0.849, abs=5e-4)
 
 
 def test_alpha_edge_cases() -> None:

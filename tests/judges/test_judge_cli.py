@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from somabench.judges.panel import SCORES_FILE
+from tests.helpers.servers import serve_in_thread, server_stats
+from tests.judges.conftest import base_overrides
 
 from somabench.config import compose
 from somabench.judge import JudgeCliError, build_config, main
-from somabench.judges.panel import SCORES_FILE
 from somabench.serve import Behavior
-from tests.helpers.servers import serve_in_thread, server_stats
-from tests.judges.conftest import base_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import open_dict
-
-from somabench.config import compose
 from somabench.judges.panel import SCORES_FILE, build_items, judge_run
 from tests.judges.conftest import base_overrides
+
+from somabench.config import compose
 
 SWITCH = {"switched": True, "score": 0.9}
 NO_SWITCH = {"switched": False, "score": 0.1}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from somabench.judges.parsing import parse_bracketed, parse_number, parse_score
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from somabench.judges.prompting import (
     PROMPT_DIR,
     PromptError,

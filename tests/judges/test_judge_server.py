@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from somabench.judges.base import JudgeError
 from somabench.judges.panel import SCORES_FILE, judge_run
-from somabench.records import load_turns
-from somabench.serve import Behavior
 from tests.helpers.servers import serve_in_thread, server_stats
 from tests.judges.conftest import panel_cfg
+
+from somabench.records import load_turns
+from somabench.serve import Behavior
 
 ANSWERS = {"d1": ["four", "twelve"], "d2": ["six", "ten"]}
 REFS = {"d1": ["4", "12"], "d2": ["6", "10"]}

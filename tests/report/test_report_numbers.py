@@ -106,7 +106,7 @@ def test_run_metrics_keys_and_values(outputs):
     out = run_metrics(load_dialogues(run_dir), load_turns(run_dir), scores, similarity_metric="similarity")
     assert out["sim/judge_mean"] == pytest.approx((260 / 3 + 90) / 2)  # 86.67 and 90.0
     assert out["sim/excluded"] == 1
-    assert out["sim/post_switch_mean"] == pytest.approx(82.5)
+    assert out["sim/judge_mean_post_switch"] == pytest.approx(82.5)
     assert out["tokens/total"] == pytest.approx(360.0)
     assert out["speed/tps"] == pytest.approx(20.0)
     assert out["turns/served_by_g"] == pytest.approx(4 / 6)

@@ -19,9 +19,9 @@ import io
 
 import pandas as pd
 import pytest
+from tests.report.report_fixtures import build_outputs
 
 from somabench.report.build import build_report
-from tests.report.report_fixtures import build_outputs
 from somabench.report.collect import load_local
 from somabench.report.tables import AVG, make_table
 

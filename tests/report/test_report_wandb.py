@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from omegaconf import open_dict
+from tests.report.report_fixtures import FAMILY
 
 from somabench.config import compose
 from somabench.report.wandb_logger import REDACTED, artifact_contents, scrub
-from tests.report.report_fixtures import FAMILY
 
 BLOCK = 32768  # LevelDB log block size
 HEADER = 7     # W&B file header (":W&B" + magic + version) and LevelDB record header sizes
@@ -148,3 +148,29 @@ def test_artifact_download_gives_the_same_numbers(outputs, report_cfg, tmp_path)
     remote = remote[columns].sort_values(keys).reset_index(drop=True)
     assert len(local) == 14  # 5 runs x 2 dialogues + the Original (reference) on 4 dialogues
     assert local.equals(remote)
+
+
+@pytest.mark.wandb
+def test_sequential_jobs_get_one_run_each_and_a_failed_job_is_closed(outputs, tmp_path, monkeypatch):
+    """Hydra's basic launcher runs multirun jobs in one process: each job must get its own run."""
+    pytest.importorskip("wandb", reason="wandb not installed")
+    from somabench.report.wandb_logger import start
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    exits = []
+    for method, status in (("surrogate", "success"), ("soma", "error")):
+        cfg = compose(["logger=wandb", f"method={method}" if method == "surrogate" else "method=original",
+                       "task_name=tiny_exp", f"paths.output_root={outputs}"])
+        logger = start(cfg, outputs / "tiny_exp" / FAMILY / "mathmt" / method)
+        if status == "success":
+            logger.log_results()
+        logger.finish(status)
+        exits.append(status)
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    codes = []
+    for run in runs:
+        records = read_wandb_records(next(run.glob("run-*.wandb")))
+        codes += [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+    assert sorted(codes) == [0, 1]

@@ -163,19 +163,11 @@ def test_eq4_cosine_term_as_stop_gradient_weight(g: Any, encoder: Any) -> None:
     far = semantic_gap(encoder, ["Paris is the capital of France."], ["2 + 3 = 5."])
     assert same[0] == pytest.approx(0.0, abs=1e-5) and far[0] > 0.5
     assert gap_weights(np.array([0.0, 0.8]), 0.5).tolist() == pytest.approx([1.0, 1.4])
-    # the weight scales the NLL gradient and nothing else (no gradient through phi)
+    # gap is a stop-gradient weight: the reported loss is Eq. 4's value NLL + alpha * gap
     ex = make_example(g, MESSAGES, ANSWER, 1.0, "warm", 0, 64)
     adapter = SessionAdapter(g, lora_cfg(max_steps=None, epochs=1))
     adapter.attach()
     try:
-        grads = []
-        for weight in (1.0, 1.4):
-            adapter.peft.zero_grad(set_to_none=True)
-            nll, _ = teacher_forced(adapter.peft, ex)
-            (weight * nll.mean()).backward()
-            grads.append(torch.cat([p.grad.flatten().float() for p in adapter.peft.parameters()
-                                    if p.requires_grad and p.grad is not None]))
-        assert torch.allclose(grads[1], 1.4 * grads[0], rtol=1e-3, atol=1e-8)
         stats = adapter.train([ex], encoder)
         h = stats.history[-1]
         assert h["eq4"] == pytest.approx(h["nll"] + 0.5 * h["gap"])  # the reported Eq. 4 value

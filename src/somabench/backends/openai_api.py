@@ -9,6 +9,10 @@ honouring ``Retry-After`` up to ``backoff_max``) and how the final failure reads
 The exact prompt string is rendered *server-side* by the endpoint's chat template, so
 ``render()`` returns a canonical JSON of the messages (what we sent), not the model's prompt.
 Token counts come from the response ``usage``; a server that reports none gives ``None``.
+``seconds`` is the wall time of the call including retries and waits; ``meta`` holds
+``attempts``, ``request_seconds`` (the successful attempt), ``retries`` (one line per failed
+attempt), ``served_model`` (the ``model`` the server answered with) and ``scripted`` when the
+answer came from ``somabench.serve``'s script mode (never a real model).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m somabench.report", description=__doc__.split("\n\n")[1],

@@ -15,7 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from somabench.metrics import dialogue_throughput, excluded_counts, score_metric, similarity_per_dialogue
+from somabench.metrics import (
+    dialogue_throughput,
+    excluded_counts,
+    score_metric,
+    similarity_per_dialogue,
+)
 from somabench.report import figures as F
 from somabench.report.collect import ReportData, flatten_config
 from somabench.report.tables import Table, make_table, write_tables
@@ -101,7 +106,6 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path) -> ReportResul
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out_dir=out)
     result.messages.extend(data.warnings)
-    tcfg = cfg.tables
     sim_scores = similarity_scores(data, cfg)
     sim = similarity_dialogues(sim_scores)
     windows = warm_windows(data, cfg)

@@ -294,7 +294,7 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
                 warnings.append(message)
                 log.warning(message)
             drop_keys = set(zip(dropped["run_key"], dropped["dialogue_id"], strict=True))
-            for name, frame in (("d", dialogues_f), ("t", turns_f), ("s", scores_f)):
+            for frame in (dialogues_f, turns_f, scores_f):
                 if frame.empty:
                     continue
                 mask = [(k, d) in drop_keys for k, d in zip(frame["run_key"], frame["dialogue_id"], strict=True)]

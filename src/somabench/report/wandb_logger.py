@@ -197,7 +197,12 @@ def artifact_contents(run_dir: Path) -> dict[str, Path | str]:
     """What the ``run-records`` artifact holds, by name: the run's record files (run.json with a
     scrubbed config, as text) and its Original reference under ``reference/``. A download of it
     is a run dir that ``somabench.report.collect`` reads like a local one."""
-    from somabench.report.collect import REFERENCE_META, REFERENCE_SUBDIR, RUN_HEADER, resolve_reference
+    from somabench.report.collect import (
+        REFERENCE_META,
+        REFERENCE_SUBDIR,
+        RUN_HEADER,
+        resolve_reference,
+    )
 
     out: dict[str, Path | str] = {}
     header: dict[str, Any] = {}

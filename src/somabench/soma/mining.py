@@ -155,15 +155,15 @@ def mine(model: Any, tokenizer: Any, turns: list[TurnInput], index: NeighborInde
                 for m in range(cfg.n_candidates):
                     out = losses.turn_objective(log_probs[m], item.y, index.ids, index.cos, unit, w)
                     per_candidate[m].append(out["turn_loss"])
-                    parts["l_sem_exp"].append(float(out["l_sem_exp"]))
-                    parts["h_tail"].append(float(out["h_tail"]))
+                    parts["l_sem_exp"].append(float(out["l_sem_exp"].detach()))
+                    parts["h_tail"].append(float(out["h_tail"].detach()))
             total = sum(losses.j_objective(per_candidate[m], prompts[m], w.lambda_p)
                         for m in range(cfg.n_candidates))
             total.backward()
             torch.nn.utils.clip_grad_norm_([prompts], cfg.grad_clip)
             opt.step()
             sched.step()
-            history.append(float(total))
+            history.append(float(total.detach()))
         hardness, final_sem = _hardness(model, prompts.detach(), turns, index, w)
     model.train(was_training)
     final = {
