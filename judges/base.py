@@ -164,6 +164,11 @@ class Judge:
     def prepare(self, items: list[JudgeItem]) -> None:
         """Optional batch warm-up (the embedding proxy encodes all texts at once)."""
 
+    def request_key(self, item: JudgeItem, prompt: Any, settings: dict[str, Any]) -> str:
+        """Hash of everything that determines this judgment (a rerun re-judges a line whose
+        key changed, e.g. after a new context setting)."""
+        raise NotImplementedError
+
     def judge(self, item: JudgeItem, prompt: Any, settings: dict[str, Any]) -> Verdict:
         raise NotImplementedError
 

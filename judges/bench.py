@@ -58,7 +58,7 @@ def write_synthetic_run(root: Path, n_dialogues: int, n_turns: int) -> Path:
 
 
 def panel_config(bench: DictConfig, tmp: Path, base_url: str, model: str, concurrency: int,
-                 max_tokens: int | None) -> DictConfig:
+                 mode: DictConfig) -> DictConfig:
     cfg = compose([f"judge={bench.panel}", "progress=false", f"paths.output_root={tmp}",
                    f"cache.path={tmp / 'unused.sqlite'}"])
     with open_dict(cfg):
@@ -66,25 +66,27 @@ def panel_config(bench: DictConfig, tmp: Path, base_url: str, model: str, concur
                                       "api_key_env": None}}
         cfg.judge.concurrency = concurrency
         cfg.judge.cache.enabled = False  # every turn is a real call
-        if max_tokens is not None:
-            cfg.judge.prompt_settings.similarity.max_tokens = max_tokens
+        if mode.get("max_tokens") is not None:
+            cfg.judge.prompt_settings.similarity.max_tokens = int(mode.max_tokens)
+        if mode.get("parse_retries") is not None:
+            cfg.judge.parse_retries = int(mode.parse_retries)
     return cfg
 
 
-def measure(bench: DictConfig, server: Any, mode: DictConfig, max_tokens: int | None) -> dict:
+def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
     from somabench.judges.panel import judge_run
 
     out: dict[str, Any] = {}
     if bench.get("warmup", True):  # imports, connection setup, first-call costs: not measured
         with tempfile.TemporaryDirectory(prefix="somabench-judge-bench-") as tmp:
             run_dir = write_synthetic_run(Path(tmp), 1, 1)
-            judge_run(panel_config(bench, Path(tmp), server.base_url, server.model_id, 1,
-                                   max_tokens), run_dir)
+            judge_run(panel_config(bench, Path(tmp), server.base_url, server.model_id, 1, mode),
+                      run_dir)
     for concurrency in bench.concurrency:
         with tempfile.TemporaryDirectory(prefix="somabench-judge-bench-") as tmp:
             run_dir = write_synthetic_run(Path(tmp), int(mode.n_dialogues), int(mode.n_turns))
             cfg = panel_config(bench, Path(tmp), server.base_url, server.model_id,
-                               int(concurrency), max_tokens)
+                               int(concurrency), mode)
             before = server.stats()["chat_requests"]
             started = time.perf_counter()
             judge_run(cfg, run_dir)
@@ -125,7 +127,7 @@ def run_bench(bench: DictConfig) -> dict[str, Any]:
     if scripted and scripted.enabled:
         default = Behavior.sleep(float(scripted.latency_seconds), str(scripted.reply))
         with OpenAICompatServer(default=default, **bounds) as server:
-            results = measure(bench, server, scripted, None)
+            results = measure(bench, server, scripted)
         report["modes"]["scripted_latency"] = {
             "server": f"script mode, {scripted.latency_seconds}s per request (like a remote API)",
             "results": results, "ratio": ratio(results, bench)}
@@ -137,10 +139,10 @@ def run_bench(bench: DictConfig) -> dict[str, Any]:
         backend = HFBackend(model_id=str(real.model_id), path=str(assets.resolve(str(real.asset))),
                             dtype=str(real.dtype))
         with OpenAICompatServer(backend=backend, **bounds) as server:
-            results = measure(bench, server, real, int(real.max_tokens))
+            results = measure(bench, server, real)
         report["modes"]["smollm2_backend"] = {
             "server": f"backend mode, {real.model_id} ({real.dtype}, CPU), one generation at a "
-                      f"time, max_tokens={real.max_tokens}",
+                      f"time, max_tokens={real.max_tokens}, parse_retries={real.parse_retries}",
             "results": results, "ratio": ratio(results, bench)}
     return report
 

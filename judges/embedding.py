@@ -62,6 +62,14 @@ class EmbeddingJudge(Judge):
         if texts:
             self.encoder.encode(texts)
 
+    def request_key(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> str:
+        from somabench.cache import cache_key
+
+        return cache_key({"judge": {"kind": "embedding", "model": self.model,
+                                    "asset": self.spec.get("asset"), "path": self.spec.get("path")},
+                          "prompt_id": prompt.id, "prompt_sha": prompt.sha,
+                          "candidate": item.candidate, "reference": item.reference})
+
     def judge(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> Verdict:
         if item.reference is None:
             return Verdict(status="skipped", error="no reference answer for this turn")
@@ -73,7 +81,8 @@ class EmbeddingJudge(Judge):
         # score stays in the prompt's range [0, 1]: a negative cosine counts as 0; raw keeps it.
         score = min(max(cosine, prompt.lo), prompt.hi)
         return Verdict(status="ok", score=round(score, 6), raw=f"{cosine:.6f}", attempts=1,
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started,
+                       request_key=self.request_key(item, prompt, settings))
 
     def close(self) -> None:
         self._encoder = None

@@ -192,10 +192,12 @@ class ModelJudge(Judge):
         with self._call_lock:
             return self.backend.chat(messages, gen)
 
-    def judge(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> Verdict:
-        context = item.context if settings.get("context_turns") is None else (
-            item.context[-int(settings["context_turns"]):] if int(settings["context_turns"]) > 0
-            else [])
+    def request(self, item: JudgeItem, prompt: JudgePrompt,
+                settings: dict[str, Any]) -> tuple[list[dict[str, str]], GenerationConfig, str]:
+        """Messages, decoding settings and cache key of one judgment (no call is made)."""
+        turns = settings.get("context_turns")
+        context = item.context if turns is None else (
+            item.context[-int(turns):] if int(turns) > 0 else [])
         messages = prompt.messages(question=item.question, reference=item.reference,
                                    candidate=item.candidate, context=context)
         gen = GenerationConfig(max_new_tokens=int(settings["max_tokens"]), do_sample=False,
@@ -204,6 +206,13 @@ class ModelJudge(Judge):
                       "prompt_sha": prompt.sha, "messages": messages, "gen": gen.cache_fields()}
         key = cache_key(components)
         log.debug("judge cache key %s <- %s %s", key[:12], components["judge"], prompt.id)
+        return messages, gen, key
+
+    def request_key(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> str:
+        return self.request(item, prompt, settings)[2]
+
+    def judge(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> Verdict:
+        messages, gen, key = self.request(item, prompt, settings)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

@@ -199,6 +199,7 @@ class Panel:
             from somabench.cache import SqliteCache
 
             self.cache = SqliteCache(cache_cfg["path"], namespace=JUDGE_CACHE_NAMESPACE)
+        self._reused = 0
         self.judges: list[Judge] = [self._build(name, dict(spec))
                                     for name, spec in cfg["judges"].items()]
 
@@ -258,7 +259,7 @@ class Panel:
         judges_line = ", ".join(f"{j.name} ({j.kind}: {j.model})" for j, _ in plan)
         log.info("judge=%s: %d turn(s) x %d judge(s): %d unit(s) to judge, %d already in %s, "
                  "%d skipped (nothing to judge) | judges: %s | output: %s", self.name,
-                 len(items), len(self.judges), n_calls, len(existing), scores_path.name,
+                 len(items), len(self.judges), n_calls, self._reused, scores_path.name,
                  len(skipped), judges_line, scores_path)
         if self.cfg.get("preflight", True):
             for judge, units in plan:
@@ -312,6 +313,7 @@ class Panel:
               reference_dir: Path | None) -> tuple[list[tuple[Judge, list[tuple]]], list[ScoreLine]]:
         """Units still to judge per judge, plus skipped lines (nothing to judge)."""
         plan, skipped = [], []
+        self._reused = 0
         for judge in self.judges:
             units = []
             for prompt in self.prompts_for(judge):
@@ -319,9 +321,6 @@ class Panel:
                 for item in items:
                     key = unit_key(item.run_id, item.dialogue_id, item.turn, judge.name, prompt.id)
                     old = existing.get(key)
-                    if old and old.get("judge_model") == judge.model and \
-                            old.get("prompt_sha") == prompt.sha:
-                        continue
                     reason = None
                     if item.record_status != "ok":
                         reason = f"the turn itself has status {item.record_status}: {item.record_error}"
@@ -332,6 +331,9 @@ class Panel:
                     if reason:
                         skipped.append(self._line(item, judge, prompt, Verdict(
                             status="skipped", error=reason)))
+                    elif old and old.get("request_key") == judge.request_key(item, prompt,
+                                                                             settings):
+                        self._reused += 1  # judged before with exactly this request
                     else:
                         units.append((item, prompt, settings))
             plan.append((judge, units))

@@ -10,6 +10,7 @@ was generated, so throughput stays true; the record is flagged ``cached``.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -39,12 +40,19 @@ class SqliteCache:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, "
-            "PRIMARY KEY (ns, key))"
-        )
-        self._conn.commit()
+        # Parallel sweep jobs open one file at once; switching to WAL fails with "database is
+        # locked" without waiting for the busy timeout, so setup is serialized by a file lock.
+        with self.path.with_name(self.path.name + ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, "
+                    "PRIMARY KEY (ns, key))"
+                )
+                self._conn.commit()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         self.hits = 0
         self.misses = 0
 

@@ -78,12 +78,16 @@ def test_missing_api_key_is_named(run_with_config: Path, capsys: pytest.CaptureF
     assert "OPENROUTER_API_KEY" in capsys.readouterr().err
 
 
+def test_cli_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "somabench.judge", "--help"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0 and "judge=<panel>" in out.stdout
+
+
+@pytest.mark.slow
 def test_cli_subprocess_embedding(run_with_config: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "somabench.judge", str(run_with_config),
                           "judge=embedding"], capture_output=True, text=True, cwd=ROOT,
                          timeout=600)
     assert out.returncode == 0, out.stderr
     assert "panel:embedding" in out.stdout and "embedding-proxy" in out.stdout
-    help_ = subprocess.run([sys.executable, "-m", "somabench.judge", "--help"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert help_.returncode == 0 and "judge=<panel>" in help_.stdout

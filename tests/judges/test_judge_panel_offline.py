@@ -103,3 +103,30 @@ def test_local_smollm2_judge_in_process(tmp_path: Path, make_run) -> None:
     judge_run(cfg, run_dir)
     [again] = scores(run_dir)
     assert again["cached"] and again["attempts"] == 0 and again["raw"] == row["raw"]
+
+
+def test_preflight_names_a_missing_local_model_before_any_work(tmp_path: Path, make_run) -> None:
+    from somabench.judges.base import JudgeError
+
+    run_dir = make_run(answers={"d1": ["4"]}, references={"d1": ["4"]})
+    cfg = compose(base_overrides(tmp_path) + ["judge=local",
+                                              f"paths.cache_dir={tmp_path / 'no-models'}"])
+    with pytest.raises(JudgeError, match="python -m somabench.assets fetch"):
+        judge_run(cfg, run_dir)
+    assert not (run_dir / SCORES_FILE).exists()
+
+
+def test_panel_config_errors_are_explicit(tmp_path: Path, make_run) -> None:
+    from somabench.judges.base import JudgeError
+
+    run_dir = make_run(answers={"d1": ["4"]}, references={"d1": ["4"]})
+    cfg = compose(base_overrides(tmp_path) + ["judge=embedding"])
+    with open_dict(cfg):
+        cfg.judge.concurency = 3
+    with pytest.raises(JudgeError, match="unknown key"):
+        judge_run(cfg, run_dir)
+    cfg = compose(base_overrides(tmp_path) + ["judge=embedding"])
+    with open_dict(cfg):
+        cfg.judge.judges.minilm.kind = "rouge"
+    with pytest.raises(JudgeError, match=r"kind=.rouge. must be llm \| local \| embedding"):
+        judge_run(cfg, run_dir)

@@ -132,26 +132,27 @@ def test_server_dies_mid_run_keeps_finished_lines_and_resumes(tmp_path: Path, ma
         cfg = panel_cfg(tmp_path, server, max_retries=1, abort_after_consecutive_errors=2)
         with pytest.raises(JudgeError) as info:
             judge_run(cfg, run_dir)
-    message = str(info.value)
-    assert "5 of 8 call(s) failed" in message and "connection" in message
-    assert "kept in" in message and "python -m somabench.judge" in message
     rows = scores(run_dir)
-    assert [r["status"] for r in rows].count("ok") == 3
+    n_ok = [r["status"] for r in rows].count("ok")
+    # the bound stops the server after the 4th request; one more may slip in while it stops
+    assert n_ok in (3, 4)
+    message = str(info.value)
+    assert f"{8 - n_ok} of 8 call(s) failed" in message and "connection" in message
+    assert "kept in" in message and "python -m somabench.judge" in message
     failed = [r for r in rows if r["status"] == "api_error"]
-    assert len(failed) == 5 and all(r["score"] is None for r in failed)
+    assert len(failed) == 8 - n_ok and all(r["score"] is None for r in failed)
     # the circuit breaker: after 2 failures in a row the rest is not attempted
     assert sum(r["attempts"] > 0 for r in failed) == 2
-    assert sum("not attempted" in r["error"] for r in failed) == 3
+    assert sum("not attempted" in r["error"] for r in failed) == 8 - n_ok - 2
     assert len(load_turns(run_dir)) == 8
-    # a new server (new port): only the 5 failed lines are judged again
-    with serve_in_thread(default=Behavior.reply("0.4")) as server:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setitem(cfg.judge.judges.scripted, "base_url", server.base_url)
-            judge_run(cfg, run_dir)
-        assert chat_calls(server) == 5
+    # the server is back (same address): only the failed lines are judged again
+    port = int(cfg.judge.judges.scripted.base_url.rsplit(":", 1)[1].split("/")[0])
+    with serve_in_thread(default=Behavior.reply("0.4"), port=port) as server:
+        judge_run(cfg, run_dir)
+        assert chat_calls(server) == 8 - n_ok
     rows = scores(run_dir)
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
-    assert sorted(r["score"] for r in rows) == [0.4] * 5 + [0.8] * 3
+    assert sorted(r["score"] for r in rows) == [0.4] * (8 - n_ok) + [0.8] * n_ok
 
 
 def test_cache_hit_on_rerun_makes_zero_calls(tmp_path: Path, make_run) -> None:
@@ -240,3 +241,28 @@ def test_real_smollm2_behind_the_server(tmp_path: Path, make_run, smollm2_server
     assert row["status"] in ("ok", "unparsed") and row["raw"] is not None
     assert row["tokens"]["prompt"] > 200 and 1 <= row["tokens"]["completion"] <= 16
     assert (row["score"] is None) == (row["status"] != "ok")
+
+
+def test_resume_rejudges_only_lines_whose_request_changed(tmp_path: Path, make_run) -> None:
+    run_dir = make_run(answers={"d1": ["four", "twelve"]}, references={"d1": ["4", "12"]})
+    with serve_in_thread(default=Behavior.reply("0.7")) as server:
+        cfg = panel_cfg(tmp_path, server)
+        judge_run(cfg, run_dir)
+        cfg.judge.prompt_settings.similarity.context_turns = 1
+        cfg.judge.cache.enabled = False
+        judge_run(cfg, run_dir)
+        # turn 0 has no earlier turn: same request, kept; turn 1 now shows turn 0: re-judged
+        assert chat_calls(server) == 3
+    rows = scores(run_dir)
+    assert len(rows) == 2
+    assert "Prior dialogue" in rows[1]["messages"][0]["content"]
+
+
+def test_non_json_http_body_is_an_api_error_not_a_score(tmp_path: Path, make_run) -> None:
+    run_dir = make_run(answers={"d1": ["four"]}, references={"d1": ["4"]})
+    with serve_in_thread(script=[Behavior.garbage()]) as server:
+        with pytest.raises(JudgeError, match="1 of 1 call"):
+            judge_run(panel_cfg(tmp_path, server), run_dir)
+    [row] = scores(run_dir)
+    assert row["status"] == "api_error" and row["score"] is None and row["raw"] is None
+    assert "not a chat completion" in row["error"]

@@ -163,13 +163,13 @@ WARM = {"mathmt": {1: 0.70, 2: 0.80, 3: 0.805}, "mtbench": {1: 0.60, 2: 0.65, 3:
 def build_warm_window(root: Path, task: str = "ww") -> Path:
     for dataset, by_w in WARM.items():
         for w, value in by_w.items():
-            run_dir = root / task / "multirun" / f"dataset={dataset},method=soma,method.warm_start.W={w}"
+            run_dir = root / task / "multirun" / f"dataset={dataset},method=soma,method.switch.warm_window={w}"
             run_id = f"{FAMILY}/{dataset}/soma"
             store = RecordStore(run_dir)
             turns = [_turn(run_id, dataset, "x1", 0, "soma", "G", 40, 10, words(3), words(5))]
             _write(store, run_id, dataset, "x1", "soma", turns)
             rows = _score_rows(run_id, dataset, "soma", "x1", [(value, value)], switch_at=0)
             (run_dir / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-            config = _config(dataset, "soma", task, {"method": {"warm_start": {"W": w}}})
+            config = _config(dataset, "soma", task, {"method": {"switch": {"warm_window": w}}})
             (run_dir / "run.json").write_text(json.dumps({"status": "success", "config": config}))
     return root / task

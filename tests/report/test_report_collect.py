@@ -57,8 +57,8 @@ def test_explicit_original_run_replaces_the_reference(outputs, report_cfg):
 def test_sweep_variants_get_their_differing_keys_as_labels(outputs_with_sweep, report_cfg):
     data = load_local(outputs_with_sweep / "ww" / "multirun", report_cfg)
     labels = sorted({r.label for r in data.runs if r.kind == "run"})
-    assert labels == ["SOMA (warm_start.W=1)", "SOMA (warm_start.W=2)", "SOMA (warm_start.W=3)"]
-    assert all(r.variant == {"method.warm_start.W": int(r.label[-2])} for r in data.runs)
+    assert labels == ["SOMA (switch.warm_window=1)", "SOMA (switch.warm_window=2)", "SOMA (switch.warm_window=3)"]
+    assert all(r.variant == {"method.switch.warm_window": int(r.label[-2])} for r in data.runs)
     # runs differing only in dataset (and seed) are the same row
     main = load_local(outputs_with_sweep / "tiny_exp", report_cfg)
     assert {r.label for r in main.runs if r.method == "soma"} == {"SOMA"}

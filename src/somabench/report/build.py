@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,20 +107,27 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path) -> ReportResul
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out_dir=out)
     result.messages.extend(data.warnings)
+    unfinished = [f"{r.key} ({r.status})" for r in data.runs if r.kind == "run" and r.status != "success"]
+    if unfinished:
+        result.messages.append(f"runs not marked success (their finished dialogues are included): "
+                               f"{', '.join(unfinished)}")
     sim_scores = similarity_scores(data, cfg)
     sim = similarity_dialogues(sim_scores)
     windows = warm_windows(data, cfg)
+    ww_sim = sim if cfg.warm_window.subset == "all" or sim_scores.empty else similarity_dialogues(
+        sim_scores[sim_scores["post_switch"].fillna(False).astype(bool)])
     families = data.families()
 
     for family in families:
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", family)  # family names end up in file names
         fam_scores = sim_scores[sim_scores["family"] == family] if not sim_scores.empty else sim_scores
         table_scores = fam_scores[~fam_scores["method"].isin(list(cfg.table_exclude_methods))] \
             if not fam_scores.empty else fam_scores
         fam_sim = sim[(sim["family"] == family) & ~sim["method"].isin(list(cfg.table_exclude_methods))]
-        _similarity_tables(result, cfg, family, table_scores, fam_sim, out)
-        _efficiency_tables(result, data, cfg, family, out)
-        _ability_table(result, data, cfg, family, out)
-        _figures(result, data, cfg, family, sim, windows, out)
+        _similarity_tables(result, cfg, family, tag, table_scores, fam_sim, out)
+        _efficiency_tables(result, data, cfg, family, tag, out)
+        _ability_table(result, data, cfg, family, tag, out)
+        _figures(result, data, cfg, family, tag, sim, ww_sim, windows, out)
 
     data.runs_frame().to_csv(out / "runs.csv", index=False)
     _write_dialogue_data(data, cfg, out)
@@ -127,17 +135,18 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path) -> ReportResul
     return result
 
 
-def _similarity_tables(result: ReportResult, cfg: Any, family: str, scores: pd.DataFrame,
+def _similarity_tables(result: ReportResult, cfg: Any, family: str, tag: str, scores: pd.DataFrame,
                        sim: pd.DataFrame, out: Path) -> None:
     tcfg = cfg.tables
-    name = f"table1_similarity_{family}"
+    name = f"table1_similarity_{tag}"
     paper = "Table 1 (LLaMA) / Table 3 (Qwen)"
     if sim.empty:
         reason = (f"no similarity scores (scores.jsonl lines with metric {cfg.similarity_metric}): run "
                   f"with a judge (judge=embedding|local|paper) or python -m somabench.judge <run dir>")
         if not scores.empty:
             reason = f"no ok similarity scores ({excluded_counts(scores)} excluded)"
-        result.skip(name, reason)
+        for skipped in (name, f"table1_similarity_post_switch_{tag}", f"similarity_by_judge_{tag}"):
+            result.skip(skipped, reason)
         return
     common = {"value": "similarity", "row": "label", "column": "dataset", "metric": "Similarity %",
               "higher_is_better": True, "decimals_mean": tcfg.decimals_mean, "decimals_std": tcfg.decimals_std}
@@ -153,7 +162,7 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, scores: pd.D
 
     post_scores = scores[scores["post_switch"].fillna(False).astype(bool)]
     post = similarity_dialogues(post_scores)
-    name = f"table1_similarity_post_switch_{family}"
+    name = f"table1_similarity_post_switch_{tag}"
     if post.empty:
         result.skip(name, "no ok scores on post-switch turns (post_switch=true in scores.jsonl)")
     else:
@@ -174,7 +183,7 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, scores: pd.D
                                            row_order=row_order, column_order=cols,
                                            excluded=excluded_counts(jscores), notes=_judge_note(jscores),
                                            **common)
-    name = f"similarity_by_judge_{family}"
+    name = f"similarity_by_judge_{tag}"
     if per_judge:
         result.written.append(Artifact(name, "extra", write_tables(per_judge, out, name, "judge"),
                                        "Table 1 computed with each judge alone"))
@@ -182,18 +191,19 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, scores: pd.D
         result.skip(name, "no judge has ok similarity scores")
 
 
-def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family: str, out: Path) -> None:
+def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family: str, tag: str,
+                       out: Path) -> None:
     from somabench.metrics import cost_stacks
 
     tcfg = cfg.tables
     dialogues = data.dialogues[data.dialogues["family"] == family] if not data.dialogues.empty else data.dialogues
     if dialogues.empty:
-        result.skip(f"tokens_per_dialogue_{family}", "no dialogue records")
+        result.skip(f"tokens_per_dialogue_{tag}", "no dialogue records")
         return
     row_order = F.order_labels(cfg, dialogues)
     named = dialogues.assign(dataset=dialogues["dataset"].map(lambda d: F.dataset_name(cfg, d)))
     cols = [F.dataset_name(cfg, d) for d in F.order_datasets(cfg, dialogues["dataset"].unique().tolist())]
-    name = f"tokens_per_dialogue_{family}"
+    name = f"tokens_per_dialogue_{tag}"
     table = make_table(named, value="tokens_total", row="label", column="dataset", metric="Tokens / dialogue",
                        title=f"Tokens per dialogue ({family}), all models incl. adaptation",
                        higher_is_better=False, decimals_mean=tcfg.decimals_tokens,
@@ -203,7 +213,7 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
                                    "tokens per dialogue, mean ± std over dialogues"))
 
     prices = data.prices(family)
-    name = f"cost_per_dialogue_{family}"
+    name = f"cost_per_dialogue_{tag}"
     if prices:
         costed, unpriced = cost_stacks(named, prices)
         per = int(cfg.cost_per_dialogues)
@@ -223,7 +233,7 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
         result.skip(name, f"no model.prices in the run config of family {family}")
 
     turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
-    name = f"throughput_{family}"
+    name = f"throughput_{tag}"
     tps = dialogue_throughput(turns, DIALOGUE_KEYS) if not turns.empty else pd.DataFrame()
     if tps.empty or tps["tps"].isna().all():
         result.skip(name, "no turn with generation seconds > 0")
@@ -239,8 +249,8 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
                                    "throughput per dialogue, mean ± std"))
 
 
-def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str, out: Path) -> None:
-    name = f"abilities_{family}"
+def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str, tag: str, out: Path) -> None:
+    name = f"abilities_{tag}"
     frame = F.ability_frame(data.scores, cfg)
     frame = frame[frame["family"] == family]
     if frame.empty:
@@ -259,32 +269,32 @@ def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str
                                    "ability score per method, mean ± std over dialogues"))
 
 
-def _figures(result: ReportResult, data: ReportData, cfg: Any, family: str, sim: pd.DataFrame,
-             windows: dict[str, float], out: Path) -> None:
+def _figures(result: ReportResult, data: ReportData, cfg: Any, family: str, tag: str, sim: pd.DataFrame,
+             ww_sim: pd.DataFrame, windows: dict[str, float], out: Path) -> None:
     turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
     dialogues = data.dialogues
     prices = data.prices(family)
     jobs: list[tuple[str, str, str, Any]] = [
-        (f"fig1_relative_tokens_per_turn_{family}", "Fig. 1", "tokens per turn relative to turn 1, per dataset",
+        (f"fig1_relative_tokens_per_turn_{tag}", "Fig. 1", "tokens per turn relative to turn 1, per dataset",
          lambda: F.relative_tokens_per_turn_figure(turns, cfg)),
-        (f"fig2_tokens_per_dialogue_{family}", "Fig. 2", "tokens per dialogue per method, stacked by model",
+        (f"fig2_tokens_per_dialogue_{tag}", "Fig. 2", "tokens per dialogue per method, stacked by model",
          lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False)),
-        (f"fig2_cost_per_dialogue_{family}", "Fig. 2 (cost)", "cost per method from model.prices, stacked by model",
+        (f"fig2_cost_per_dialogue_{tag}", "Fig. 2 (cost)", "cost per method from model.prices, stacked by model",
          lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, prices=prices)),
-        (f"fig5-6_tokens_by_dataset_{family}", "Fig. 5 (LLaMA) / Fig. 6 (Qwen)",
+        (f"fig5-6_tokens_by_dataset_{tag}", "Fig. 5 (LLaMA) / Fig. 6 (Qwen)",
          "tokens per dialogue per method, one panel per dataset",
          lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=True)),
-        (f"fig7-8_throughput_{family}", "Fig. 7 (LLaMA) / Fig. 8 (Qwen)", "throughput per method and dataset",
+        (f"fig7-8_throughput_{tag}", "Fig. 7 (LLaMA) / Fig. 8 (Qwen)", "throughput per method and dataset",
          lambda: F.throughput_figure(turns, cfg, family)),
-        (f"fig3-9_ablation_{family}", "Fig. 3 (LLaMA) / Fig. 9 (Qwen)", "SOMA vs its ablations, similarity %",
+        (f"fig3-9_ablation_{tag}", "Fig. 3 (LLaMA) / Fig. 9 (Qwen)", "SOMA vs its ablations, similarity %",
          lambda: F.ablation_figure(sim, cfg, family)),
-        (f"fig10_abilities_{family}", "Fig. 10", "MT-Bench-101 ability profile per method",
+        (f"fig10_abilities_{tag}", "Fig. 10", "MT-Bench-101 ability profile per method",
          lambda: F.abilities_figure(data.scores, cfg, family)),
     ]
     for name, paper, description, make in jobs:
         _draw(result, out, cfg, name, paper, description, make)
-    points = F.warm_window_points(sim, windows, cfg, family)
-    _draw(result, out, cfg, f"fig11_warm_window_{family}", "Fig. 11", "similarity vs warm window W per dataset",
+    points = F.warm_window_points(ww_sim, windows, cfg, family)
+    _draw(result, out, cfg, f"fig11_warm_window_{tag}", "Fig. 11", "similarity vs warm window W per dataset",
           lambda: F.warm_window_figure(points, cfg, family))
 
     def plateau() -> Any:
@@ -292,14 +302,14 @@ def _figures(result: ReportResult, data: ReportData, cfg: Any, family: str, sim:
         result.messages.append(f"Fig. 12 ({family}): Pearson r between best W and plateau similarity = {r:.2f}")
         return fig
 
-    _draw(result, out, cfg, f"fig12_plateau_vs_best_w_{family}", "Fig. 12",
+    _draw(result, out, cfg, f"fig12_plateau_vs_best_w_{tag}", "Fig. 12",
           "plateau similarity vs best W with Pearson r", plateau)
     if not points.empty:
-        _warm_window_table(result, sim, windows, cfg, family, out)
+        _warm_window_table(result, ww_sim, windows, cfg, family, tag, out)
 
 
 def _warm_window_table(result: ReportResult, sim: pd.DataFrame, windows: dict[str, float], cfg: Any,
-                       family: str, out: Path) -> None:
+                       family: str, tag: str, out: Path) -> None:
     frame = sim[(sim["family"] == family) & (sim["method"] == cfg.warm_window.method)].copy()
     frame["W"] = frame["run_key"].map(windows)
     frame = frame.dropna(subset=["W"])
@@ -309,9 +319,10 @@ def _warm_window_table(result: ReportResult, sim: pd.DataFrame, windows: dict[st
     plateaus = F.plateau_points(F.warm_window_points(sim, windows, cfg, family), cfg)
     notes = [f"{F.dataset_name(cfg, r.dataset)}: plateau {r.plateau:.{cfg.tables.decimals_mean}f} at best W={r.best_W:g}"
              for r in plateaus.itertuples()]
-    name = f"warm_window_{family}"
+    name = f"warm_window_{tag}"
+    subset = "post-switch turns" if cfg.warm_window.subset == "post_switch" else "all turns"
     table = make_table(frame, value="similarity", row="dataset", column="W", metric="Similarity %",
-                       title=f"Similarity vs warm window W ({cfg.warm_window.method}, {family})",
+                       title=f"Similarity vs warm window W ({cfg.warm_window.method}, {family}, {subset})",
                        higher_is_better=True, decimals_mean=cfg.tables.decimals_mean,
                        decimals_std=cfg.tables.decimals_std, column_order=order, average=False,
                        notes=notes)

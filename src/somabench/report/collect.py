@@ -276,7 +276,7 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
         if run.kind == "run":
             rows = _read_scores(run.path)
             if rows:
-                frame = score_frame(rows).assign(**tags, dataset=run.dataset)
+                frame = score_frame(rows).assign(**tags, dataset=run.dataset, method=run.method)
                 finished = {d.dialogue_id for d in dialogues}
                 score_parts.append(frame[frame["dialogue_id"].isin(finished)])
     turns_f = pd.concat(turn_parts, ignore_index=True) if turn_parts else pd.DataFrame()

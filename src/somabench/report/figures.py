@@ -34,16 +34,23 @@ GROUP_WIDTH = 0.8          # width of a group of bars per dataset
 TOTAL_LABEL_OFFSET = 0.01  # gap between a bar and its total, fraction of the tallest bar
 TOP_HEADROOM = 0.12        # room above the tallest bar for its total label
 WIDTH_PER_BAR = 0.35       # inches of figure width per bar in single-panel bar charts
-WIDTH_PER_GROUPED_BAR = 0.25
+WIDTH_PER_GROUPED_BAR = 0.18  # inches per bar in grouped bar charts
+TALL_SHARE = 0.3           # extra height for wide grouped bar charts
 LEGEND_PANEL_SHARE = 0.4   # extra width (fraction of a panel) for an in-axes legend
 YPAD = 0.1                 # ablation y-axis: pad below the lowest bar, fraction of the range
 RADAR_LABEL_PAD = 6        # points between the radar and its spoke labels
+RADAR_WIDTH = 1.2          # extra width (panels) for the radar's legend on the right
+RADAR_HEIGHT = 1.6         # radar height relative to a panel
+RADAR_RINGS = 5            # grid rings (0-10 -> 2, 4, 6, 8)
+MAX_FILLED = 3             # fill radar polygons only when this few methods are drawn
+FILL_ALPHA = 0.08
 TITLE_PAD = 14             # points between a polar plot and its title
 PERCENT = 100.0            # similarity is in percent
 SCATTER_MARGIN = 0.15      # room around scatter points for their labels
 MARKER = 3                 # marker size of line plots (points)
 TICK_ROTATION = 30         # degrees, for long category labels
-MAX_UNROTATED = 3          # grouped bars: rotate dataset labels beyond this many groups
+TICK_ROTATION_MANY = 45    # degrees, when more than MAX_UNROTATED labels share an axis
+MAX_UNROTATED = 6          # grouped bars: rotate dataset labels beyond this many groups
 
 
 class Skip(Exception):
@@ -57,12 +64,14 @@ def _style(cfg: Any) -> None:
                          "axes.spines.right": False})
 
 
-def _figure(cfg: Any, n_panels: int = 1, polar: bool = False, extra_width: float = 0.0) -> tuple[Any, list[Any]]:
+def _figure(cfg: Any, n_panels: int = 1, polar: bool = False, extra_width: float = 0.0,
+            height_scale: float = 1.0) -> tuple[Any, list[Any]]:
     _style(cfg)
     ncols = min(n_panels, int(cfg.figures.max_columns))
     nrows = int(np.ceil(n_panels / ncols))
     fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                             figsize=(cfg.figures.panel_width * ncols + extra_width, cfg.figures.panel_height * nrows),
+                             figsize=(cfg.figures.panel_width * ncols + extra_width,
+                                      cfg.figures.panel_height * nrows * height_scale),
                              subplot_kw={"projection": "polar"} if polar else None)
     flat = list(axes.flat)
     for ax in flat[n_panels:]:
@@ -120,9 +129,12 @@ def save(fig: Any, out_dir: Path, stem: str, cfg: Any) -> list[Path]:
 
 
 def _rotate(ax: Any) -> None:
-    for tick in ax.get_xticklabels():
-        tick.set_rotation(TICK_ROTATION)
+    ticks = ax.get_xticklabels()
+    angle = TICK_ROTATION if len(ticks) <= MAX_UNROTATED else TICK_ROTATION_MANY
+    for tick in ticks:
+        tick.set_rotation(angle)
         tick.set_ha("right")
+        tick.set_rotation_mode("anchor")
 
 
 def _legend_below(fig: Any, handles: list[Any], labels: list[str], cfg: Any) -> None:
@@ -155,13 +167,22 @@ def relative_tokens_per_turn_figure(turns: pd.DataFrame, cfg: Any) -> Any:
     ax.set_title("Relative tokens per turn (Original)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(bottom=0)
-    ax.legend(title="dataset (dialogues)", loc="upper right")
+    ax.legend(title="dataset (dialogues)", loc="best")
     return fig
 
 
 # -- Fig. 2 / 5 / 6 --------------------------------------------------------------------------
+def compact(value: float) -> str:
+    """Short bar labels so neighbouring totals never collide: 880, 6.9k, 15k, 1.2M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            short = value / scale
+            return f"{short:.0f}{suffix}" if abs(short) >= 10 else f"{short:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
 def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str], cfg: Any,
-             unit_fmt: str) -> list[Any]:
+             unit_fmt: str | None) -> list[Any]:
     colors = dict(cfg.figures.stack_colors)
     means = frame.groupby("label")[stacks].mean().reindex(labels)
     x = np.arange(len(labels))
@@ -173,7 +194,8 @@ def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str],
         bottom += values
     top = bottom.max() if len(bottom) else 0
     for xi, total in zip(x, bottom, strict=True):
-        ax.text(xi, total + top * TOTAL_LABEL_OFFSET, format(total, unit_fmt), ha="center", va="bottom",
+        ax.text(xi, total + top * TOTAL_LABEL_OFFSET, compact(total) if unit_fmt is None else format(total, unit_fmt),
+                ha="center", va="bottom",
                 fontsize=cfg.figures.font_size - 2)
     ax.set_xticks(x, labels)
     ax.set_ylim(0, top * (1 + TOP_HEADROOM) if top > 0 else 1)
@@ -201,11 +223,11 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
             subtitle += f"; not priced: {', '.join(unpriced)}"
     else:
         frame = token_stacks(frame)
-        ylabel, unit_fmt = "tokens per dialogue", ",.0f"
+        ylabel, unit_fmt = "tokens per dialogue", None
     stacks = [s for s in STACKS if (frame[s] != 0).any()] or list(STACKS[:1])
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
-    what = "Cost" if prices is not None else "Tokens"
+    what = "Cost" if prices is not None else "Tokens per dialogue"
     if by_dataset:
         fig, axes = _figure(cfg, len(datasets))
         for ax, name in zip(axes, datasets, strict=True):
@@ -213,7 +235,7 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
             handles = _stacked(ax, part, [lb for lb in labels if lb in set(part["label"])], stacks, cfg, unit_fmt)
             ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())})")
             ax.set_ylabel(ylabel)
-        fig.suptitle(f"{what} per dialogue by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
+        fig.suptitle(f"{what} by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
     else:
         per_dataset = frame.groupby(["label", "dataset"])[stacks].mean().reset_index()
         coverage = per_dataset.groupby("label")["dataset"].nunique()
@@ -223,7 +245,7 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_BAR * len(labels) - cfg.figures.panel_width / 2))
         handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt)
         ax.set_ylabel(ylabel)
-        title = f"{what} per dialogue ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''})"
+        title = f"{what} ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''})"
         if partial:
             subtitle = "; ".join(filter(None, [subtitle, "* fewer datasets than the others"]))
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
@@ -233,6 +255,15 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
 
 # -- Fig. 7 / 8 ------------------------------------------------------------------------------
 DIALOGUE = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
+
+
+def _grouped_figure(cfg: Any, n_bars: int) -> tuple[Any, list[Any]]:
+    """One panel wide enough for ``n_bars`` bars, but never wider than a row of panels (then
+    taller instead, so the figure stays readable on a page)."""
+    width = min(max(cfg.figures.panel_width, WIDTH_PER_GROUPED_BAR * n_bars),
+                cfg.figures.panel_width * int(cfg.figures.max_columns))
+    return _figure(cfg, extra_width=width - cfg.figures.panel_width,
+                   height_scale=1.0 + TALL_SHARE * (width > cfg.figures.panel_width * 2))
 
 
 def _grouped_bars(ax: Any, frame: pd.DataFrame, value: str, err: str | None, labels: list[str],
@@ -263,7 +294,7 @@ def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str) -> Any:
     frame = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps")
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
-    fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_GROUPED_BAR * len(labels) * len(datasets) - cfg.figures.panel_width))
+    fig, (ax,) = _grouped_figure(cfg, len(labels) * len(datasets))
     handles = _grouped_bars(ax, frame, "mean", "std", labels, datasets, label_colors(cfg, labels, frame), cfg)
     ax.set_ylabel("throughput (completion tokens / s)")
     ax.set_title(f"Throughput ({family}; mean ± std over dialogues)")
@@ -294,7 +325,7 @@ def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
     stats = cell_stats(frame, ["label", "method", "dataset"], "similarity")
     labels = order_labels(cfg, stats)
     datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
-    fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_GROUPED_BAR * len(labels) * len(datasets) - cfg.figures.panel_width))
+    fig, (ax,) = _grouped_figure(cfg, len(labels) * len(datasets))
     handles = _grouped_bars(ax, stats, "mean", "std", labels, datasets, label_colors(cfg, labels, stats), cfg)
     low = float((stats["mean"] - stats["std"].fillna(0)).min())
     ax.set_ylim(max(0.0, low - YPAD * (PERCENT - low)), PERCENT)
@@ -340,20 +371,28 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
         ax.set_ylim(0, scale)
         ax.set_ylabel(f"score (0–{scale:g})")
     else:
-        fig, (ax,) = _figure(cfg, polar=True)
+        fig, (ax,) = _figure(cfg, polar=True, extra_width=cfg.figures.panel_width * RADAR_WIDTH,
+                             height_scale=RADAR_HEIGHT)
         angles = np.linspace(0, 2 * np.pi, len(abilities), endpoint=False)
+        ring = np.append(angles, angles[:1])
         handles = []
         for label in labels:
             part = stats[stats["label"] == label].set_index("ability").reindex(abilities)["mean"].to_numpy(dtype=float)
-            closed = np.append(part, part[:1])
-            ring = np.append(angles, angles[:1])
-            (line,) = ax.plot(ring, closed, marker="o", markersize=MARKER, color=colors[label], label=label)
-            ax.fill(ring, closed, color=colors[label], alpha=0.08)
+            (line,) = ax.plot(ring, np.append(part, part[:1]), marker="o", markersize=MARKER,
+                              color=colors[label], label=label)
+            if len(labels) <= MAX_FILLED:
+                ax.fill(ring, np.append(part, part[:1]), color=colors[label], alpha=FILL_ALPHA)
             handles.append(line)
         ax.set_xticks(angles, abilities)
         ax.set_ylim(0, scale)
+        ax.set_yticks(np.linspace(0, scale, RADAR_RINGS + 1)[1:-1])  # no label on the outer ring
         ax.set_rlabel_position(np.degrees(np.pi / len(abilities)))  # between the first two spokes
         ax.tick_params(axis="x", pad=RADAR_LABEL_PAD)
+        ax.tick_params(axis="y", labelsize=cfg.figures.font_size - 2, labelcolor="dimgray")
+        ax.set_title(f"Ability profile ({family}; score 0–{scale:g}; {n_text(stats['n'])} dialogues)",
+                     pad=TITLE_PAD)
+        fig.legend(handles, labels, loc="outside right center", frameon=False)
+        return fig
     ax.set_title(f"Ability profile ({family}; score 0–{scale:g}; {n_text(stats['n'])} dialogues)",
                  pad=TITLE_PAD)
     _legend_below(fig, handles, labels, cfg)
@@ -403,7 +442,8 @@ def warm_window_figure(points: pd.DataFrame, cfg: Any, family: str) -> Any:
         ax.plot(best["best_W"], part.set_index("W").loc[best["best_W"], "mean"], marker="o", markersize=8,
                 markerfacecolor="none", color=line.get_color())
     ax.set_xlabel("warm-start window W (turns)")
-    ax.set_ylabel("similarity to Original (%)")
+    ax.set_ylabel("post-switch similarity (%)" if cfg.warm_window.subset == "post_switch"
+                  else "similarity to Original (%)")
     ax.set_title(f"Similarity vs warm window ({family}; ring = best W)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(title="dataset", loc="lower right")

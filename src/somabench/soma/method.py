@@ -167,14 +167,14 @@ class Soma(SwitchingMethod):
             log.warning("dialogue %s: no usable warm turn; G is gated without adaptation", session.id)
             return
         seed = self._seed(session)
-        started = time.perf_counter()
-        index = self.neighbor_index()
-        index_s = time.perf_counter() - started
-        items = [it for t, msgs, ans in warm
-                 if (it := encode_turn(g, t, msgs, ans, mc.max_context_tokens, mc.max_answer_tokens))]
-        generator = torch.Generator().manual_seed(seed)
-        result = mine(g.model, g.tokenizer, items, index, mc, generator)
-        self._stage(session, "mining_s", time.perf_counter() - started)
+        with self.timed(session, "mining"):
+            started = time.perf_counter()
+            index = self.neighbor_index()
+            index_s = time.perf_counter() - started
+            items = [it for t, msgs, ans in warm if (it := encode_turn(
+                g, t, msgs, ans, mc.max_context_tokens, mc.max_answer_tokens))]
+            generator = torch.Generator().manual_seed(seed)
+            result = mine(g.model, g.tokenizer, items, index, mc, generator)
         session.adaptation.update(
             mining_steps=result.steps, neighbor_index_s=round(index_s, 6),
             hardness={str(t): round(r, 6) for t, r in result.hardness.items()},
@@ -185,13 +185,13 @@ class Soma(SwitchingMethod):
         )
 
         # F on the mined directions: V(P_m) (+) D_{t-1} (+) q_t, one batched (cached) call.
-        started = time.perf_counter()
         mq = self.cfg.mined_queries
         gen = self.gen if mq.max_new_tokens is None else GenerationConfig.from_cfg(
             self.gen, max_new_tokens=int(mq.max_new_tokens))
         jobs = [(m, t, with_prefix(msgs, result.verbalized[m].text, str(mq.separator)))
                 for t, msgs, _ in warm for m in range(self.n_candidates)]
-        completions = self.ctx.backend("F").chat_batch([j[2] for j in jobs], gen)
+        with self.timed(session, "f_queries"):
+            completions = self.ctx.backend("F").chat_batch([j[2] for j in jobs], gen)
         usage = Usage()
         mined: dict[int, list[tuple[int, str]]] = {}
         for (m, t, _), comp in zip(jobs, completions, strict=True):
@@ -200,12 +200,22 @@ class Soma(SwitchingMethod):
                 mined.setdefault(t, []).append((m, comp.text))
         session.add_adaptation_tokens("F", usage)
         session.state["mined"] = {t: [a for _, a in pairs] for t, pairs in mined.items()}
-        self._stage(session, "f_queries_s", time.perf_counter() - started)
         session.adaptation.update(f_queries=len(jobs), f_query_tokens={
             "prompt": usage.prompt, "completion": usage.completion})
 
         # Localized LoRA on the hardness-weighted local batch.
-        started = time.perf_counter()
+        with self.timed(session, "lora"):
+            stats = self._train_lora(session, g, warm, mined, result, seed)
+        session.adaptation.update(
+            lora_steps=stats.steps, lora_epochs=stats.epochs,
+            lora_early_stopped=stats.early_stopped, lora_trainable_params=stats.trainable_params,
+            lora_history=[{k: round(v, 6) for k, v in h.items()} for h in stats.history],
+            lora_final=stats.history[-1] if stats.history else None, adapter_id=g.adapter_id,
+        )
+
+    def _train_lora(self, session: Session, g: Any, warm: list[tuple[int, Any, str]],
+                    mined: dict[int, list[tuple[int, str]]], result: Any, seed: int) -> Any:
+        mq = self.cfg.mined_queries
         weights = self._hardness_weights(result.hardness)
         examples: list[Example] = []
         lc, mined_input = self.lora_cfg, str(self.cfg.lora.mined_input)
@@ -225,17 +235,11 @@ class Soma(SwitchingMethod):
         adapter = SessionAdapter(g, lc)
         adapter.attach()
         session.state["adapter"] = adapter
-        stats = adapter.train(examples, self.ctx.encoder())
-        self._stage(session, "lora_s", time.perf_counter() - started)
         session.adaptation.update(
-            lora_steps=stats.steps, lora_epochs=stats.epochs, lora_examples=len(examples),
+            lora_examples=len(examples),
             lora_examples_mined=sum(e.kind == "mined" for e in examples),
-            lora_early_stopped=stats.early_stopped, lora_trainable_params=stats.trainable_params,
-            lora_history=[{k: round(v, 6) for k, v in h.items()} for h in stats.history],
-            lora_final=stats.history[-1] if stats.history else None,
-            hardness_weights={str(t): round(v, 6) for t, v in weights.items()},
-            adapter_id=g.adapter_id,
-        )
+            hardness_weights={str(t): round(v, 6) for t, v in weights.items()})
+        return adapter.train(examples, self.ctx.encoder())
 
     def _hardness_weights(self, hardness: dict[int, float]) -> dict[int, float]:
         """omega_t = r_t / mean(r), clipped to [min_weight, max_weight] (hardness-weighted batch)."""

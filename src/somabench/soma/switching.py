@@ -90,9 +90,11 @@ calibration details go to ``session.adaptation["switch"]``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -492,10 +494,20 @@ class SwitchingMethod(Method):
     def _warm(self, session: Session) -> list[dict[str, list[str]]]:
         return session.state[self.STATE_KEY + "_warm"]
 
-    def _stage(self, session: Session, name: str, seconds: float) -> None:
-        session.adaptation[name] = round(session.adaptation.get(name, 0.0) + seconds, 6)
-        session.adaptation["seconds_total"] = round(
-            session.adaptation.get("seconds_total", 0.0) + seconds, 6)
+    @contextlib.contextmanager
+    def timed(self, session: Session, stage: str) -> Iterator[dict[str, float]]:
+        """Add wall seconds (``<stage>_s``) and process CPU seconds, all threads
+        (``<stage>_cpu_s``), to ``session.adaptation``; ``seconds_total`` sums the walls."""
+        box: dict[str, float] = {}
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield box
+        finally:
+            box["seconds"] = time.perf_counter() - wall
+            spent = {f"{stage}_s": box["seconds"], f"{stage}_cpu_s": time.process_time() - cpu,
+                     "seconds_total": box["seconds"]}
+            for key, value in spent.items():
+                session.adaptation[key] = round(session.adaptation.get(key, 0.0) + value, 6)
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
@@ -513,13 +525,11 @@ class SwitchingMethod(Method):
             plan = TurnPlan(role="F", messages=self.f_messages(session, turn))
             plan.context = {"history_turns": len(session.history)}
         if route.phase == "gate":
-            started = time.perf_counter()
-            cand = self.candidate(session, turn)
-            seconds = time.perf_counter() - started
-            self._stage(session, "gate_s", seconds)
+            with self.timed(session, "gate") as box:
+                cand = self.candidate(session, turn)
             session.add_adaptation_tokens("G", usage_of(cand))
             session.state["candidate"] = cand
-            plan.seconds["gate_candidate"] = round(seconds, 6)
+            plan.seconds["gate_candidate"] = round(box["seconds"], 6)
             plan.extra.update(candidate=cand.text, candidate_status=cand.status,
                               candidate_tokens={"prompt": cand.prompt_tokens,
                                                 "completion": cand.completion_tokens},
@@ -529,9 +539,12 @@ class SwitchingMethod(Method):
 
     def _end_warm(self, session: Session) -> None:
         """Warm window complete: adapt G, calibrate the gate, anchor the drift monitor."""
-        state = self._state(session)
         self.adapt(session)
-        started = time.perf_counter()
+        with self.timed(session, "gate"):
+            self._calibrate(session)
+
+    def _calibrate(self, session: Session) -> None:
+        state = self._state(session)
         warm = self._warm(session)
         if self.warm_candidates():
             for t in range(self.switch_cfg.warm_window):
@@ -545,7 +558,6 @@ class SwitchingMethod(Method):
         threshold = self.controller.calibrate(state, null)
         queries = self._embed([session.user(t) for t in range(self.switch_cfg.warm_window)])
         self.controller.set_anchor(state, list(queries))
-        self._stage(session, "gate_s", time.perf_counter() - started)
         session.adaptation["switch"]["calibration"] = state.calibration
         log.info("dialogue %s: gate threshold %.3f (%s, %d null scores)", session.id, threshold,
                  state.calibration["method"], len(null))
@@ -560,12 +572,11 @@ class SwitchingMethod(Method):
         score = None
         if route.phase == "gate":
             cand: Completion = session.state.pop("candidate")
-            started = time.perf_counter()
-            if cand.status == "ok" and completion.status == "ok":
-                va, vb = self._embed([cand.text, completion.text])
-                score = float(va @ vb)
-            switched = self.controller.score_gate(state, turn, score, route.drift_similarity)
-            self._stage(session, "gate_s", time.perf_counter() - started)
+            with self.timed(session, "gate"):
+                if cand.status == "ok" and completion.status == "ok":
+                    va, vb = self._embed([cand.text, completion.text])
+                    score = float(va @ vb)
+                switched = self.controller.score_gate(state, turn, score, route.drift_similarity)
             if switched:
                 session.adaptation["switch"].update(switch_turn=turn)
                 log.info("dialogue %s: switched to G after turn %d", session.id, turn)
