@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 # CPU torch first (a plain `torch` pulls a multi-GB CUDA build); the version matches the
 # wheel these machines ship, and the pyproject range admits it.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,sweeps,notebook,llmlingua
+EXTRAS ?= dev,sweeps,notebook,llmlingua,routellm
+# routellm without its litellm dependency (which would downgrade openai and huggingface_hub);
+# its routers need only what the `routellm` extra adds. Empty: skip.
+ROUTELLM_SPEC ?= routellm==0.2.0
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -22,6 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	test -z "$(ROUTELLM_SPEC)" || $(BIN)/python -m pip install -q --no-deps "$(ROUTELLM_SPEC)"
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with CPU torch and somabench (idempotent)

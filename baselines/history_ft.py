@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from somabench.baselines.history_prefix import HistoryPrefix
+
 from somabench.methods import Session
 from somabench.records import Usage
 
@@ -93,17 +93,27 @@ class HistoryFT(HistoryPrefix):
     # -- adaptation ---------------------------------------------------------------------------
     def adapt(self, session: Session) -> None:
         """Train a fresh LoRA adapter on this dialogue's warm-window (S_t, a_t^F) pairs."""
-        import torch
-        from peft import LoraConfig, get_peft_model
-
         raw = self.ctx.raw("G")
         if self.ctx.raw("F") is raw:
             raise ValueError("history_ft adapts G in place, but F and G are the same loaded "
                              "model here; use a model config whose F and G differ")
         if self._peft is not None:  # never let one dialogue see another's adapter
             self.release(session)
+        with self.timed(session, "adapt") as box:
+            info = self._train(session, raw)
+        info["seconds"] = round(box["seconds"], 6)
+        session.add_adaptation_tokens("G", Usage(prompt=info["tokens_processed"], completion=None))
+        session.adaptation["lora"] = info
+        log.info("dialogue %s: LoRA trained (%d steps, best %s, %.1fs) -> %s", session.id,
+                 info["steps"], info["best_step"], box["seconds"], raw.adapter_id)
+
+    def _train(self, session: Session, raw: Any) -> dict[str, Any]:
+        """Inject a fresh adapter into ``raw.model``, train it with early stopping, keep the
+        best checkpoint and set ``raw.adapter_id`` to its weights' hash."""
+        import torch
+        from peft import LoraConfig, get_peft_model
+
         lcfg, tcfg = self.cfg.lora, self.cfg.train
-        started = time.perf_counter()
         warm = self.switch_cfg.warm_window
         pairs = [(session.full_messages(t, session.history[:t]), session.own_answers[t])
                  for t in range(warm)]
@@ -161,18 +171,12 @@ class HistoryFT(HistoryPrefix):
         peft_model.eval()
         adapter_hash = weights_hash(lora_state(peft_model))
         raw.adapter_id = f"history_ft-{adapter_hash}"
-        seconds = time.perf_counter() - started
-        self._stage(session, "adapt_s", seconds)
-        session.add_adaptation_tokens("G", Usage(prompt=tokens, completion=None))
-        session.adaptation["lora"] = {
+        return {
             "adapter_id": raw.adapter_id, "train_pairs": len(train), "holdout_pairs": len(held),
             "steps": step, "best_step": best[1] if best else step, "stopped_early": stopped_early,
             "train_losses": train_losses, "val_losses": val_losses,
-            "trainable_params": int(sum(p.numel() for p in params)),
-            "tokens_processed": tokens, "seconds": round(seconds, 6),
+            "trainable_params": int(sum(p.numel() for p in params)), "tokens_processed": tokens,
         }
-        log.info("dialogue %s: LoRA trained (%d steps, best %s, %.1fs) -> %s", session.id, step,
-                 best[1] if best else step, seconds, raw.adapter_id)
 
     def release(self, session: Session) -> None:
         """Unload this dialogue's adapter: base weights back, adapter id cleared."""

@@ -98,6 +98,8 @@ def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
             "turns": len(rows), "seconds": round(seconds, 3),
             "turns_per_second": round(len(rows) / seconds, 3), "chat_requests": calls,
             "status_counts": statuses, "max_in_flight": server.stats()["max_in_flight"],
+            # shared CPUs: a high load makes the model rows noisy; read them with this
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
         }
         log.info("%s: concurrency %s -> %.2f judged turns/s", server.model_id, concurrency,
                  len(rows) / seconds)

@@ -18,6 +18,7 @@ from somabench.baselines.llmlingua2 import (  # noqa: E402
     build_compressor,
     ensure_tiktoken_offline,
 )
+
 from somabench.data import Dialogue, Turn  # noqa: E402
 from somabench.methods import Session  # noqa: E402
 

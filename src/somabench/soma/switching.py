@@ -78,6 +78,13 @@ Usage: subclass ``SwitchingMethod`` and supply the two G hooks (a baseline needs
         # on_rollback(session, turn), g_context(session, turn) -> record context dict.
         # g_messages may be called for an earlier turn (warm candidates for calibration):
         # use only the history before `turn` (session.history[:turn]).
+        # warm_candidates() -> bool (default True: W extra G calls make the null larger).
+
+    Costs: time adaptation work with ``with self.timed(session, "lora"): ...`` (adds
+    ``lora_s``, ``lora_cpu_s`` and ``seconds_total`` to ``session.adaptation``); the gate's own
+    work is timed as ``gate_s``; G tokens of gate candidates (warm and gate turns) go to
+    ``session.adaptation_tokens["G"]`` and each gate turn's candidate text/tokens to
+    ``plan.extra``.
 
 The pure decision logic is also usable without a Method: ``SwitchController`` (calibrate,
 route, score) with a ``SwitchState`` per dialogue; see ``tests/soma/test_switching.py``.
