@@ -138,13 +138,13 @@ def test_search_config_composes_with_optuna_sqlite_and_fixed_seed(name: str, tmp
 
 
 def test_paper_search_space_is_app_b2() -> None:
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from optuna.distributions import (
         CategoricalDistribution,
         IntUniformDistribution,
         LogUniformDistribution,
         UniformDistribution,
     )
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     cfg = compose_full(["hparams_search=soma_optuna"])
     params = cfg.hydra.sweeper.params

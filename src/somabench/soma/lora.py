@@ -202,7 +202,7 @@ class SessionAdapter:
                     nll = nll_tok.mean()
                     weight = ex.weight * float(gap_weights(np.array([gap]), cfg.cos_alpha)[0])
                     (weight * nll / len(chunk)).backward()
-                    nlls.append(float(nll))
+                    nlls.append(float(nll.detach()))
                     gaps.append(gap)
                     weights.append(ex.weight)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
