@@ -241,11 +241,15 @@ def test_resumed_study_does_not_repeat_suggestions(tmp_path: Path) -> None:
 
 
 # -- fast: a failing sweep goes on and reports -----------------------------------------------
-def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(launcher: str, tmp_path: Path) -> None:
     # Job 1 raises DatasetError (unknown task); job 2 raises SystemExit (empty shard): both are
-    # attempted, both are listed with their error, and the command exits non-zero.
-    out = somabench(["-m", "method=surrogate", "dataset=mathmt", "dataset.tiny=true",
-                     "dataset.tasks=[zzz],null", "shard=7/8", "judge=none",
+    # attempted, both are listed with their error, and the command exits non-zero. submitit's
+    # local executor runs each job in its own process, as on SLURM (no cluster needed).
+    if launcher != "basic" and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("hydra/launcher=submitit_local needs hydra-submitit-launcher (.[sweeps])")
+    out = somabench(["-m", f"hydra/launcher={launcher}", "method=surrogate", "dataset=mathmt",
+                     "dataset.tiny=true", "dataset.tasks=[zzz],null", "shard=7/8", "judge=none",
                      *private_paths(tmp_path)], timeout=300)
     assert out.returncode != 0, out.stdout + out.stderr
     sweep_dir = tmp_path / "outputs" / "run" / "multirun"
