@@ -33,7 +33,7 @@ from somabench.judges.base import (
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
 
-from somabench.records import TurnRecord, load_turns
+from somabench.records import TurnRecord, load_turns, read_jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,9 @@ PANEL_KEYS = ("name", "label", "prompts", "prompt_settings", "judges", "objectiv
 # -- reading a run -----------------------------------------------------------------------------
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a torn last line (crash mid-write) is dropped with a warning."""
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not line.endswith("\n"):
-                log.warning("%s: dropping a torn last line (crash mid-write)", path)
-                continue
-            raise ValueError(f"{path}:{number}: corrupt line ({exc})") from exc
+    rows, torn = read_jsonl_rows(path)
+    if torn:
+        log.warning("%s: dropping a torn last line (crash mid-write)", path)
     return rows
 
 

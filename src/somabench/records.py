@@ -158,7 +158,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
+def read_jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """Parse a JSONL file; a torn last line (crash mid-write) is reported, not raised."""
     rows: list[dict[str, Any]] = []
     torn = False
@@ -202,14 +202,14 @@ class RecordStore:
 
     def _repair(self) -> None:
         """Drop torn lines and turn lines of dialogues that never finished."""
-        dialogues, torn_d = _read_jsonl(self.dialogues_path)
+        dialogues, torn_d = read_jsonl_rows(self.dialogues_path)
         seen: set[str] = set()
         unique_dialogues = []
         for row in dialogues:
             if row["dialogue_id"] not in seen:
                 seen.add(row["dialogue_id"])
                 unique_dialogues.append(row)
-        turns, torn_t = _read_jsonl(self.turns_path)
+        turns, torn_t = read_jsonl_rows(self.turns_path)
         kept, keys = [], set()
         for row in turns:
             key = (row["dialogue_id"], row["turn"])
@@ -248,20 +248,20 @@ class RecordStore:
         self._finished.add(dialogue.dialogue_id)
 
     def turns(self) -> list[TurnRecord]:
-        rows, _ = _read_jsonl(self.turns_path)
+        rows, _ = read_jsonl_rows(self.turns_path)
         return [TurnRecord.from_json(r) for r in rows]
 
     def dialogues(self) -> list[DialogueRecord]:
-        rows, _ = _read_jsonl(self.dialogues_path)
+        rows, _ = read_jsonl_rows(self.dialogues_path)
         return [DialogueRecord.from_json(r) for r in rows]
 
 
 def load_turns(run_dir: str | Path) -> list[TurnRecord]:
     """Read a run's turn records (read-only; no repair)."""
-    rows, _ = _read_jsonl(Path(run_dir) / TURNS_FILE)
+    rows, _ = read_jsonl_rows(Path(run_dir) / TURNS_FILE)
     return [TurnRecord.from_json(r) for r in rows]
 
 
 def load_dialogues(run_dir: str | Path) -> list[DialogueRecord]:
-    rows, _ = _read_jsonl(Path(run_dir) / DIALOGUES_FILE)
+    rows, _ = read_jsonl_rows(Path(run_dir) / DIALOGUES_FILE)
     return [DialogueRecord.from_json(r) for r in rows]

@@ -9,7 +9,6 @@ import pytest
 from somabench.config import compose
 from somabench.records import load_dialogues, load_turns
 from somabench.task import run_task
-from tests.conftest import tiny_overrides
 
 # The smallest dialogue that can switch: W=2 warm + m=2 gate turns + 1 G turn. Mining and LoRA
 # are shrunk (2 candidates, 2 steps, 1 epoch) so the test exercises every stage quickly; the
@@ -23,8 +22,8 @@ SMALL = ["method=soma", "dataset.tasks=[math]", "dataset.truncate_turns=5",
 
 
 @pytest.mark.slow
-def test_soma_one_dialogue_switches_and_records_costs(tmp_path: Path, tiny_assets) -> None:
-    cfg = compose(tiny_overrides(tmp_path) + SMALL)
+def test_soma_one_dialogue_switches_and_records_costs(tiny_cfg_overrides, tiny_assets) -> None:
+    cfg = compose(tiny_cfg_overrides + SMALL)
     run_task(cfg)
     run_dir = Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
     turns = sorted(load_turns(run_dir), key=lambda t: t.turn)
