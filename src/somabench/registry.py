@@ -69,7 +69,7 @@ class Registry(Generic[T]):
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
-                if (exc.name or "").startswith("somabench"):
+                if (exc.name or "") == "somabench" or (exc.name or "").startswith("somabench."):
                     raise  # our own code is broken: not a missing optional dependency
                 raise ImportError(
                     f"{self.kind} '{name}' needs an optional dependency that is not installed "
