@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,7 @@ class JudgeError(RuntimeError):
     Score lines written before the failure stay in ``scores.jsonl``."""
 
 
-class Judge:
+class Judge(ABC):
     """Interface of a panel member.
 
     ``name`` is the config key, ``model`` the model id, ``kind`` one of ``JUDGE_KINDS``.
@@ -164,13 +165,14 @@ class Judge:
     def prepare(self, items: list[JudgeItem]) -> None:
         """Optional batch warm-up (the embedding proxy encodes all texts at once)."""
 
+    @abstractmethod
     def request_key(self, item: JudgeItem, prompt: Any, settings: dict[str, Any]) -> str:
         """Hash of everything that determines this judgment (a rerun re-judges a line whose
         key changed, e.g. after a new context setting)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def judge(self, item: JudgeItem, prompt: Any, settings: dict[str, Any]) -> Verdict:
-        raise NotImplementedError
+        """Score one turn (status ok | unparsed | api_error, raw text kept)."""
 
     def endpoint(self) -> str | None:
         return None

@@ -10,6 +10,7 @@ their extra work in ``start``/``plan``/``observe`` and report its cost on the se
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,7 @@ class Session:
         self.adaptation_tokens[role] = self.adaptation_tokens.get(role, Usage()) + usage
 
 
-class Method:
+class Method(ABC):
     """Base class. Subclasses register with ``@methods.register("name")``."""
 
     name = "base"
@@ -107,8 +108,9 @@ class Method:
     def start(self, session: Session) -> None:
         """Called once before the first turn of a dialogue."""
 
+    @abstractmethod
     def plan(self, session: Session, turn: int) -> TurnPlan:
-        raise NotImplementedError  # every registered method overrides this
+        """Who answers ``turn`` and with what messages."""
 
     def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
         """Called after the answer of ``turn`` is known."""

@@ -101,6 +101,7 @@ import contextlib
 import logging
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -441,9 +442,9 @@ class SwitchingMethod(Method):
         """W when ``switch.warm_window: auto`` (SOMA derives it from theory)."""
         return None
 
+    @abstractmethod
     def g_messages(self, session: Session, turn: int) -> list[dict[str, str]]:
         """What G sees when answering ``turn`` (gate candidate and served turns)."""
-        raise NotImplementedError
 
     def g_context(self, session: Session, turn: int) -> dict[str, Any] | None:
         """The ``context`` record of a G answer (summary tokens, verbatim turns ...)."""
