@@ -33,7 +33,7 @@ from somabench.judges.base import (
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
 
-from somabench.records import TurnRecord, load_turns, read_jsonl_rows
+from somabench.records import TurnRecord, atomic_write_jsonl, load_turns, read_jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,7 @@ def compact(path: Path) -> list[dict[str, Any]]:
         latest[unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"],
                         row["prompt_id"])] = row
     rows = [latest[k] for k in sorted(latest, key=lambda k: (k[0], k[1], k[3], k[4], k[2]))]
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_jsonl(path, rows)
     return rows
 
 

@@ -179,7 +179,8 @@ def read_jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
     return rows, torn
 
 
-def _atomic_write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` as JSONL in one atomic rename (never a half file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -218,9 +219,9 @@ class RecordStore:
                 kept.append(row)
         dropped = len(turns) - len(kept)
         if torn_d or len(unique_dialogues) != len(dialogues):
-            _atomic_write_lines(self.dialogues_path, unique_dialogues)
+            atomic_write_jsonl(self.dialogues_path, unique_dialogues)
         if torn_t or dropped:
-            _atomic_write_lines(self.turns_path, kept)
+            atomic_write_jsonl(self.turns_path, kept)
         if torn_d or torn_t or dropped:
             log.warning(
                 "repaired %s: dropped %d turn line(s) of unfinished dialogues%s",
