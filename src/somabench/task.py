@@ -180,4 +180,4 @@ def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:
     print(f"\n{cfg.method.name} on {cfg.dataset.name} ({cfg.model.family}):\n{md}", flush=True)
 
 
-__all__ = ["run_task", "RecordStore"]
+__all__ = ["run_task"]

@@ -91,25 +91,23 @@ def test_sharegpt_conversion_drops_and_counts(dataset_cfg, caplog) -> None:
         assert reason in caplog.text
 
 
-def test_sharegpt_error_mode_names_the_row(dataset_cfg) -> None:
-    rows = datasets.Dataset.from_list(SHAREGPT_ROWS)
+@pytest.mark.parametrize(
+    ("row_indices", "message"),
+    [
+        # error mode names the row that cannot be converted
+        (None, r"ShareGPT_Vicuna_unfiltered row 2: cannot convert "
+               r"with converter 'sharegpt': no conversations"),
+        # duplicate ids name both rows
+        ((0, -1), r"row 1: cannot convert with converter 'sharegpt': "
+                  r"duplicate id \('sharegpt-abc_0': rows 0 and 1\)"),
+    ],
+    ids=["unconvertible-row", "duplicate-id"],
+)
+def test_sharegpt_error_mode_names_the_rows(dataset_cfg, row_indices, message) -> None:
+    chosen = SHAREGPT_ROWS if row_indices is None else [SHAREGPT_ROWS[i] for i in row_indices]
+    rows = datasets.Dataset.from_list(chosen)
     cfg = _hub_cfg(dataset_cfg, "sharegpt", on_unconvertible="error")
-    with pytest.raises(
-        DatasetError,
-        match=r"ShareGPT_Vicuna_unfiltered row 2: cannot convert "
-        r"with converter 'sharegpt': no conversations",
-    ):
-        convert_rows(rows, cfg)
-
-
-def test_duplicate_hub_ids_name_both_rows(dataset_cfg) -> None:
-    rows = datasets.Dataset.from_list([SHAREGPT_ROWS[0], SHAREGPT_ROWS[-1]])
-    cfg = _hub_cfg(dataset_cfg, "sharegpt", on_unconvertible="error")
-    with pytest.raises(
-        DatasetError,
-        match=r"row 1: cannot convert with converter 'sharegpt': "
-        r"duplicate id \('sharegpt-abc_0': rows 0 and 1\)",
-    ):
+    with pytest.raises(DatasetError, match=message):
         convert_rows(rows, cfg)
 
 
