@@ -43,6 +43,8 @@ def build_backend(role: str, cfg: Any, cache_dir: str | None = None) -> Any:
     cls = backends.get(kind)
     if kind in ("hf", "vllm"):
         _preflight_local(role, spec, kind, cache_dir)
+    if kind == "hf":
+        spec.setdefault("cache_dir", cache_dir)  # where dtype: auto caches its CPU probe
     try:
         return cls(**spec)
     except ModelLoadError:

@@ -115,6 +115,11 @@ class BackendBase:
             "adapter_id": self.adapter_id,
         }
 
+    def describe(self) -> dict[str, Any]:
+        """What records and run.json say about this backend: the fingerprint plus facts that
+        do not change outputs (engine, the reason for the dtype, quantization, device)."""
+        return {"engine": self.kind, **self.fingerprint()}
+
 
 def sha16(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

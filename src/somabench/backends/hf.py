@@ -11,22 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from somabench import dtype as dtypes
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
 from somabench.registry import backends
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
-          "float16": "float16", "fp16": "float16", "auto": "auto"}
 
 
-def resolve_dtype(name: str) -> Any:
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"model dtype '{name}' is not one of {sorted(DTYPES)}")
-    value = DTYPES[name]
-    return value if value == "auto" else getattr(torch, value)
+def resolve_dtype(name: str, device: str = "cpu", cache_dir: str | None = None) -> Any:
+    """The torch dtype for a config value (``auto`` is resolved per machine: somabench.dtype)."""
+    return dtypes.resolve(name, device, cache_dir).torch_dtype()
 
 
 @backends.register("hf")
@@ -40,12 +35,13 @@ class HFBackend(BackendBase):
         model_id: str,
         path: str | None = None,
         gguf_file: str | None = None,
-        dtype: str = "bfloat16",
+        dtype: str = dtypes.AUTO,
         device: str = "cpu",
         revision: str | None = None,
         num_threads: int | None = None,
         trust_remote_code: bool = False,
         system_prompt: str | None = None,
+        cache_dir: str | None = None,
         **_: Any,
     ) -> None:
         import torch
@@ -58,7 +54,9 @@ class HFBackend(BackendBase):
         self.model_id = model_id
         self.revision = revision
         self.device = device
-        self.dtype_name = dtype
+        # dtype: auto -> bf16 or fp32 for this machine (the choice and its reason are recorded)
+        self.dtype_choice = dtypes.resolve(dtype, device, cache_dir)
+        self.dtype_name = self.dtype_choice.name
         self.system_prompt = system_prompt
         source = path or model_id
         kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -66,15 +64,16 @@ class HFBackend(BackendBase):
             kwargs["gguf_file"] = gguf_file
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=self.dtype_choice.torch_dtype(), **kwargs)
         self.model.to(device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self.source = str(Path(source)) if path else source
-        log.info("loaded %s from %s (%s, %s) in %.1fs", model_id, self.source, dtype, device,
-                 time.perf_counter() - started)
+        log.info("loaded %s from %s (%s, %s) in %.1fs; dtype: %s", model_id, self.source,
+                 self.dtype_name, device, time.perf_counter() - started, self.dtype_choice.reason)
 
     # -- rendering and counting -------------------------------------------------------------
     def with_system(self, messages: list[Message]) -> list[Message]:
@@ -101,9 +100,15 @@ class HFBackend(BackendBase):
         return self.model.get_input_embeddings().weight
 
     def fingerprint(self) -> dict[str, Any]:
+        """The *resolved* dtype is part of it: bf16 and fp32 answers never share a cache key."""
         fp = super().fingerprint()
         fp.update(source=self.source, dtype=self.dtype_name)
         return fp
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": "transformers", "device": self.device,
+                "dtype_reason": self.dtype_choice.reason,
+                "dtype_requested": self.dtype_choice.requested}
 
     # -- generation ---------------------------------------------------------------------------
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
