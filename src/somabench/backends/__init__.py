@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 backends.register("hf", "somabench.backends.hf:HFBackend")
 backends.register("openai", "somabench.backends.openai_api:OpenAIBackend")
 backends.register("vllm", "somabench.backends.vllm_backend:VLLMBackend")
+backends.register("llamacpp", "somabench.backends.llamacpp:LlamaCppBackend")  # extra [llamacpp]
 backends.register("fake", "somabench.backends.fake:FakeBackend")
 
 __all__ = ["Backend", "BackendBase", "Completion", "GenerationConfig", "Message", "build_backend"]
@@ -43,8 +44,8 @@ def build_backend(role: str, cfg: Any, cache_dir: str | None = None) -> Any:
     cls = backends.get(kind)
     if kind in ("hf", "vllm"):
         _preflight_local(role, spec, kind, cache_dir)
-    if kind == "hf":
-        spec.setdefault("cache_dir", cache_dir)  # where dtype: auto caches its CPU probe
+    if kind in ("hf", "llamacpp"):
+        spec.setdefault("cache_dir", cache_dir)  # dtype probe cache / assembled GGUF files
     try:
         return cls(**spec)
     except ModelLoadError:

@@ -1,0 +1,237 @@
+"""llama.cpp backend: somabench starts ``llama_cpp.server`` on 127.0.0.1 and talks OpenAI to it.
+
+Why: F and the LLM judges only need text, and llama.cpp decodes the GGUF files the offline
+packages ship 4-5.5x faster than transformers on CPUs (MODELS.md). G stays in torch (SOMA needs
+its embeddings and LoRA). An optional extra: ``pip install -e '.[llamacpp]'`` (the sdist builds
+in ~4.5 min). Use it with ``model.F.backend=llamacpp``; knobs in ``model.F.llamacpp``.
+
+The server is a child process (somabench.backends.llamacpp_server) bounded by the run: it is
+stopped by ``close()``, at interpreter exit, and by its own watchdog when this process dies or
+``lifetime_seconds`` pass. Requests go through :class:`OpenAIBackend` (retries, concurrency,
+usage counts). The model runs at the GGUF's own quantization, so ``dtype`` in the fingerprint
+and in ``run.json`` is that quantization (e.g. ``Q4_K_M``); ``describe()`` names the engine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.metadata
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Any
+
+from somabench.backends.base import BackendError
+from somabench.backends.openai_api import OpenAIBackend
+from somabench.registry import backends
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOST = "127.0.0.1"
+READY_POLL_SECONDS = 0.5  # how often start() asks the server whether it is up
+STOP_GRACE_SECONDS = 10.0  # terminate -> kill after this long
+LOG_TAIL_CHARS = 2000  # how much of the server log a startup error quotes
+FILE_TYPE_PREFIX = "MOSTLY_"  # gguf.LlamaFileType names: MOSTLY_Q4_K_M -> Q4_K_M
+
+
+def llama_cpp_version() -> str | None:
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gguf_quantization(path: Path) -> str | None:
+    """The GGUF's file type (e.g. ``Q4_K_M``) from its header; None when unreadable."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields.get("general.file_type")
+        if field is None:
+            return None
+        value = int(field.parts[field.data[0]][0])
+        name = gguf.LlamaFileType(value).name
+        return name.removeprefix(FILE_TYPE_PREFIX)
+    except Exception as exc:  # noqa: BLE001 - a label only; never fail a run for it
+        log.warning("could not read the quantization of %s: %s", path, exc)
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class LlamaCppServer:
+    """One ``llama_cpp.server`` child process serving one GGUF on 127.0.0.1."""
+
+    def __init__(self, gguf: Path, alias: str, *, n_ctx: int, n_threads: int | None,
+                 n_batch: int, startup_timeout: float, lifetime_seconds: float | None,
+                 log_dir: Path, extra_args: list[str] | None = None) -> None:
+        self.gguf = gguf
+        self.alias = alias
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self.startup_timeout = startup_timeout
+        self.lifetime_seconds = lifetime_seconds
+        self.extra_args = list(extra_args or [])
+        self.port = _free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"llamacpp-{os.getpid()}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK_HOST}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "somabench.backends.llamacpp_server",
+               "--parent-pid", str(os.getpid())]
+        if self.lifetime_seconds is not None:
+            cmd += ["--lifetime-seconds", str(self.lifetime_seconds)]
+        cmd += ["--", "--model", str(self.gguf), "--model_alias", self.alias,
+                "--host", LOOPBACK_HOST, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+                "--n_batch", str(self.n_batch)]
+        if self.n_threads:
+            cmd += ["--n_threads", str(self.n_threads)]
+        return cmd + self.extra_args
+
+    def start(self) -> LlamaCppServer:
+        started = time.perf_counter()
+        with self.log_path.open("wb") as log_fh:
+            self.proc = subprocess.Popen(self.command(), stdout=log_fh, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        atexit.register(self.stop)
+        deadline = started + self.startup_timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise BackendError(self._failure(f"exited with code {self.proc.returncode}"),
+                                   reason="connection")
+            if self._ready():
+                log.info("llama.cpp server for %s (%s) ready at %s in %.1fs (log %s)", self.alias,
+                         self.gguf.name, self.base_url, time.perf_counter() - started,
+                         self.log_path)
+                return self
+            time.sleep(READY_POLL_SECONDS)
+        self.stop()
+        raise BackendError(self._failure(f"was not ready after startup_timeout="
+                                         f"{self.startup_timeout:g}s"), reason="timeout")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=READY_POLL_SECONDS * 4):  # noqa: S310 - loopback
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _failure(self, what: str) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        except OSError:
+            tail = "<no log>"
+        return (f"the llama.cpp server for {self.alias} ({self.gguf}) {what}. Its log "
+                f"({self.log_path}) ends with:\n{tail}\nFix: check that llama-cpp-python is "
+                f"installed (pip install -e '.[llamacpp]') and the GGUF loads, or raise "
+                f"model.<role>.llamacpp.startup_timeout.")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        log.info("llama.cpp server for %s stopped", self.alias)
+
+
+@backends.register("llamacpp")
+class LlamaCppBackend(OpenAIBackend):
+    """A GGUF served by llama.cpp on loopback, spoken to through the OpenAI backend.
+
+    Args beyond :class:`OpenAIBackend`'s client knobs:
+        asset / gguf_file: an offline asset (its GGUF is assembled once from the cached wheels)
+            or a GGUF path; ``llamacpp.gguf_file`` wins over ``asset``.
+        llamacpp: server knobs (``n_ctx``, ``n_threads``, ``n_batch``, ``startup_timeout``,
+            ``lifetime_seconds``, ``extra_args``), from ``model.<role>.llamacpp``.
+    """
+
+    kind = "llamacpp"
+
+    def __init__(self, model_id: str, *, llamacpp: dict[str, Any], asset: str | None = None,
+                 gguf_file: str | None = None, cache_dir: str | None = None,
+                 timeout: float, max_retries: int, backoff_initial: float, backoff_max: float,
+                 concurrency: int, system_prompt: str | None = None, revision: str | None = None,
+                 **_: Any) -> None:
+        if llama_cpp_version() is None:
+            raise BackendError(
+                f"model backend 'llamacpp' ({model_id}) needs llama-cpp-python, which is not "
+                f"installed. Fix: pip install -e '.[llamacpp]' (builds from source in ~5 min), "
+                f"or use backend=hf.", reason="not_found")
+        knobs = dict(llamacpp)
+        self.gguf = self._locate(model_id, knobs.get("gguf_file") or gguf_file, asset, cache_dir)
+        self.quantization = gguf_quantization(self.gguf)
+        self.asset = asset
+        from somabench.assets import default_cache_dir
+
+        self.server = LlamaCppServer(
+            self.gguf, model_id, n_ctx=int(knobs["n_ctx"]),
+            n_threads=int(knobs["n_threads"]) if knobs.get("n_threads") else None,
+            n_batch=int(knobs["n_batch"]), startup_timeout=float(knobs["startup_timeout"]),
+            lifetime_seconds=(float(knobs["lifetime_seconds"])
+                              if knobs.get("lifetime_seconds") is not None else None),
+            log_dir=Path(cache_dir or default_cache_dir()) / "logs",
+            extra_args=[str(a) for a in knobs.get("extra_args") or []],
+        ).start()
+        weakref.finalize(self, self.server.stop)
+        tokenizer = asset if asset else None  # local tokenizer for count_tokens (same vocab)
+        super().__init__(model_id, self.server.base_url, timeout=timeout, max_retries=max_retries,
+                         backoff_initial=backoff_initial, backoff_max=backoff_max,
+                         concurrency=concurrency, api_key_env=None, tokenizer=tokenizer,
+                         system_prompt=system_prompt, revision=revision)
+
+    @staticmethod
+    def _locate(model_id: str, gguf_file: str | None, asset: str | None,
+                cache_dir: str | None) -> Path:
+        if gguf_file:
+            path = Path(gguf_file).expanduser()
+            if not path.is_file():
+                raise BackendError(f"llamacpp.gguf_file={gguf_file} for {model_id} does not exist",
+                                   reason="not_found")
+            return path
+        if asset:
+            from somabench import assets
+
+            return assets.gguf_file(asset, cache_dir)
+        raise BackendError(f"backend llamacpp for {model_id} needs a GGUF: set "
+                           f"model.<role>.asset or model.<role>.llamacpp.gguf_file",
+                           reason="not_found")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """No port (it changes every run); the GGUF and the engine version instead."""
+        fp = {key: value for key, value in super().fingerprint().items() if key != "base_url"}
+        fp.update(gguf=self.asset or str(self.gguf), dtype=self.quantization,
+                  engine_version=llama_cpp_version())
+        return fp
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": "llama.cpp",
+                "quantization": self.quantization, "gguf_path": str(self.gguf),
+                "dtype_reason": f"llama.cpp computes with the GGUF's own quantization "
+                                f"({self.quantization}); model dtype does not apply",
+                "server_log": str(self.server.log_path)}
+
+    def close(self) -> None:
+        self.server.stop()
