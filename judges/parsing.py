@@ -12,6 +12,7 @@ Formats:
 * ``bracketed``: the reply contains exactly one rating in double square brackets, as in
   MT-Bench (``... Rating: [[7]]``); none, or two different ones, is unparsed.
 * ``cosine``: not parsed from text (the embedding proxy computes its number).
+* ``final_answer``: not parsed from text (the ``math_answer`` judge grades final answers).
 """
 
 from __future__ import annotations
@@ -66,10 +67,15 @@ def parse_cosine(text: str, lo: float, hi: float) -> Parsed:
     raise ValueError("the cosine format is computed by the embedding judge, not parsed")
 
 
+def parse_final_answer(text: str, lo: float, hi: float) -> Parsed:
+    raise ValueError("final answers are graded by the math_answer judge (judges/math_equiv.py)")
+
+
 PARSERS: dict[str, Callable[[str, float, float], Parsed]] = {
     "number": parse_number,
     "bracketed": parse_bracketed,
     "cosine": parse_cosine,
+    "final_answer": parse_final_answer,
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 INPUTS = ("question", "reference", "candidate", "context")
-KINDS = ("similarity", "ability", "embedding")
+KINDS = ("similarity", "ability", "embedding", "answer")  # answer: judges/math_answer.py
 
 
 class PromptError(ValueError):

@@ -1,0 +1,99 @@
+"""Final-answer extraction and MATH equivalence on hand-checked cases (issue 16).
+
+``fixtures/math_cases.jsonl``: one (reply, gold, expected) per line; ``expected`` is true/false,
+or null when no final answer can be extracted (its own outcome, never "wrong").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from somabench.judges.math_equiv import (
+    MathGrader,
+    NotConvertible,
+    extract_answer,
+    last_boxed,
+    latex_to_sympy,
+    normalize_answer,
+)
+
+CASES = [json.loads(line) for line in
+         (Path(__file__).parent / "fixtures" / "math_cases.jsonl").read_text().splitlines()
+         if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def grader(cfg_task_judge) -> MathGrader:
+    spec = cfg_task_judge.judge.judges.answer
+    with MathGrader(rel_tol=float(spec.rel_tol), sympy_timeout=float(spec.sympy_timeout)) as g:
+        yield g
+
+
+@pytest.fixture(scope="module")
+def cfg_task_judge():
+    from somabench.config import compose
+
+    return compose(["judge=task"])
+
+
+def test_fixture_is_large_and_covers_every_category() -> None:
+    assert len(CASES) >= 40
+    ids = " ".join(c["id"] for c in CASES)
+    for kind in ("boxed", "nested", "frac", "interval", "units", "degrees", "pi", "matrix",
+                 "plain", "wrong", "unextractable"):
+        assert kind in ids, kind
+    assert sum(c["expected"] is False for c in CASES) >= 15
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_case(case: dict, grader: MathGrader) -> None:
+    extraction = extract_answer(case["reply"])
+    if case["expected"] is None:
+        assert not extraction.ok and extraction.answer is None
+        return
+    assert extraction.ok, case["reply"]
+    assert grader.equivalent(extraction.answer, case["gold"]) is case["expected"]
+
+
+def test_last_boxed_keeps_nested_braces() -> None:
+    assert last_boxed(r"a \boxed{1} b \boxed{\frac{\sqrt{3}}{2}} c") == r"\frac{\sqrt{3}}{2}"
+    assert last_boxed(r"\boxed{\frac{1}{2}") is None  # never closes
+
+
+def test_extraction_order_boxed_then_answer_is_then_last_number() -> None:
+    assert extract_answer(r"7 and \boxed{5}. The answer is 6").method == "boxed"
+    got = extract_answer("We try 3. So the answer is $x^2$. Check: 9 works.")
+    assert (got.answer, got.method) == ("x^2", "answer_is")
+    got = extract_answer("3 apples plus 4 apples make 7 apples")
+    assert (got.answer, got.method) == ("7", "last_number")
+    assert extract_answer("1,234 people came").answer == "1,234"
+
+
+def test_normalisation_examples() -> None:
+    assert normalize_answer(r"\$32,\!348") == "32348"
+    assert normalize_answer(r"\left( 3, \frac{\pi}{2} \right)") == r"(3,\frac{\pi}{2})"
+    assert normalize_answer(r"\dfrac{17}{50}") == r"\frac{17}{50}"
+    assert normalize_answer("5.0") == "5"
+    assert normalize_answer(r"30^\circ") == "30"
+    assert normalize_answer(r"\text{(B)}") == "B"
+
+
+def test_converter_whitelists_what_parse_expr_evaluates() -> None:
+    assert latex_to_sympy(r"\frac{\sqrt{3}}{3}") == "((sqrt(3))/(3))"
+    assert latex_to_sympy(r"1\frac{4}{5}") == "(1+Rational(4,5))"
+    assert latex_to_sympy("6+9i") == "6+9I"
+    for hostile in ("__import__(os)", "open(x).read()", "lambdax", r"\unknown{3}", "2.x"):
+        with pytest.raises(NotConvertible):
+            latex_to_sympy(hostile)
+
+
+def test_pathological_expression_is_time_bounded() -> None:
+    with MathGrader(rel_tol=1e-4, sympy_timeout=2.0) as g:
+        assert g.equivalent("2", "2")  # string path: no sympy
+        # 10^(10^10) has ten billion digits: sympy would run for hours; the worker is killed
+        assert g.equivalent(r"10^{10^{10}}", r"10^{10^{10}}+1") is False
+        assert g.timeouts == 1
+        assert g.equivalent(r"\sqrt{8}", r"2\sqrt{2}")  # the worker restarts after a kill
