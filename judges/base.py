@@ -9,10 +9,11 @@ score, status, attempts, cache flag, time and tokens.
 from __future__ import annotations
 
 import dataclasses
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+
+from somabench.rundir import now
 
 SCORE_SCHEMA_VERSION = 1  # bump when a ScoreLine field is renamed/removed/changes meaning
 STATUSES = ("ok", "unparsed", "api_error", "skipped")
@@ -94,7 +95,7 @@ class ScoreLine:
     reference_turn_ref: str | None
     messages: list[dict[str, str]] | None = None
     """The messages sent to the judge (omitted when ``judge.store_messages=false``)."""
-    timestamp: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    timestamp: str = field(default_factory=now)
     schema_version: int = SCORE_SCHEMA_VERSION
     kind: str = "score"
 

@@ -34,17 +34,22 @@ from somabench.judges.base import (
 from somabench.judges.prompting import JudgePrompt, load_prompt
 
 from somabench.records import TurnRecord, atomic_write_jsonl, load_turns, read_jsonl_rows
+from somabench.rundir import (
+    JUDGE_HEADER,
+    RUN_HEADER,
+    SCORES_FILE,
+    TRANSPORT_KEYS,
+    TURNS_FILE,
+    now,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.jsonl"
-JUDGE_HEADER = "judge.json"
-RUN_HEADER = "run.json"
 JUDGE_CACHE_NAMESPACE = "judge"  # the judges' rows in the shared sqlite request cache
 PANEL_KEYS = ("name", "label", "prompts", "prompt_settings", "judges", "objective",
-              "parse_retries", "timeout", "max_retries", "backoff_initial", "backoff_max",
-              "concurrency", "preflight", "preflight_timeout", "abort_after_consecutive_errors",
-              "fail_on_error", "store_messages", "cache")
+              "parse_retries", *TRANSPORT_KEYS, "preflight", "preflight_timeout",
+              "abort_after_consecutive_errors", "fail_on_error", "store_messages", "cache")
 
 
 # -- reading a run -----------------------------------------------------------------------------
@@ -65,10 +70,10 @@ def reference_dir_of(run_dir: Path, cfg: DictConfig | None = None) -> Path | Non
             return Path(ref)
     if cfg is not None:
         try:
-            from somabench.runner import reference_key
+            from somabench.reference import reference_key
 
             candidate = Path(cfg.paths.reference_root) / reference_key(cfg)
-            if (candidate / "records.jsonl").exists():
+            if (candidate / TURNS_FILE).exists():
                 return candidate
         except Exception:  # noqa: BLE001 - best effort; the caller reports a missing reference
             log.debug("could not derive the reference dir", exc_info=True)
@@ -93,7 +98,7 @@ def build_items(run_dir: Path, reference_dir: Path | None) -> list[JudgeItem]:
     """One item per served turn, with the Original's answer and the dialogue before it."""
     turns = load_turns(run_dir)
     reference: dict[tuple[str, int], str] = {}
-    if reference_dir is not None and (reference_dir / "records.jsonl").exists():
+    if reference_dir is not None and (reference_dir / TURNS_FILE).exists():
         for rec in load_turns(reference_dir):
             if rec.status == "ok":
                 reference[(rec.dialogue_id, rec.turn)] = rec.response
@@ -188,7 +193,7 @@ class Panel:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Panel:
-        from somabench.runner import progress_enabled
+        from somabench.config import progress_enabled
 
         judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
@@ -230,7 +235,7 @@ class Panel:
         """Judge ``run_dir``; returns the summary metrics. Raises JudgeError after writing what
         it could when judging failed more than ``fail_on_error`` allows."""
         run_dir = Path(run_dir)
-        if not (run_dir / "records.jsonl").exists():
+        if not (run_dir / TURNS_FILE).exists():
             raise JudgeError(f"{run_dir} has no records.jsonl: not a somabench run dir (or the "
                              f"run served no dialogue yet)")
         reference_dir = Path(reference_dir) if reference_dir else reference_dir_of(run_dir)
@@ -372,11 +377,9 @@ class Panel:
             "prompts": {p.id: p.sha for p in self.prompts}, "reference_dir": str(reference_dir),
             "units_judged_now": n_calls, "seconds": round(seconds, 3),
             "status_counts": {f"{j}/{s}": n for (j, s), n in sorted(counts.items())},
-            "metrics": metrics, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "metrics": metrics, "updated": now(),
         }
-        tmp = run_dir / (JUDGE_HEADER + ".tmp")
-        tmp.write_text(json.dumps(header, indent=2, default=str))
-        tmp.replace(run_dir / JUDGE_HEADER)
+        write_json_atomic(run_dir / JUDGE_HEADER, header)
 
     def _log_counts(self, counts: Counter) -> None:
         for judge in self.judges:

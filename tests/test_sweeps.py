@@ -34,6 +34,7 @@ from somabench.sweep import (
     sqlite_path,
     trial_seed,
 )
+from somabench.task import run_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = conf_dir()
@@ -188,8 +189,8 @@ def write_run(run_dir: Path, judge_metrics: dict, tokens: float) -> None:
 
 def test_objective_is_the_judge_value_without_a_search(tmp_path: Path) -> None:
     cfg = OmegaConf.create({"judge": {"name": "embedding"}})
-    assert search_objective(cfg, tmp_path, 81.5) == 81.5
-    assert search_objective(cfg, tmp_path, None) is None
+    assert search_objective(cfg, run_metrics(tmp_path, 81.5)) == 81.5
+    assert search_objective(cfg, run_metrics(tmp_path, None)) is None
 
 
 def test_objective_subtracts_the_token_penalty(tmp_path: Path) -> None:
@@ -197,12 +198,12 @@ def test_objective_subtracts_the_token_penalty(tmp_path: Path) -> None:
                                  "sim/judge_mean_post_switch": 70.0}, tokens=1500.0)
     cfg = OmegaConf.create({"judge": {"name": "embedding"}, "optimized_metric": "sim/judge_mean",
                             "token_penalty": 0.002})
-    assert search_objective(cfg, tmp_path / "run", 80.0) == pytest.approx(80.0 - 0.002 * 1500.0)
+    assert search_objective(cfg, run_metrics(tmp_path / "run", 80.0)) == pytest.approx(80.0 - 0.002 * 1500.0)
     cfg.optimized_metric = "sim/judge_mean_post_switch"
     cfg.token_penalty = 0.0
-    assert search_objective(cfg, tmp_path / "run", 80.0) == pytest.approx(70.0)
+    assert search_objective(cfg, run_metrics(tmp_path / "run", 80.0)) == pytest.approx(70.0)
     cfg.optimized_metric = "served/G_pct"
-    assert search_objective(cfg, tmp_path / "run", 80.0) == pytest.approx(50.0)
+    assert search_objective(cfg, run_metrics(tmp_path / "run", 80.0)) == pytest.approx(50.0)
 
 
 def test_objective_errors_name_the_key(tmp_path: Path) -> None:
@@ -210,10 +211,10 @@ def test_objective_errors_name_the_key(tmp_path: Path) -> None:
     cfg = OmegaConf.create({"judge": {"name": "none"}, "optimized_metric": "sim/judge_maen",
                             "token_penalty": 0.0})
     with pytest.raises(KeyError, match=r"optimized_metric=sim/judge_maen.*sim/judge_mean"):
-        search_objective(cfg, tmp_path / "run", 80.0)
+        search_objective(cfg, run_metrics(tmp_path / "run", 80.0))
     cfg.optimized_metric = "sim/judge_mean"
     with pytest.raises(RuntimeError, match="needs a judge"):
-        search_objective(cfg, tmp_path / "run2", None)
+        search_objective(cfg, run_metrics(tmp_path / "run2", None))
 
 
 def test_trial_seeds_differ_per_trial_and_repeat_per_study() -> None:
@@ -243,7 +244,7 @@ def test_resumed_study_does_not_repeat_suggestions(tmp_path: Path) -> None:
 # -- fast: a failing sweep goes on and reports -----------------------------------------------
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(launcher: str, tmp_path: Path) -> None:
-    # Job 1 raises DatasetError (unknown task); job 2 raises SystemExit (empty shard): both are
+    # Job 1 raises DatasetError (unknown task); job 2 raises ConfigError (empty shard): both are
     # attempted, both are listed with their error, and the command exits non-zero. submitit's
     # local executor runs each job in its own process, as on SLURM (no cluster needed).
     if launcher != "basic" and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
@@ -256,8 +257,8 @@ def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(launcher: str, tmp_p
     status = json.loads((sweep_dir / STATUS_FILE).read_text())
     assert status["jobs"] == 2 and status["failed"] == 2, status
     errors = sorted(row["error"] for row in status["rows"])
-    assert "DatasetError" in errors[0] and "zzz" in errors[0]
-    assert "SystemExit" in errors[1] and "selected no dialogues" in errors[1]
+    assert "ConfigError" in errors[0] and "selected no dialogues" in errors[0]
+    assert "DatasetError" in errors[1] and "zzz" in errors[1]
     for row in status["rows"]:
         header = json.loads((sweep_dir / row["job"] / "run.json").read_text())
         assert header["status"] == "error" and header["error"] == row["error"]

@@ -81,3 +81,11 @@ def check_overrides(overrides: list[str]) -> None:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=False)
+
+
+def progress_enabled(cfg: DictConfig) -> bool:
+    """``progress: auto`` shows bars only on a terminal; ``true``/``false`` force it."""
+    import sys
+
+    setting = cfg.get("progress", "auto")
+    return sys.stderr.isatty() if setting == "auto" else bool(setting)

@@ -17,22 +17,23 @@ Examples::
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.errors import ConfigError
+from somabench.rundir import RUN_HEADER, TURNS_FILE, read_header
+
 log = logging.getLogger(__name__)
 
 USAGE = __doc__ or ""
-RUN_HEADER = "run.json"
 _ABSENT = object()  # marks a key missing from the run config
 
 
-class JudgeCliError(SystemExit):
-    """A usage or setup error, printed without a traceback."""
+class JudgeCliError(ConfigError):
+    """A usage or setup error of the re-judge command, printed without a traceback."""
 
 
 def _is_judge_override(arg: str) -> bool:
@@ -44,36 +45,35 @@ def build_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's resolved config with the requested judge panel and overrides applied."""
     from somabench.config import compose, explain_override_error
 
-    header_path = run_dir / RUN_HEADER
-    if not header_path.exists():
-        raise JudgeCliError(f"error: {run_dir} has no {RUN_HEADER}; give the directory of a "
+    header = read_header(run_dir)
+    if header is None:
+        raise JudgeCliError(f"{run_dir} has no {RUN_HEADER}; give the directory of a "
                             f"somabench run (outputs/<task_name>/<run_name>)")
-    header = json.loads(header_path.read_text())
     base = OmegaConf.create(header["config"])
     judge_overrides = [o for o in overrides if _is_judge_override(o)]
     other = [o for o in overrides if not _is_judge_override(o)]
     if not any(o.startswith("judge=") for o in judge_overrides):
         previous = base.get("judge", {}).get("name") if base.get("judge") else None
         if not previous or previous == "none":
-            raise JudgeCliError("error: say which panel judges the run: judge=<embedding|local|"
+            raise JudgeCliError("say which panel judges the run: judge=<embedding|local|"
                                 "paper> (the run was generated with judge=none)")
         judge_overrides.insert(0, f"judge={previous}")
     try:
         composed = compose(judge_overrides)
     except Exception as exc:  # noqa: BLE001 - turned into a did-you-mean message when possible
         message = explain_override_error(judge_overrides, exc)
-        raise JudgeCliError(message or f"error: {exc}") from None
+        raise JudgeCliError((message or str(exc)).removeprefix("error: ")) from None
     base.judge = OmegaConf.to_container(composed.judge, resolve=False)
     for override in other:
         if override.startswith(("+", "~")) or "=" not in override:
-            raise JudgeCliError(f"error: '{override}': only key=value overrides of the run's "
+            raise JudgeCliError(f"'{override}': only key=value overrides of the run's "
                                 f"config (and judge=/judge.* ) are accepted here")
         key = override.split("=", 1)[0]
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
-            raise JudgeCliError(f"error: '{key}' is not a key of the run's config")
+            raise JudgeCliError(f"'{key}' is not a key of the run's config")
         base = OmegaConf.merge(base, OmegaConf.from_dotlist([override]))
     if base.judge.name == "none":
-        raise JudgeCliError("error: judge=none judges nothing; choose embedding, local or paper")
+        raise JudgeCliError("judge=none judges nothing; choose embedding, local or paper")
     return base
 
 
@@ -83,12 +83,14 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
     from somabench.judges.panel import reference_dir_of
 
     ref = reference_dir_of(run_dir, cfg)
-    if ref is not None and (ref / "records.jsonl").exists():
+    if ref is not None and (ref / TURNS_FILE).exists():
         return ref
     log.info("%s has no Original reference yet: generating it (model.F, same dialogues)", run_dir)
+    from somabench.config import progress_enabled
     from somabench.data import load_dialogues
+    from somabench.reference import ensure_reference
     from somabench.registry import load_builtin
-    from somabench.runner import RunContext, ensure_reference, progress_enabled
+    from somabench.runner import RunContext
 
     load_builtin()
     dialogues = load_dialogues(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from somabench.rundir import DIALOGUES_FILE, TURNS_FILE
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # bump on rename/removal/meaning change and add a migration below
-TURNS_FILE = "records.jsonl"
-DIALOGUES_FILE = "dialogues.jsonl"
 
 
 @dataclass

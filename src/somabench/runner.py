@@ -1,22 +1,18 @@
 """The one loop over dialogues and turns that every method runs in.
 
 Why: methods only decide who answers and with what context (``Method.plan``); everything
-else (batching across dialogues, generation, token accounting, records, resume, the shared
-Original reference) happens here once.
+else (batching across dialogues, generation, token accounting, records, resume) happens here once.
+The shared Original reference lives in ``somabench.reference``; the run-dir contract (file
+names, config hash) in ``somabench.rundir``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,25 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from somabench.backends import build_backend
 from somabench.backends.base import BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
+from somabench.config import progress_enabled
 from somabench.methods import Method, Session, TurnPlan, usage_of
-from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage, load_turns
-from somabench.registry import methods
+from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
+from somabench.rundir import ERRORS_FILE, MODEL_ROLES, config_hash
 
 log = logging.getLogger(__name__)
 
-ROLES = ("F", "G")
-# Keys that never change what a run produces: excluded from the config hash.
-NON_OUTPUT_KEYS = ("paths", "hydra", "logger", "progress", "judge", "report", "task_name",
-                   "run_name", "tags", "limit", "shard", "batch_size", "fail_on_error")
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config minus bookkeeping keys (limit/shard/batch select, not change)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_OUTPUT_KEYS:
-        data.pop(key, None)
-    blob = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+ROLES = MODEL_ROLES
 
 
 class RunContext:
@@ -114,7 +99,7 @@ class Runner:
         self.reference_key = reference_key
         self.history_mode = history_mode
         self.cfg_hash = config_hash(cfg)
-        self.errors_path = store.run_dir / "errors.jsonl"
+        self.errors_path = store.run_dir / ERRORS_FILE
 
     def serve(self, dialogues: list[Any], batch_size: int, progress: bool = False) -> dict[str, int]:
         todo = [d for d in dialogues if d.id not in self.store.finished]
@@ -257,61 +242,4 @@ def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
     return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True)
 
 
-def progress_enabled(cfg: DictConfig) -> bool:
-    setting = cfg.get("progress", "auto")
-    return sys.stderr.isatty() if setting == "auto" else bool(setting)
-
-
-# -- the shared Original reference ---------------------------------------------------------
-def reference_key(cfg: DictConfig) -> str:
-    """One reference per (F, dataset, its selection knobs, generation settings)."""
-    data = {
-        "F": OmegaConf.to_container(cfg.model.F, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "generation": OmegaConf.to_container(cfg.generation, resolve=True),
-    }
-    for transport in ("timeout", "max_retries", "concurrency", "backoff_initial", "backoff_max"):
-        data["F"].pop(transport, None)
-    for selection in ("sample", "min_turns", "max_turns", "tasks", "context_dependent_only"):
-        data["dataset"].pop(selection, None)  # selection changes which dialogues, not answers
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{cfg.dataset.name}-{cfg.model.family}-{digest[:10]}"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Process lock so parallel sweep jobs generate a shared reference once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Any],
-                     progress: bool) -> tuple[dict[str, list[str]], str, Path]:
-    """Generate (or resume) the Original run for these dialogues and return its answers."""
-    key = reference_key(cfg)
-    ref_dir = Path(cfg.paths.reference_root) / key
-    with _locked(ref_dir.parent / f".{key}.lock"):
-        store = RecordStore(ref_dir)
-        missing = [d for d in dialogues if d.id not in store.finished]
-        if missing:
-            log.info("reference: generating the Original for %d dialogue(s) in %s", len(missing), ref_dir)
-            original = methods.get("original")(OmegaConf.create({"name": "original"}), ctx)
-            runner = Runner(cfg, ctx, original, store, run_id=f"reference/{key}", reference=None,
-                            reference_key=None, history_mode="own")
-            counts = runner.serve(missing, int(cfg.batch_size), progress)
-            if counts["errored"]:
-                raise BackendError(f"the Original reference failed for {counts['errored']} "
-                                   f"dialogue(s); see {ref_dir / 'errors.jsonl'}")
-            meta = ref_dir / "reference.json"
-            if not meta.exists():
-                meta.write_text(json.dumps({"key": key, "config": OmegaConf.to_container(
-                    cfg.model.F, resolve=True), "dataset": cfg.dataset.name}, indent=2, default=str))
-    answers: dict[str, list[str]] = {}
-    for record in sorted(load_turns(ref_dir), key=lambda r: (r.dialogue_id, r.turn)):
-        answers.setdefault(record.dialogue_id, []).append(record.response)
-    return answers, key, ref_dir
+__all__ = ["ROLES", "RunContext", "Runner", "config_hash", "progress_enabled"]

@@ -16,32 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from somabench.rundir import RUN_HEADER, now, read_header, update_header
+from somabench.task import JUDGE_METRIC, run_dir_of, run_task
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "sweep_status.json"
 FAILURES_FILE = "sweep_failures.jsonl"  # one line per failed job (appended by the job itself)
-RUN_HEADER = "run.json"          # written by somabench.task
-JUDGE_HEADER = "judge.json"      # written by somabench.judges.panel
-SUMMARY_CSV = "summary.csv"      # written by somabench.task._summarize
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # run.json "updated" (somabench.task.write_header)
 SQLITE_PREFIX = "sqlite:///"     # SQLAlchemy URL of a sqlite file (Optuna storage)
-# summary.csv column -> metric name usable as ``optimized_metric`` (STYLE 5.1: area/name).
-SUMMARY_METRICS = {
-    "total_tokens/dlg": "tokens/total_per_dialogue",
-    "F_tokens/dlg": "tokens/F_per_dialogue",
-    "G_tokens/dlg": "tokens/G_per_dialogue",
-    "adapt_tokens/dlg": "tokens/adapt_per_dialogue",
-    "served_by_G_%": "served/G_pct",
-    "throughput_tok/s": "speed/tps",
-    "wall_s/dlg": "speed/wall_s_per_dialogue",
-}
 
 
 class SweepJobError(RuntimeError):
@@ -71,16 +59,15 @@ def is_search(sweeper_cfg: Any) -> bool:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """The Hydra task: ``run_task`` as is for a single run; inside a multirun a failure is
-    logged and recorded, then either swallowed (grid sweeps go on) or handed to a search
-    sweeper (Optuna marks the trial failed)."""
-    from somabench.task import run_dir_of, run_task
-
+    """The Hydra task: ``run_task`` then the objective it is asked for (recorded in
+    ``run.json``). A single run raises; inside a multirun a failure is logged and recorded,
+    then either swallowed (grid sweeps go on) or handed to a search sweeper (Optuna marks the
+    trial failed)."""
     if not in_multirun():
-        return run_task(cfg)
+        return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
     search = is_search(_hydra_cfg().sweeper)
     try:
-        return run_task(cfg)
+        return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit included: it must not end the sweep
@@ -104,7 +91,7 @@ def _note_failure(run_dir: Path, error: str) -> None:
     sweep_dir = Path(hc.sweep.dir)
     line = {"job": str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir)
             else str(run_dir), "status": "error", "error": error,
-            "updated": time.strftime(TIME_FORMAT)}
+            "updated": now()}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with (sweep_dir / FAILURES_FILE).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, default=str) + "\n")
@@ -163,7 +150,7 @@ class SweepStatus(Callback):
         self.started: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.strftime(TIME_FORMAT)
+        self.started = now()
         storage = sqlite_path(config.hydra.sweeper.get("storage"))
         if storage is not None:  # sqlite cannot create the folder of its file
             storage.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +160,7 @@ class SweepStatus(Callback):
         rows = job_status(sweep_dir, since=self.started)
         failed = [r for r in rows if r["status"] != "success"]
         summary = {"sweep_dir": str(sweep_dir), "started": self.started,
-                   "finished": time.strftime(TIME_FORMAT), "jobs": len(rows),
+                   "finished": now(), "jobs": len(rows),
                    "success": len(rows) - len(failed), "failed": len(failed), "rows": rows}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STATUS_FILE).write_text(json.dumps(summary, indent=2, default=str),
@@ -191,29 +178,23 @@ class SweepStatus(Callback):
 
 
 # -- the search objective ------------------------------------------------------------------
-def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
-    """Metrics of one finished job: the judge's (``sim/...``) and the run summary's."""
-    metrics: dict[str, Any] = {"sim/judge_mean": judged}
-    judge_header = run_dir / JUDGE_HEADER
-    if judge_header.exists():
-        stored = json.loads(judge_header.read_text(encoding="utf-8")).get("metrics") or {}
-        metrics.update({k: v for k, v in stored.items() if k != "objective"})
-        metrics["sim/judge_mean"] = judged if judged is not None else stored.get("objective")
-    summary = run_dir / SUMMARY_CSV
-    if summary.exists():
-        import pandas as pd
-
-        table = pd.read_csv(summary)
-        if len(table) == 1:
-            for column, name in SUMMARY_METRICS.items():
-                if column in table.columns:
-                    value = table[column].iloc[0]
-                    metrics[name] = None if pd.isna(value) else float(value)
-    return metrics
+def objective_of(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> float | None:
+    """The job's objective (:func:`search_objective`), recorded in its ``run.json``; a wrong
+    ``optimized_metric`` marks the run failed."""
+    try:
+        objective = search_objective(cfg, metrics, run_dir)
+    except (KeyError, RuntimeError) as exc:
+        if read_header(run_dir) is not None:
+            update_header(run_dir, status="error", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if read_header(run_dir) is not None:
+        update_header(run_dir, objective=objective)
+    return objective
 
 
-def search_objective(cfg: DictConfig, run_dir: Path, judged: float | None) -> float | None:
-    """The value returned to the sweeper.
+def search_objective(cfg: DictConfig, metrics: dict[str, Any],
+                     run_dir: Path | None = None) -> float | None:
+    """The value returned to the sweeper, picked from the task's ``metrics``.
 
     Without ``optimized_metric`` (plain runs): the judge's objective, unchanged. With it (an
     ``hparams_search`` config): that metric minus ``token_penalty`` x total tokens per
@@ -221,17 +202,17 @@ def search_objective(cfg: DictConfig, run_dir: Path, judged: float | None) -> fl
     """
     metric = cfg.get("optimized_metric")
     if metric is None:
-        return judged
-    metrics = run_metrics(run_dir, judged)
+        return metrics.get(JUDGE_METRIC)
+    where = f" ({run_dir})" if run_dir is not None else ""
     if metric not in metrics:
         raise KeyError(
-            f"optimized_metric={metric} is not a metric of this run ({run_dir}). Available: "
+            f"optimized_metric={metric} is not a metric of this run{where}. Available: "
             f"{', '.join(sorted(metrics))}. Fix it in conf/hparams_search/ or override "
-            f"optimized_metric=sim/judge_mean")
+            f"optimized_metric={JUDGE_METRIC}")
     value = metrics[metric]
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise RuntimeError(
-            f"optimized_metric={metric} has no value for {run_dir} (judge={cfg.judge.name}: "
+            f"optimized_metric={metric} has no value{where} (judge={cfg.judge.name}: "
             f"no scored turn?). A search needs a judge: judge=embedding (proxy) or judge=paper")
     penalty = float(cfg.get("token_penalty") or 0.0)
     objective = float(value)
@@ -239,7 +220,7 @@ def search_objective(cfg: DictConfig, run_dir: Path, judged: float | None) -> fl
         tokens = metrics.get("tokens/total_per_dialogue")
         if tokens is None:
             raise RuntimeError(f"token_penalty={penalty} needs tokens/total_per_dialogue, "
-                               f"missing in {run_dir / SUMMARY_CSV}")
+                               f"missing in the run summary{where}")
         objective -= penalty * tokens
         log.info("objective = %s %.4f - token_penalty %g x %.1f tokens/dialogue = %.4f",
                  metric, float(value), penalty, tokens, objective)

@@ -1,13 +1,15 @@
 """One Hydra job: generate -> judge -> summarize, with a run header and a safe ``finally``.
 
 Why a wrapper: a failed job in a multirun must be reported and not kill the sweep, W&B must be
-closed per job, and every run directory must say what produced it (``run.json``).
+closed per job, and every run directory must say what produced it (``run.json``, whose format
+``somabench.rundir`` owns). The task returns the run's metrics; the caller (the CLI, a sweep,
+an Optuna search) picks its objective from them (``somabench.sweep.search_objective``), as
+lightning-hydra-template's ``train.py`` returns ``metric_dict``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import subprocess
 import time
@@ -16,14 +18,38 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from somabench.records import RecordStore, load_dialogues, load_turns
+from somabench.errors import ConfigError, RunDirConflict, RunFailedError
+from somabench.records import load_dialogues, load_turns
 from somabench.registry import load_builtin, methods
+from somabench.rundir import (
+    ERRORS_FILE,
+    JUDGE_HEADER,
+    SUMMARY_CSV,
+    SUMMARY_MD,
+    RunStatus,
+    config_hash,
+    now,
+    read_header,
+    read_json,
+    served_anything,
+)
+from somabench.rundir import write_header as write_header_file
 
 log = logging.getLogger(__name__)
 
-RUN_HEADER = "run.json"
 PACKAGES = ("somabench", "torch", "transformers", "peft", "sentence-transformers", "hydra-core",
             "omegaconf", "openai", "numpy", "pandas", "vllm", "llmlingua", "routellm", "wandb")
+# summary.csv column -> metric name usable as ``optimized_metric`` (STYLE 5.1: area/name).
+SUMMARY_METRICS = {
+    "total_tokens/dlg": "tokens/total_per_dialogue",
+    "F_tokens/dlg": "tokens/F_per_dialogue",
+    "G_tokens/dlg": "tokens/G_per_dialogue",
+    "adapt_tokens/dlg": "tokens/adapt_per_dialogue",
+    "served_by_G_%": "served/G_pct",
+    "throughput_tok/s": "speed/tps",
+    "wall_s/dlg": "speed/wall_s_per_dialogue",
+}
+JUDGE_METRIC = "sim/judge_mean"  # the panel's objective (similarity %, all turns)
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -58,42 +84,73 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def write_header(run_dir: Path, cfg: DictConfig, status: str, **extra: Any) -> None:
-    from somabench.runner import config_hash
-
-    path = run_dir / RUN_HEADER
-    header = json.loads(path.read_text()) if path.exists() else {}
+def claim_run_dir(run_dir: Path, current: str) -> dict[str, Any]:
+    """The header to start from. A dir holding another config is refused, unless that run
+    failed before serving a dialogue (nothing to protect): then the new config takes it over."""
+    header = read_header(run_dir) or {}
     previous = header.get("config_hash")
+    if not previous or previous == current:
+        return header
+    if header.get("status") == "error" and not served_anything(run_dir):
+        log.warning("%s held a run (config %s) that failed before serving anything (%s); "
+                    "this config (%s) takes the directory over", run_dir, previous,
+                    header.get("error"), current)
+        return {}
+    raise RunDirConflict(
+        f"{run_dir} already holds a run with a different config (hash {previous}, now "
+        f"{current}). Resuming would mix results. Use another run name (run_name=... or "
+        f"task_name=...) or delete that directory.")
+
+
+def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **extra: Any) -> None:
+    """Write ``run.json``: status, config hash, git, packages, resolved config (+ ``extra``)."""
     current = config_hash(cfg)
-    if previous and previous != current and status == "started":
-        raise SystemExit(
-            f"error: {run_dir} already holds a run with a different config (hash {previous}, now "
-            f"{current}). Resuming would mix results. Use another run name (run_name=... or "
-            f"task_name=...) or delete that directory."
-        )
+    header = claim_run_dir(run_dir, current) if status == "started" else (read_header(run_dir) or {})
     header.update({
         "status": status, "config_hash": current, "git": git_state(),
         "packages": package_versions(), "config": OmegaConf.to_container(cfg, resolve=True),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
+        "updated": now(), **extra,
     })
     header.setdefault("started", header["updated"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(header, indent=2, default=str))
-    tmp.replace(path)
+    write_header_file(run_dir, header)
 
 
-def run_task(cfg: DictConfig) -> float | None:
-    """Generate, judge and summarize one (method, dataset, model) job; returns the objective."""
-    from somabench.runner import RunContext, Runner, ensure_reference, progress_enabled
+def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
+    """Metrics of one finished job: the judge's (``sim/...``) and the run summary's."""
+    metrics: dict[str, Any] = {JUDGE_METRIC: judged}
+    stored_header = read_json(run_dir / JUDGE_HEADER)
+    if stored_header is not None:
+        stored = stored_header.get("metrics") or {}
+        metrics.update({k: v for k, v in stored.items() if k != "objective"})
+        metrics[JUDGE_METRIC] = judged if judged is not None else stored.get("objective")
+    summary = run_dir / SUMMARY_CSV
+    if summary.exists():
+        import pandas as pd
+
+        table = pd.read_csv(summary)
+        if len(table) == 1:
+            for column, name in SUMMARY_METRICS.items():
+                if column in table.columns:
+                    value = table[column].iloc[0]
+                    metrics[name] = None if pd.isna(value) else float(value)
+    return metrics
+
+
+def run_task(cfg: DictConfig) -> dict[str, Any]:
+    """Generate, judge and summarize one (method, dataset, model) job; returns its metrics
+    (``sim/judge_mean`` is None without a judge)."""
+    from somabench.config import progress_enabled
+    from somabench.records import RecordStore
+    from somabench.reference import ensure_reference
+    from somabench.runner import RunContext, Runner
 
     load_builtin()
     run_dir = run_dir_of(cfg)
     write_header(run_dir, cfg, "started")
     started = time.perf_counter()
     ctx = None
-    status = "error"
-    objective = None
+    status: RunStatus = "error"
+    metrics: dict[str, Any] | None = None
     error = None
     wandb_run = None
     try:
@@ -104,8 +161,8 @@ def run_task(cfg: DictConfig) -> float | None:
 
         dialogues = load_data(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)
         if not dialogues:
-            raise SystemExit(f"error: dataset '{cfg.dataset.name}' selected no dialogues "
-                             f"(limit={cfg.limit}, shard={cfg.shard}); loosen the filters")
+            raise ConfigError(f"dataset '{cfg.dataset.name}' selected no dialogues "
+                              f"(limit={cfg.limit}, shard={cfg.shard}); loosen the filters")
         method_cls = methods.get(cfg.method.name)
         ctx = RunContext(cfg)
         progress = progress_enabled(cfg)
@@ -124,27 +181,24 @@ def run_task(cfg: DictConfig) -> float | None:
                         reference_key=ref_key, history_mode=str(cfg.history))
         counts = runner.serve(dialogues, int(cfg.batch_size), progress)
         log.info("%s", ctx.cache_stats())
-        objective = _judge(cfg, run_dir)
+        judged = _judge(cfg, run_dir)
         _summarize(cfg, run_dir, {d.id for d in dialogues})
-        # hparams_search: optimized_metric minus token_penalty (no-op for plain runs)
-        from somabench.sweep import search_objective
-
-        objective = search_objective(cfg, run_dir, objective)
+        metrics = run_metrics(run_dir, judged)
         if wandb_run is not None:
             wandb_run.log_results()
         failed_share = counts["errored"] / max(len(dialogues), 1)
         if failed_share > float(cfg.fail_on_error):
-            raise RuntimeError(
+            raise RunFailedError(
                 f"{counts['errored']} of {len(dialogues)} dialogue(s) failed (> fail_on_error="
-                f"{cfg.fail_on_error}); details in {run_dir / 'errors.jsonl'}; rerun to retry them")
+                f"{cfg.fail_on_error}); details in {run_dir / ERRORS_FILE}; rerun to retry them")
         status = "success"
-        return objective
+        return metrics
     except BaseException as exc:  # recorded in run.json (sweeps list failed jobs from it)
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2),
-                     error=error, objective=objective)
+                     error=error, metrics=metrics)
         if wandb_run is not None:
             wandb_run.finish(status)
         if ctx is not None and ctx.cache is not None:
@@ -169,9 +223,9 @@ def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:
     turns = [t for t in load_turns(run_dir) if t.dialogue_id in selected]
     dialogues = [d for d in load_dialogues(run_dir) if d.dialogue_id in selected]
     table = summary_table(dialogues, turns)
-    table.to_csv(run_dir / "summary.csv", index=False)
+    table.to_csv(run_dir / SUMMARY_CSV, index=False)
     md = to_markdown(table)
-    (run_dir / "summary.md").write_text(md)
+    (run_dir / SUMMARY_MD).write_text(md)
     if cfg.logger.name == "csv":
         import pandas as pd
 
@@ -180,4 +234,4 @@ def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:
     print(f"\n{cfg.method.name} on {cfg.dataset.name} ({cfg.model.family}):\n{md}", flush=True)
 
 
-__all__ = ["run_task"]
+__all__ = ["SUMMARY_METRICS", "run_dir_of", "run_metrics", "run_task", "write_header"]

@@ -20,12 +20,10 @@ import pandas as pd
 
 from somabench.metrics import dialogue_frame, score_frame, turn_frame
 from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
+from somabench.rundir import REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
 
 log = logging.getLogger(__name__)
 
-RUN_HEADER = "run.json"          # written by somabench.task
-SCORES_FILE = "scores.jsonl"     # written by the judge panel
-REFERENCE_META = "reference.json"  # written by somabench.runner.ensure_reference
 REFERENCE_SUBDIR = "reference"   # a reference bundled inside a W&B records artifact
 ARTIFACT_TYPE = "run-records"    # W&B artifact type holding a run dir's files
 WANDB_PREFIX = "wandb:"
@@ -148,16 +146,15 @@ def _excluded(key: str, prefixes: Iterable[str]) -> bool:
 def _label_variants(runs: list[RunInfo], names: dict[str, str], pool_keys: list[str]) -> None:
     """Label runs; runs of one method on one dataset whose configs differ get the differing
     keys in their label (e.g. a warm-window sweep), so they are never pooled silently."""
-    from somabench.runner import NON_OUTPUT_KEYS
-
-    skip = [*NON_OUTPUT_KEYS, *pool_keys]
+    skip = list(pool_keys)
     groups: dict[tuple[str, str, str], list[RunInfo]] = {}
     for run in runs:
         run.label = names.get(run.method, run.method)
         if run.kind == "run":
             groups.setdefault((run.family, run.method, run.dataset), []).append(run)
     for group in groups.values():
-        flat = {r.key: {k: v for k, v in flatten_config(r.config).items() if not _excluded(k, skip)}
+        flat = {r.key: {k: v for k, v in flatten_config(r.config).items()
+                        if not is_non_output(k) and not _excluded(k, skip)}
                 for r in group}
         keys = sorted({k for f in flat.values() for k in f})
         differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1]
@@ -188,7 +185,7 @@ def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
         return None
     if meta or first.method == ORIGINAL:
         ref_key = meta.get("key") or run_dir.name
-        # reference keys are "<dataset>-<family>-<digest>" (somabench.runner.reference_key)
+        # reference keys are "<dataset>-<family>-<digest>" (somabench.reference.reference_key)
         parts = ref_key.rsplit("-", 1)[0].split("-", 1)
         family = parts[1] if len(parts) == 2 else "?"
         return RunInfo(key=key, path=run_dir, kind="reference", method=ORIGINAL, dataset=first.dataset,

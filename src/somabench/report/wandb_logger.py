@@ -21,7 +21,15 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
+from somabench.records import load_dialogues, load_turns
+from somabench.rundir import (
+    DIALOGUES_FILE,
+    REFERENCE_META,
+    RUN_HEADER,
+    SCORES_FILE,
+    SUMMARY_CSV,
+    TURNS_FILE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,7 @@ SECRET_KEY = re.compile(r"(^|_)(api_key|apikey|secret|password|passwd|token|auth
 # Environment variables whose values are treated as secrets wherever they appear in a config.
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
 MIN_SECRET_LEN = 8  # shorter env values are flags/ids, not credentials; redacting them would garble configs
-ARTIFACT_FILES = (TURNS_FILE, DIALOGUES_FILE, "scores.jsonl", "run.json", "summary.csv")
+ARTIFACT_FILES = (TURNS_FILE, DIALOGUES_FILE, SCORES_FILE, RUN_HEADER, SUMMARY_CSV)
 
 
 def scrub(config: Any, env: dict[str, str] | None = None) -> Any:
@@ -114,7 +122,7 @@ class WandbLogger:
 
         turns = load_turns(self.run_dir)
         dialogues = load_dialogues(self.run_dir)
-        scores = score_frame(_read_jsonl(self.run_dir / "scores.jsonl"))
+        scores = score_frame(_read_jsonl(self.run_dir / SCORES_FILE))
         report = self.cfg.report
         sim_scores = scores[score_metric(scores) == str(report.similarity_metric)] if not scores.empty else scores
         per_turn_sim = similarity_per_turn(sim_scores, ["dialogue_id"]) if not sim_scores.empty else None
@@ -197,12 +205,7 @@ def artifact_contents(run_dir: Path) -> dict[str, Path | str]:
     """What the ``run-records`` artifact holds, by name: the run's record files (run.json with a
     scrubbed config, as text) and its Original reference under ``reference/``. A download of it
     is a run dir that ``somabench.report.collect`` reads like a local one."""
-    from somabench.report.collect import (
-        REFERENCE_META,
-        REFERENCE_SUBDIR,
-        RUN_HEADER,
-        resolve_reference,
-    )
+    from somabench.report.collect import REFERENCE_SUBDIR, resolve_reference
 
     out: dict[str, Path | str] = {}
     header: dict[str, Any] = {}
