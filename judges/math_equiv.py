@@ -119,7 +119,8 @@ def last_boxed(text: str) -> str | None:
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(.+?)(?:\.\s|\.$|\n|$)",
     re.IGNORECASE | re.DOTALL)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# the last number: a fraction a/b, a number with thousands separators, a decimal or an integer
+_NUMBER = re.compile(r"-?\d+/\d+|-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
 
 def _unwrap_math(text: str) -> str:
@@ -145,7 +146,7 @@ def extract_answer(reply: str | None) -> Extraction:
             return Extraction(candidate, "answer_is")
     numbers = _NUMBER.findall(reply)
     if numbers:
-        return Extraction(numbers[-1].rstrip(","), "last_number")
+        return Extraction(numbers[-1], "last_number")
     return Extraction(None, None)
 
 

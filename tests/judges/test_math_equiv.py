@@ -70,6 +70,8 @@ def test_extraction_order_boxed_then_answer_is_then_last_number() -> None:
     got = extract_answer("3 apples plus 4 apples make 7 apples")
     assert (got.answer, got.method) == ("7", "last_number")
     assert extract_answer("1,234 people came").answer == "1,234"
+    assert extract_answer("so the probability is 1/3").answer == "1/3"  # a fraction, not 3
+    assert extract_answer("values 1, 2, 3").answer == "3"  # a list is not one number
 
 
 def test_normalisation_examples() -> None:
