@@ -96,10 +96,12 @@ class Soma(SwitchingMethod):
         session.state["mined"] = {}
         session.adaptation["knobs"] = {
             "M": self.n_candidates, "W": self.switch_cfg.warm_window,
-            "B": self.switch_cfg.gate.consecutive_hits,
+            "m": self.switch_cfg.gate.consecutive_hits,
+            "B": self.switch_cfg.acceptance.batch,  # None: Thm. 2 per dialogue (sigma estimated)
             "M_source": "theory" if self.cfg.soft_prompt.n_candidates == AUTO else "config",
             "W_source": "theory" if self.cfg.switch.warm_window == AUTO else "config",
-            "B_note": "acceptance batch = the m consecutive gate turns",
+            "B_source": "config" if self.switch_cfg.acceptance.batch is not None else
+                        "thm2 (per dialogue: adaptation.switch.acceptance)",
             "theory": {k: (round(v, 6) if isinstance(v, float) else v)
                        for k, v in self.theory_values.items()},
         }
@@ -141,8 +143,9 @@ class Soma(SwitchingMethod):
         return texts
 
     def on_rollback(self, session: Session, turn: int) -> None:
-        """Refresh the summary's centroid on the new window (paper Sec. 3.3)."""
-        start = max(turn - self.switch_cfg.drift.window + 1, 0)
+        """Refresh the summary's centroid on the new window (paper Sec. 3.3): the drift
+        monitor's refreshed window starts at the first query of the drifted sliding window."""
+        start = self._state(session).drift.since
         session.state["summary_from"] = start
         refreshes = session.adaptation.setdefault("summary_refreshes", [])
         refreshes.append({"turn": turn, "centroid_from": start})

@@ -1,4 +1,4 @@
-"""The one-time F -> G switch with a calibrated cosine gate and a drift rollback (shared).
+"""The one-time F -> G switch: cosine gate + acceptance test, drift rollback (shared).
 
 Why one module: SOMA, History-Prefix and History-FT all switch the same way (paper Sec. 3.3,
 Sec. 4.1, App. B.3 "The switching is the same as SOMA"); only *what* G answers with differs.
@@ -6,93 +6,64 @@ The decision logic lives here once, so the baselines and SOMA produce identical 
 
 The protocol (per dialogue)
 ---------------------------
-1. **Warm window**: F serves turns ``0 .. W-1`` with the full history. A dialogue with fewer
-   than ``W + consecutive_hits + 1`` turns cannot pay off a switch (no turn would be left for
-   G), so F serves all of it and the reason is recorded (``switch.require_payoff``).
-2. **Calibration** (once, when the warm window is complete): the gate threshold is the
-   conservative empirical ``(1 - alpha_hit)`` quantile of *null* scores, i.e. cosines
-   ``cos(phi(x), phi(y))`` between texts answering *different* warm turns (a permutation-style
-   null: how close an answer that does not answer this query gets to F's answer). With
-   ``n`` null scores sorted ascending, ``k = ceil((n + 1)(1 - alpha_hit))``; the threshold is
-   the k-th score, so an exchangeable null score exceeds it with probability
-   ``<= (n + 1 - k)/(n + 1) <= alpha_hit``. A hit needs ``score > threshold``. Requiring
-   ``m`` consecutive hits, the per-hit rate is ``alpha_hit = rate ** (1/m)`` so that a run of
-   ``m`` null hits (a false switch) has probability ``<= rate`` (independence assumption);
-   ``gate.per_hit_rate`` can set it directly. Too few null scores for the requested rate
-   (``k > n``) fall back (``gate.fallback``) to the largest null score (``max_null``: per-hit
-   rate ``<= 1/(n+1)``, recorded) or to ``gate.max_threshold`` (``insufficient_null``). The
-   result is clipped to ``[min_threshold, max_threshold]``. ``gate.threshold`` may instead
-   be a fixed number.
-3. **Gate turns**: F keeps serving (so early quality is F's); the method's candidate answer
-   (G's answer with the context G would serve with) is scored against F's served answer:
-   ``score = cos(phi(candidate), phi(a^F))``. ``m`` consecutive hits switch, once.
-   Optionally (``gate.locality``) a hit also needs the query to stay near the warm centroid
-   (the drift similarity below is >= the drift threshold), the reference implementation's
-   "locality gate".
-4. **After the switch** G serves. The **drift monitor** compares the mean embedding of the
-   last ``drift.window`` queries (current one included) with the anchor centroid (the warm
-   queries, later the refreshed window). If the cosine falls below ``drift.threshold``, or
-   the similarity fell over the last ``drift.recheck_turns`` checks by at least
-   ``drift.recheck_drop`` in total ("a quick recheck indicates growing divergence"), F
-   serves *this one turn* (rollback); the anchor is then refreshed on the new window and G
-   continues. ``drift.max_rollbacks`` caps rollbacks per dialogue (null: no cap).
+1. **Warm window**: F serves turns ``0 .. W-1`` with the full history. No decision reads the
+   dialogue's length: a deployment never knows how many turns remain. Only an explicit
+   ``switch.expected_turns`` hint (off by default; ``oracle`` = the true length, recorded as an
+   oracle) lets ``require_payoff`` skip adaptation/gating that could not leave a turn for G.
+2. **End of the warm window** (right after turn W-1, i.e. at the start of turn W, or in
+   ``finish`` when the dialogue ended exactly there: the deployment had already paid for it):
+   the method adapts G (``adapt``), then
+   * the **cosine gate** is calibrated: its threshold is the conservative empirical
+     ``(1 - alpha_hit)`` quantile of *null* scores, cosines between texts answering
+     *different* warm turns (F's answers, SOMA's mined F answers, the adapted and the
+     un-adapted G's warm answers). With ``n`` null scores sorted ascending,
+     ``k = ceil((n + 1)(1 - alpha_hit))``; the threshold is the k-th score, so an exchangeable
+     null score exceeds it with probability ``<= alpha_hit``; ``alpha_hit = rate ** (1/m)`` so a
+     run of ``m`` null hits (a false switch) has probability ``<= rate`` (Cor. 2 / Sec. 5,
+     independence assumed). Too few null scores (``k > n``) fall back (``gate.fallback``) to
+     the largest null score (``max_null``; per-hit bound ``1/(n+1)`` and the false-switch bound
+     ``(1/(n+1))**m`` are recorded) or to ``gate.max_threshold``. With W = 2 every null score
+     comes from the one pair of warm turns; the record says so (``null_turn_pairs``).
+   * the **acceptance test** (Cor. 1 / Thm. 2, ``soma/acceptance.py``) is sized: sigma_Delta is
+     estimated from Gap_old - Gap_new of the un-adapted vs adapted G on the warm contexts and
+     |B| follows Thm. 2 (or ``acceptance.batch``). A method that did not adapt G has
+     old == new: the test is not applicable (recorded) and the cosine gate alone decides.
+3. **Gate turns**: F keeps serving (so early quality is F's); the adapted G's candidate (with
+   the context G would serve with) and, for the acceptance test, the un-adapted G's candidate
+   on the same messages are scored against F's answer: ``score = cos(phi(cand), phi(a^F))``.
+   G serves from the next turn once **both** hold: ``m`` consecutive cosine hits
+   (``score > threshold``) and ``Delta = mean Gap_old - mean Gap_new >= epsilon`` over >= |B|
+   gate contexts. One switch per dialogue.
+4. **After the switch** G serves; the **drift monitor** (``soma/drift.py``: sliding query
+   average vs running content centroid, checked after every turn) hands the *next* turn to F
+   when it fires (rollback), then refreshes its window (SOMA refreshes its summary too).
 
-Config (``method.switch``; shared file ``conf/method/switch/default.yaml``, pulled in by a
-method yaml with ``defaults: [{switch: default}, _self_]``; override per method below it)::
+Config: ``method.switch`` (shared file ``conf/method/switch/default.yaml``; family budgets in
+``conf/method/family/switch/<model>.yaml``).
 
-    switch:
-      warm_window: 2            # W (turns F serves before any gate)
-      require_payoff: true      # skip gating when no turn could be left for G
-      gate:
-        threshold: auto         # auto (calibrated) | a number
-        false_switch_rate: 0.05 # paper Sec. 5 / Cor. 2: <= 5 % false switches
-        per_hit_rate: auto      # auto: false_switch_rate ** (1/consecutive_hits)
-        consecutive_hits: 2     # m (paper: 2-3)
-        fallback: max_null      # too few null scores: max_null | max_threshold
-        min_threshold: ...      # clip of the calibrated threshold
-        max_threshold: ...
-        locality: false
-      drift:
-        enabled: true
-        window: 2
-        threshold: ...
-        recheck_turns: 2
-        recheck_drop: ...
-        max_rollbacks: null
-
-Usage: subclass ``SwitchingMethod`` and supply the two G hooks (a baseline needs ~20 lines)::
-
-    from somabench.soma.switching import SwitchingMethod
+Usage: subclass ``SwitchingMethod`` and supply the G hooks (a baseline needs ~20 lines)::
 
     class HistoryPrefix(SwitchingMethod):
         name = "history_prefix"
-        needs_reference = True
 
         def g_messages(self, session, turn):
-            # what G sees when it answers turn `turn` (gate candidate and served turns alike)
-            return session.full_messages(turn, session.reference_history(turn))
+            # what G sees for turn `turn` (gate candidates and served turns alike); may be
+            # called for an earlier (warm) turn: use only session.history[:turn]
+            return session.full_messages(turn, session.history[:turn])
 
-        # optional hooks: adapt(session) (train at the end of the warm window; History-FT),
-        # candidate(session, turn) -> Completion (default: G on g_messages, no cache bypass),
-        # serve_label(session) -> "G" / "G+lora", null_texts(session) -> extra warm texts,
-        # on_rollback(session, turn), g_context(session, turn) -> record context dict.
-        # g_messages may be called for an earlier turn (warm candidates for calibration):
-        # use only the history before `turn` (session.history[:turn]).
-        # warm_candidates() -> bool (default True: W extra G calls make the null larger).
+        # optional hooks: adapt(session) (train G at the end of the warm window),
+        # candidates(session, turns) -> [Completion] (default: one batched G call on
+        # g_messages), serve_label(session), null_texts(session), on_rollback(session, turn),
+        # g_context(session, turn), release(session).
 
-    Costs: time adaptation work with ``with self.timed(session, "lora"): ...`` (adds
-    ``lora_s``, ``lora_cpu_s`` and ``seconds_total`` to ``session.adaptation``); the gate's own
-    work is timed as ``gate_s``; G tokens of gate candidates (warm and gate turns) go to
-    ``session.adaptation_tokens["G"]`` and each gate turn's candidate text/tokens to
-    ``plan.extra``.
+Costs: ``with self.timed(session, "lora"): ...`` adds ``lora_s``/``lora_cpu_s`` and
+``seconds_total`` to ``session.adaptation``; the gate's own work is ``gate_s``, the drift
+monitor's encoder work ``drift_s``. G tokens of every gate candidate (warm calibration, warm
+old-G answers, gate turns: adapted and un-adapted) go to ``session.adaptation_tokens["G"]``.
 
-The pure decision logic is also usable without a Method: ``SwitchController`` (calibrate,
-route, score) with a ``SwitchState`` per dialogue; see ``tests/soma/test_switching.py``.
-
-Records: every turn's ``gate`` dict has the same keys (``GATE_KEYS``): phase (warm |
-too_short | gate | no_payoff | switched | rollback), score, threshold, hits, consecutive_required,
-switched (state after this turn), switch_turn, rollback, drift_similarity, reason. The
-calibration details go to ``session.adaptation["switch"]``.
+Records: every turn's ``gate`` dict has the same keys (``GATE_KEYS``); calibration, acceptance
+(Delta, |B|, sigma estimate, batch turns), drift refreshes and the expected-turns hint go to
+``session.adaptation["switch"]``.
 """
 
 from __future__ import annotations
@@ -102,7 +73,7 @@ import logging
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,12 +81,17 @@ import numpy as np
 
 from somabench.backends.base import Completion
 from somabench.methods import Method, Session, TurnPlan, usage_of
+from somabench.soma.acceptance import AcceptanceConfig, AcceptanceState
+from somabench.soma.acceptance import gaps as gap_rows
+from somabench.soma.drift import DriftConfig, DriftMonitor, DriftState
 
 log = logging.getLogger(__name__)
 
 GATE_KEYS = ("phase", "score", "threshold", "hits", "consecutive_required", "switched",
-             "switch_turn", "rollback", "drift_similarity", "reason")
+             "switch_turn", "rollback", "drift_similarity", "reason", "gap_old", "gap_new",
+             "Delta", "batch_n", "batch_required", "accepted")
 AUTO = "auto"
+ORACLE = "oracle"
 FALLBACKS = ("max_null", "max_threshold")
 
 
@@ -140,75 +116,72 @@ class GateConfig:
             return self.per_hit_rate
         return self.false_switch_rate ** (1.0 / self.consecutive_hits)
 
-
-@dataclass(frozen=True)
-class DriftConfig:
-    enabled: bool
-    window: int
-    threshold: float
-    recheck_turns: int
-    recheck_drop: float
-    max_rollbacks: int | None
+    @classmethod
+    def from_cfg(cls, g: Any) -> GateConfig:
+        gate = cls(threshold=_auto_or_float(g["threshold"]),
+                   false_switch_rate=float(g["false_switch_rate"]),
+                   per_hit_rate=_auto_or_float(g["per_hit_rate"]),
+                   consecutive_hits=int(g["consecutive_hits"]), fallback=str(g["fallback"]),
+                   min_threshold=float(g["min_threshold"]),
+                   max_threshold=float(g["max_threshold"]), locality=bool(g["locality"]))
+        if gate.fallback not in FALLBACKS:
+            raise ValueError(f"switch.gate.fallback={gate.fallback!r}; one of {FALLBACKS}")
+        if gate.consecutive_hits < 1:
+            raise ValueError("switch.gate.consecutive_hits must be >= 1")
+        return gate
 
 
 @dataclass(frozen=True)
 class SwitchConfig:
     warm_window: int
+    expected_turns: int | str | None  # None (no hint) | "oracle" | a number (a prior)
     require_payoff: bool
     gate: GateConfig
+    acceptance: AcceptanceConfig
     drift: DriftConfig
 
     @classmethod
     def from_cfg(cls, cfg: Any, warm_window: int | None = None) -> SwitchConfig:
         """Build from the ``method.switch`` node; ``warm_window`` overrides an ``auto`` W."""
-        g, d = cfg["gate"], cfg["drift"]
         w = cfg["warm_window"]
         if w == AUTO:
             if warm_window is None:
                 raise ValueError("switch.warm_window=auto needs the method to compute W "
                                  "(SOMA does, from soma.theory); set a number instead")
             w = warm_window
-        gate = GateConfig(
-            threshold=_auto_or_float(g["threshold"]),
-            false_switch_rate=float(g["false_switch_rate"]),
-            per_hit_rate=_auto_or_float(g["per_hit_rate"]),
-            consecutive_hits=int(g["consecutive_hits"]),
-            fallback=str(g["fallback"]),
-            min_threshold=float(g["min_threshold"]),
-            max_threshold=float(g["max_threshold"]),
-            locality=bool(g["locality"]),
-        )
-        drift = DriftConfig(
-            enabled=bool(d["enabled"]), window=int(d["window"]), threshold=float(d["threshold"]),
-            recheck_turns=int(d["recheck_turns"]), recheck_drop=float(d["recheck_drop"]),
-            max_rollbacks=None if d["max_rollbacks"] is None else int(d["max_rollbacks"]),
-        )
-        if gate.fallback not in FALLBACKS:
-            raise ValueError(f"switch.gate.fallback={gate.fallback!r}; one of {FALLBACKS}")
         if int(w) < 1:
             raise ValueError(f"switch.warm_window must be >= 1, got {w}")
-        if gate.consecutive_hits < 1:
-            raise ValueError("switch.gate.consecutive_hits must be >= 1")
-        return cls(warm_window=int(w), require_payoff=bool(cfg["require_payoff"]), gate=gate,
-                   drift=drift)
+        hint = cfg["expected_turns"]
+        if hint is not None and hint != ORACLE:
+            hint = int(hint)
+            if hint < 1:
+                raise ValueError(f"switch.expected_turns must be null, oracle or >= 1, got {hint}")
+        return cls(warm_window=int(w), expected_turns=hint,
+                   require_payoff=bool(cfg["require_payoff"]),
+                   gate=GateConfig.from_cfg(cfg["gate"]),
+                   acceptance=AcceptanceConfig.from_cfg(cfg["acceptance"]),
+                   drift=DriftConfig.from_cfg(cfg["drift"]))
 
 
 @dataclass
 class SwitchState:
     """One dialogue's switch state (kept in ``session.state``)."""
 
-    n_turns: int
+    expected_turns: int | None = None
+    """The ``expected_turns`` hint (None: no hint, the default)."""
+    expected_source: str | None = None
+    """None | "config" (a deployment's prior) | "oracle" (the dialogue's true length)."""
     phase: str = "warm"
+    warm_done: bool = False
     threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
     hits: int = 0
     scores: list[float] = field(default_factory=list)
+    accepted: bool | None = None
     switch_turn: int | None = None
     rollbacks: list[int] = field(default_factory=list)
-    anchor: np.ndarray | None = None
-    queries: list[np.ndarray] = field(default_factory=list)
-    """Query embeddings since the last anchor refresh (drift window source)."""
-    drift_history: list[float] = field(default_factory=list)
+    acceptance: AcceptanceState = field(default_factory=AcceptanceState)
+    drift: DriftState = field(default_factory=DriftState)
     reason: str | None = None
 
     @property
@@ -218,10 +191,9 @@ class SwitchState:
 
 @dataclass
 class Route:
-    """Who serves a turn: ``phase`` is warm | too_short | gate | switched | rollback."""
+    """Who serves a turn: ``phase`` is warm | too_short | gate | no_payoff | switched | rollback."""
 
     phase: str
-    drift_similarity: float | None = None
     reason: str | None = None
 
     @property
@@ -266,35 +238,39 @@ def cross_turn_scores(reference: list[np.ndarray],
     return scores
 
 
-def _unit(vec: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vec))
-    return vec / norm if norm > 0 else vec
-
-
 class SwitchController:
     """The decision logic only: numbers in, decisions out (no models, no I/O)."""
 
     def __init__(self, cfg: SwitchConfig) -> None:
         self.cfg = cfg
+        self.monitor = DriftMonitor(cfg.drift)
 
-    def new_state(self, n_turns: int) -> SwitchState:
-        state = SwitchState(n_turns=n_turns)
-        needed = self.cfg.warm_window + (self.cfg.gate.consecutive_hits + 1
-                                         if self.cfg.require_payoff else 1)
-        if n_turns < needed:
+    def turns_needed(self, adapts: bool) -> int:
+        """The fewest turns in which a switch can leave G a turn: W + max(m, |B|) + 1."""
+        acc = self.cfg.acceptance
+        batch = acc.batch_lower_bound if adapts and acc.enabled else 0
+        return self.cfg.warm_window + max(self.cfg.gate.consecutive_hits, batch) + 1
+
+    def new_state(self, expected_turns: int | None = None, source: str | None = None,
+                  adapts: bool = False) -> SwitchState:
+        """A dialogue's state. ``expected_turns`` is the hint (None: decide on seen turns only)."""
+        state = SwitchState(expected_turns=expected_turns, expected_source=source)
+        needed = self.turns_needed(adapts)
+        if expected_turns is not None and self.cfg.require_payoff and expected_turns < needed:
             state.phase = "too_short"
-            state.reason = (f"dialogue has {n_turns} turns < W + m + 1 = {needed}: F serves all"
-                            if self.cfg.require_payoff else
-                            f"dialogue has {n_turns} turns < W + 1 = {needed}: F serves all")
+            state.reason = (f"expected_turns ({source}) = {expected_turns} < W + max(m, |B|) + 1"
+                            f" = {needed}: F serves all")
         return state
 
-    # -- calibration --------------------------------------------------------------------------
-    def calibrate(self, state: SwitchState, null_scores: list[float]) -> float:
+    # -- end of the warm window -----------------------------------------------------------------
+    def calibrate(self, state: SwitchState, null_scores: list[float],
+                  null_turn_pairs: int | None = None) -> float:
         """Set the gate threshold from warm-window null scores (see module docstring)."""
         gate = self.cfg.gate
         info: dict[str, Any] = {"n_null": len(null_scores), "alpha_hit": gate.alpha_hit,
                                 "false_switch_rate": gate.false_switch_rate,
-                                "consecutive_hits": gate.consecutive_hits}
+                                "consecutive_hits": gate.consecutive_hits,
+                                "null_turn_pairs": null_turn_pairs}
         if gate.threshold is not None:
             threshold, info["method"] = gate.threshold, "fixed"
         else:
@@ -303,6 +279,7 @@ class SwitchController:
                 # The largest of n exchangeable null scores is exceeded w.p. <= 1/(n+1).
                 threshold, info["method"] = max(null_scores), "max_null"
                 info["per_hit_bound"] = 1.0 / (len(null_scores) + 1)
+                info["false_switch_bound"] = info["per_hit_bound"] ** gate.consecutive_hits
             elif q is None:
                 threshold, info["method"] = gate.max_threshold, "insufficient_null"
             else:
@@ -316,71 +293,41 @@ class SwitchController:
         state.calibration = info
         return float(threshold)
 
-    def set_anchor(self, state: SwitchState, query_vectors: list[np.ndarray]) -> None:
-        """Anchor centroid of the drift monitor (the warm queries, or a refreshed window)."""
-        if query_vectors:
-            state.anchor = _unit(np.mean(np.stack(query_vectors), axis=0))
-        state.queries = []
-        state.drift_history = []
+    def size_acceptance(self, state: SwitchState, applicable: bool,
+                        warm_deltas: Sequence[float]) -> None:
+        """Fix |B| (Thm. 2) from the warm-window sigma_Delta estimate."""
+        state.acceptance.size(self.cfg.acceptance, applicable, list(warm_deltas))
 
-    # -- routing ------------------------------------------------------------------------------
-    def drift_similarity(self, state: SwitchState, query_vec: np.ndarray | None) -> float | None:
-        """cos(mean of the last `window` queries incl. this one, anchor); None without data."""
-        if state.anchor is None or query_vec is None:
-            return None
-        recent = [*state.queries[-(self.cfg.drift.window - 1):], query_vec] \
-            if self.cfg.drift.window > 1 else [query_vec]
-        return float(_unit(np.mean(np.stack(recent), axis=0)) @ state.anchor)
-
-    def route(self, state: SwitchState, turn: int, query_vec: np.ndarray | None = None) -> Route:
+    # -- routing --------------------------------------------------------------------------------
+    def route(self, state: SwitchState, turn: int) -> Route:
         """Decide who serves ``turn``. Call once per turn, before answering it."""
-        sim = self.drift_similarity(state, query_vec)
         if state.phase == "too_short":
-            route = Route("too_short", sim, state.reason)
-        elif turn < self.cfg.warm_window:
-            route = Route("warm", sim)
-        elif not state.switched:
-            # This turn and the next ones would need (m - hits) more hits, and G would serve
-            # from turn + m - hits on: without such a turn the gate cannot pay off.
-            first_g_turn = turn + self.cfg.gate.consecutive_hits - state.hits
-            if self.cfg.require_payoff and first_g_turn >= state.n_turns:
-                route = Route("no_payoff", sim, "no turn would be left for G even if every "
-                                                "remaining gate hits: F serves")
-            else:
-                route = Route("gate", sim)
-        else:
-            route = Route("switched", sim)
-            if self._drifted(state, sim):
-                route = Route("rollback", sim, "drift")
-        if query_vec is not None:
-            state.queries.append(query_vec)
-        if sim is not None and route.phase in ("switched", "rollback"):
-            state.drift_history.append(sim)
-        return route
-
-    def _drifted(self, state: SwitchState, sim: float | None) -> bool:
-        drift = self.cfg.drift
-        if not drift.enabled or sim is None:
-            return False
-        if drift.max_rollbacks is not None and len(state.rollbacks) >= drift.max_rollbacks:
-            return False
-        if sim < drift.threshold:
-            return True
-        history = [*state.drift_history, sim]
-        r = drift.recheck_turns
-        if r >= 1 and len(history) > r:
-            tail = history[-(r + 1):]
-            falling = all(b < a for a, b in zip(tail, tail[1:], strict=False))
-            if falling and tail[0] - tail[-1] >= drift.recheck_drop:
-                return True
-        return False
+            return Route("too_short", state.reason)
+        if turn < self.cfg.warm_window:
+            return Route("warm")
+        if not state.switched:
+            # This turn and the next ones would need max(m - hits, |B| - n) more gate turns;
+            # G would serve from turn + that on.
+            need = max(self.cfg.gate.consecutive_hits - state.hits,
+                       state.acceptance.remaining(), 1)
+            if (state.expected_turns is not None and self.cfg.require_payoff
+                    and turn + need >= state.expected_turns):
+                return Route("no_payoff", f"expected_turns ({state.expected_source}) = "
+                                          f"{state.expected_turns}: no turn would be left for G "
+                                          "even if every remaining gate passes: F serves")
+            return Route("gate")
+        if state.drift.pending:
+            return Route("rollback", state.drift.pending)
+        return Route("switched")
 
     # -- gate -----------------------------------------------------------------------------------
     def score_gate(self, state: SwitchState, turn: int, score: float | None,
-                   drift_similarity: float | None = None) -> bool:
-        """Register a gate score for ``turn``; returns True when this turn completes the switch.
+                   drift_similarity: float | None = None, gap_old: float | None = None,
+                   gap_new: float | None = None) -> bool:
+        """Register a gate turn; returns True when this turn completes the switch.
 
-        ``score=None`` (a failed candidate or F call) resets the run of hits.
+        ``score=None`` (a failed candidate or F call) resets the run of hits. ``gap_old`` and
+        ``gap_new`` (un-adapted / adapted G vs F) add the context to the acceptance batch.
         """
         gate = self.cfg.gate
         if state.switched:
@@ -393,32 +340,66 @@ class SwitchController:
         if score is not None:
             state.scores.append(float(score))
         state.hits = state.hits + 1 if hit else 0
-        if state.hits >= gate.consecutive_hits:
+        if gap_old is not None and gap_new is not None and state.acceptance.applicable:
+            state.acceptance.add(turn, gap_old, gap_new)
+        state.accepted = state.acceptance.passed(self.cfg.acceptance)
+        if state.hits >= gate.consecutive_hits and state.accepted:
             state.switch_turn = turn
             state.phase = "switched"
             return True
         return False
 
-    def rolled_back(self, state: SwitchState, turn: int, window_vectors: list[np.ndarray]) -> None:
-        """After F served a rollback turn: record it and refresh the anchor on the new window."""
-        state.rollbacks.append(turn)
-        self.set_anchor(state, window_vectors)
+    # -- drift ----------------------------------------------------------------------------------
+    def drift_similarity(self, state: SwitchState, turn: int,
+                         query_vec: np.ndarray | None) -> float | None:
+        if query_vec is None:
+            return None
+        return self.monitor.similarity(state.drift, turn, query_vec)
 
-    def record(self, state: SwitchState, route: Route, score: float | None = None) -> dict[str, Any]:
+    def observe_drift(self, state: SwitchState, turn: int, query_vec: np.ndarray,
+                      answer_vec: np.ndarray | None, sim: float | None) -> str | None:
+        """Record the check of ``turn`` and its content; a fire while G serves next hands the
+        next turn to F (``route`` -> rollback)."""
+        cap = self.cfg.drift.max_rollbacks
+        may = cap is None or len(state.rollbacks) < cap
+        return self.monitor.observe(state.drift, turn, query_vec, answer_vec, sim,
+                                    serving_g=state.switched, may_roll_back=may)
+
+    def rolled_back(self, state: SwitchState, turn: int) -> int:
+        """F served rollback turn ``turn``: record it, refresh the window; returns its start."""
+        state.rollbacks.append(turn)
+        return self.monitor.refresh(state.drift, turn)
+
+    def record(self, state: SwitchState, route: Route, score: float | None = None,
+               drift_similarity: float | None = None, gap_old: float | None = None,
+               gap_new: float | None = None) -> dict[str, Any]:
         """The per-turn ``gate`` record (same keys on every turn)."""
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(float(x), 6)
+
+        acc = state.acceptance
         return {
-            "phase": route.phase,
-            "score": None if score is None else round(float(score), 6),
-            "threshold": None if state.threshold is None else round(state.threshold, 6),
-            "hits": state.hits,
-            "consecutive_required": self.cfg.gate.consecutive_hits,
-            "switched": state.switched,
-            "switch_turn": state.switch_turn,
-            "rollback": route.phase == "rollback",
-            "drift_similarity": None if route.drift_similarity is None
-            else round(route.drift_similarity, 6),
-            "reason": route.reason,
+            "phase": route.phase, "score": r(score), "threshold": r(state.threshold),
+            "hits": state.hits, "consecutive_required": self.cfg.gate.consecutive_hits,
+            "switched": state.switched, "switch_turn": state.switch_turn,
+            "rollback": route.phase == "rollback", "drift_similarity": r(drift_similarity),
+            "reason": route.reason, "gap_old": r(gap_old), "gap_new": r(gap_new),
+            "Delta": r(acc.delta) if acc.applicable else None,
+            "batch_n": acc.n if acc.applicable else None,
+            "batch_required": acc.batch if acc.applicable else None,
+            "accepted": state.accepted if route.phase == "gate" else None,
         }
+
+
+def lora_layers(model: Any) -> list[Any]:
+    """peft's tuner layers injected into ``model`` (empty when none or no torch model)."""
+    if model is None or not hasattr(model, "modules"):
+        return []
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a core dependency
+        return []
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
 class SwitchingMethod(Method):
@@ -457,18 +438,28 @@ class SwitchingMethod(Method):
         return "G"
 
     def adapt(self, session: Session) -> None:
-        """Called once when the warm window is complete, before the first gate turn."""
+        """Called once when the warm window is complete, before calibration."""
+
+    def adapts(self) -> bool:
+        """Whether this method updates G (it overrides ``adapt``): then the Cor. 1 test applies."""
+        return type(self).adapt is not SwitchingMethod.adapt
+
+    def candidates(self, session: Session, turns: Sequence[int]) -> list[Completion]:
+        """G's candidate answers for ``turns``, one batched call (default: G on ``g_messages``)."""
+        batch = [self.g_messages(session, t) for t in turns]
+        if not batch:
+            return []
+        return self.ctx.backend("G").chat_batch(batch, self.gen)
 
     def candidate(self, session: Session, turn: int) -> Completion:
-        """G's candidate answer for a gate turn (default: G on ``g_messages``)."""
-        return self.ctx.backend("G").chat(self.g_messages(session, turn), self.gen)
+        return self.candidates(session, [turn])[0]
 
     def null_texts(self, session: Session) -> list[dict[str, list[str]]]:
         """Texts answering each warm turn, ``{"reference": [...], "candidate": [...]}``.
 
         The calibration null is built from cross-turn pairs (``cross_turn_scores``). Default:
-        F's warm answers, plus G's candidate answers on the warm turns when
-        ``warm_candidates()`` is true. SOMA adds F's answers on the mined prompts.
+        F's warm answers, plus the adapted and the un-adapted G's answers on the warm turns.
+        SOMA adds F's answers on the mined prompts.
         """
         return [{k: list(v) for k, v in texts.items()} for texts in self._warm(session)]
 
@@ -482,16 +473,69 @@ class SwitchingMethod(Method):
     def release(self, session: Session) -> None:
         """Free per-dialogue resources (adapters) in ``finish``."""
 
+    def has_adaptation(self, session: Session) -> bool:
+        """Whether G currently carries this dialogue's adaptation (so old != new)."""
+        raw = self.ctx.raw("G")
+        return (session.state.get("adapter") is not None
+                or getattr(raw, "adapter_id", None) is not None
+                or bool(lora_layers(getattr(raw, "model", None))))
+
+    @contextlib.contextmanager
+    def base_g(self, session: Session) -> Iterator[bool]:
+        """G without this dialogue's adaptation (the "old" G of Cor. 1).
+
+        Yields True when an adaptation was switched off, False when G carries none (then old ==
+        new). Uses the adapter's ``disabled()`` (contract 4) when the session holds one, else
+        switches peft's injected LoRA layers off in place; the backend's ``adapter_id`` is None
+        inside, so the request cache files these answers under the base model.
+        """
+        raw = self.ctx.raw("G")
+        saved = getattr(raw, "adapter_id", None)
+        adapter = session.state.get("adapter")
+        disabled = getattr(adapter, "disabled", None)
+        if callable(disabled):
+            with disabled():
+                raw.adapter_id = None
+                try:
+                    yield True
+                finally:
+                    raw.adapter_id = saved
+            return
+        layers = lora_layers(getattr(raw, "model", None))
+        if not layers and saved is None:
+            yield False
+            return
+        for layer in layers:
+            layer.enable_adapters(False)
+        raw.adapter_id = None
+        try:
+            yield True
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            raw.adapter_id = saved
+
     # -- the Method protocol --------------------------------------------------------------------
+    def _expected_turns(self, session: Session) -> tuple[int | None, str | None]:
+        hint = self.switch_cfg.expected_turns
+        if hint is None:
+            return None, None
+        if hint == ORACLE:
+            return len(session.dialogue.turns), "oracle"
+        return int(hint), "config"
+
     def start(self, session: Session) -> None:
-        state = self.controller.new_state(len(session.dialogue.turns))
+        expected, source = self._expected_turns(session)
+        state = self.controller.new_state(expected, source, adapts=self.adapts())
         session.state[self.STATE_KEY] = state
         session.state[self.STATE_KEY + "_warm"] = []
-        session.adaptation.setdefault("switch", {}).update(
-            warm_window=self.switch_cfg.warm_window,
-            consecutive_hits=self.switch_cfg.gate.consecutive_hits)
+        info = session.adaptation.setdefault("switch", {})
+        info.update(warm_window=self.switch_cfg.warm_window,
+                    consecutive_hits=self.switch_cfg.gate.consecutive_hits,
+                    expected_turns={"value": expected, "source": source,
+                                    "oracle": source == ORACLE})
         if state.reason:
-            session.adaptation["switch"]["skipped"] = state.reason
+            info["skipped"] = state.reason
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         return self.ctx.encoder().encode(texts)
@@ -519,11 +563,10 @@ class SwitchingMethod(Method):
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
-        if turn == self.switch_cfg.warm_window and state.phase != "too_short":
+        if turn >= self.switch_cfg.warm_window and not state.warm_done \
+                and state.phase != "too_short":
             self._end_warm(session)
-        needs_query = state.anchor is not None
-        query_vec = self._embed([session.user(turn)])[0] if needs_query else None
-        route = self.controller.route(state, turn, query_vec)
+        route = self.controller.route(state, turn)
         session.state["route"] = route
         if route.phase == "switched":
             plan = TurnPlan(role="G", messages=self.g_messages(session, turn),
@@ -533,20 +576,36 @@ class SwitchingMethod(Method):
             plan = TurnPlan(role="F", messages=self.f_messages(session, turn))
             plan.context = {"history_turns": len(session.history)}
         if route.phase == "gate":
-            with self.timed(session, "gate") as box:
-                cand = self.candidate(session, turn)
-            session.add_adaptation_tokens("G", usage_of(cand))
-            session.state["candidate"] = cand
-            plan.seconds["gate_candidate"] = round(box["seconds"], 6)
-            plan.extra.update(candidate=cand.text, candidate_status=cand.status,
-                              candidate_tokens={"prompt": cand.prompt_tokens,
-                                                "completion": cand.completion_tokens},
-                              candidate_context=self.g_context(session, turn))
+            self._gate_candidates(session, turn, plan)
         plan.gate = self.controller.record(state, route)
         return plan
 
+    def _gate_candidates(self, session: Session, turn: int, plan: TurnPlan) -> None:
+        """The adapted G's candidate and, for the acceptance test, the un-adapted G's."""
+        state = self._state(session)
+        with self.timed(session, "gate") as box:
+            cand = self.candidate(session, turn)
+            old = None
+            if state.acceptance.applicable:
+                with self.base_g(session):
+                    old = self.candidate(session, turn)
+        for c in (cand, old):
+            if c is not None:
+                session.add_adaptation_tokens("G", usage_of(c))
+        session.state["candidates"] = (cand, old)
+        plan.seconds["gate_candidate"] = round(box["seconds"], 6)
+        plan.extra.update(candidate=cand.text, candidate_status=cand.status,
+                          candidate_tokens={"prompt": cand.prompt_tokens,
+                                            "completion": cand.completion_tokens},
+                          candidate_context=self.g_context(session, turn))
+        if old is not None:
+            plan.extra.update(candidate_old=old.text, candidate_old_status=old.status,
+                              candidate_old_tokens={"prompt": old.prompt_tokens,
+                                                    "completion": old.completion_tokens})
+
     def _end_warm(self, session: Session) -> None:
-        """Warm window complete: adapt G, calibrate the gate, anchor the drift monitor."""
+        """Warm window complete: adapt G, calibrate the gate, size the acceptance batch."""
+        self._state(session).warm_done = True
         self.adapt(session)
         with self.timed(session, "gate"):
             self._calibrate(session)
@@ -554,52 +613,105 @@ class SwitchingMethod(Method):
     def _calibrate(self, session: Session) -> None:
         state = self._state(session)
         warm = self._warm(session)
-        if self.warm_candidates():
-            for t in range(self.switch_cfg.warm_window):
-                cand = self.candidate(session, t)
-                session.add_adaptation_tokens("G", usage_of(cand))
-                if cand.status == "ok":
-                    warm[t]["candidate"].append(cand.text)
+        turns = list(range(min(self.switch_cfg.warm_window, len(warm))))
+        applicable = self.has_adaptation(session) and self.switch_cfg.acceptance.enabled
+        new = self.candidates(session, turns) if (self.warm_candidates() or applicable) else []
+        old: list[Completion] = []
+        if applicable:
+            with self.base_g(session):
+                old = self.candidates(session, turns)
+        for c in (*new, *old):
+            session.add_adaptation_tokens("G", usage_of(c))
+        deltas = []
+        for i, t in enumerate(turns):
+            got = [c.text for c in (new[i] if new else None, old[i] if old else None)
+                   if c is not None and c.status == "ok"]
+            warm[t]["candidate"].extend(got)
+            if old and new and len(got) == 2 and warm[t]["reference"]:
+                va, vb, vf = self._embed([new[i].text, old[i].text, warm[t]["reference"][0]])
+                gap_new, gap_old = gap_rows(np.stack([va, vb]), np.stack([vf, vf]))
+                deltas.append(float(gap_old - gap_new))
         texts = self.null_texts(session)
         null = cross_turn_scores([self._embed(t["reference"]) for t in texts],
                                  [self._embed(t.get("candidate", [])) for t in texts])
-        threshold = self.controller.calibrate(state, null)
-        queries = self._embed([session.user(t) for t in range(self.switch_cfg.warm_window)])
-        self.controller.set_anchor(state, list(queries))
-        session.adaptation["switch"]["calibration"] = state.calibration
-        log.info("dialogue %s: gate threshold %.3f (%s, %d null scores)", session.id, threshold,
-                 state.calibration["method"], len(null))
+        w = len(turns)
+        threshold = self.controller.calibrate(state, null, null_turn_pairs=w * (w - 1) // 2)
+        self.controller.size_acceptance(state, applicable, deltas)
+        info = session.adaptation["switch"]
+        info["calibration"] = state.calibration
+        info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
+        log.info("dialogue %s: gate threshold %.3f (%s, %d null scores); acceptance %s",
+                 session.id, threshold, state.calibration["method"], len(null),
+                 f"|B|={state.acceptance.batch} sigma={state.acceptance.sigma:.3f} "
+                 f"({state.acceptance.sigma_source})" if applicable else "not applicable")
 
     def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
         state = self._state(session)
         route: Route = session.state.pop("route")
-        if turn < self.switch_cfg.warm_window and state.phase != "too_short":
+        if turn < self.switch_cfg.warm_window:
             self._warm(session).append(
                 {"reference": [completion.text] if completion.status == "ok" else [],
                  "candidate": []})
-        score = None
+        if state.phase == "too_short":
+            plan.gate = self.controller.record(state, route)
+            return
+        if route.phase == "rollback":
+            start = self.controller.rolled_back(state, turn)
+            session.adaptation["switch"]["rollbacks"] = list(state.rollbacks)
+            session.adaptation["switch"].setdefault("drift_refreshes", []).append(
+                {"turn": turn, "window_from": start})
+            self.on_rollback(session, turn)
+        with self.timed(session, "drift"):
+            answer = completion.text if completion.status == "ok" and completion.text else None
+            vecs = self._embed([session.user(turn)] + ([answer] if answer else []))
+            q_vec, a_vec = vecs[0], (vecs[1] if answer else None)
+            sim = self.controller.drift_similarity(state, turn, q_vec)
+        score = gap_old = gap_new = None
         if route.phase == "gate":
-            cand: Completion = session.state.pop("candidate")
+            score, gap_old, gap_new = self._score(session, completion)
             with self.timed(session, "gate"):
-                if cand.status == "ok" and completion.status == "ok":
-                    va, vb = self._embed([cand.text, completion.text])
-                    score = float(va @ vb)
-                switched = self.controller.score_gate(state, turn, score, route.drift_similarity)
+                switched = self.controller.score_gate(state, turn, score, sim, gap_old, gap_new)
+            session.adaptation["switch"]["acceptance"] = state.acceptance.record(
+                self.switch_cfg.acceptance)
             if switched:
                 session.adaptation["switch"].update(switch_turn=turn)
                 log.info("dialogue %s: switched to G after turn %d", session.id, turn)
-        elif route.phase == "rollback":
-            window = state.queries[-self.switch_cfg.drift.window:]
-            self.controller.rolled_back(state, turn, window)
-            session.adaptation["switch"]["rollbacks"] = list(state.rollbacks)
-            self.on_rollback(session, turn)
-        plan.gate = self.controller.record(state, route, score)
+        fired = self.controller.observe_drift(state, turn, q_vec, a_vec, sim)
+        if fired and state.drift.pending:
+            log.info("dialogue %s: %s after turn %d; F serves turn %d", session.id, fired,
+                     turn, turn + 1)
+        plan.gate = self.controller.record(state, route, score, sim, gap_old, gap_new)
+
+    def _score(self, session: Session, completion: Completion
+               ) -> tuple[float | None, float | None, float | None]:
+        """(cosine score of the adapted candidate, Gap_old, Gap_new) against F's answer."""
+        cand, old = session.state.pop("candidates")
+        if completion.status != "ok" or cand.status != "ok":
+            return None, None, None
+        with self.timed(session, "gate"):
+            texts = [cand.text, completion.text]
+            has_old = old is not None and old.status == "ok"
+            if has_old:
+                texts.append(old.text)
+            vecs = self._embed(texts)
+        score = float(vecs[0] @ vecs[1])
+        if not has_old:
+            return score, None, None
+        return score, 1.0 - float(vecs[2] @ vecs[1]), 1.0 - score
 
     def finish(self, session: Session) -> None:
         state = session.state.get(self.STATE_KEY)
         if state is not None:
             info = session.adaptation.setdefault("switch", {})
+            if (not state.warm_done and state.phase != "too_short"
+                    and len(session.own_answers) >= self.switch_cfg.warm_window):
+                # The dialogue ended right after its warm window. A deployment cannot know
+                # that: it adapts as soon as the window is complete, so the cost is paid.
+                self._end_warm(session)
+                info["adapted_after_last_turn"] = True
             info.update(switch_turn=state.switch_turn, rollbacks=list(state.rollbacks),
                         gate_scores=[round(s, 6) for s in state.scores],
                         threshold=state.threshold)
+            if state.acceptance.applicable is not None:
+                info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
         self.release(session)

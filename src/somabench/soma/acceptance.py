@@ -1,0 +1,177 @@
+"""The Cor. 1 / Thm. 2 acceptance test: switch only if adaptation made G measurably closer to F.
+
+Why: the cosine gate (Cor. 2) asks "is G's answer close to F's?"; the paper's switching rule
+(Sec. 4.1) also asks "did the *update* help?": with Gap(S) = 1 - cos(phi(a^G), phi(a^F)) and
+F_hat_B = mean Gap over a batch B of post-warm-start contexts,
+
+    Delta = F_hat_B^old - F_hat_B^new >= epsilon        (Cor. 1)
+
+where "old" is the un-adapted G and "new" the adapted G, both answering the same contexts
+S_t = D_{t-1} (+) q_t that F answered. Thm. 2 sizes the batch:
+
+    |B|_eff >= 2 sigma_Delta^2 / eps^2 log(1/delta) + 2 b / (3 eps) log(1/delta)
+
+with sigma_Delta the per-context standard deviation of Delta_t = Gap_old(t) - Gap_new(t),
+*estimated* (Sec. 5: "for the empirically estimated sigma_Delta").
+
+Reading chosen (closest to the paper's equations, see docs/soma.md):
+
+* **B = the gate turns.** Sec. 4.1 defines F_hat_B over "a batch B of post-warm-start
+  contexts" S_t with F's answer a^F_t; after the warm start the only contexts F answers are the
+  gate turns (F keeps serving until the switch). Each gate turn adds one context to B: the
+  adapted and the un-adapted G answer the same messages. Warm and mined contexts are *not*
+  in B: they trained the adapter (in-sample), which would overstate Delta.
+* **sigma_Delta is estimated on the warm window** (old vs new G on the W warm contexts, before
+  the gate) and |B| fixed from it once per dialogue (Cor. 4: "Then choose |B| via Thm. 2").
+  With fewer than two warm samples the configured prior is used; the source is recorded.
+  |B|_eff = |B| (independent contexts assumed: with a handful of turns an autocorrelation
+  estimate would be noise); Delta is the mean over *every* gate context so far (>= |B|).
+* A method that does not adapt G (History-Prefix) has old == new, Delta == 0 by construction:
+  the test is recorded as not applicable and only the cosine gate decides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from somabench.soma import theory
+
+AUTO = "auto"
+
+
+def _auto_or_float(value: Any) -> float | None:
+    return None if value is None or value == AUTO else float(value)
+
+
+@dataclass(frozen=True)
+class AcceptanceConfig:
+    enabled: bool
+    epsilon: float  # target improvement (App. B.2: 0.05 - 0.12)
+    delta: float  # failure probability (Sec. 5: confidence 0.95)
+    sigma_delta: float | None  # None: estimate on the warm window
+    sigma_prior: float  # used when fewer than two warm samples exist
+    b: float  # Thm. 2 sub-exponential scale (main text: 1, Gap in [0, 1])
+    batch: int | None  # None: Thm. 2 (clipped to [min_batch, max_batch]); else fixed |B|
+    min_batch: int
+    max_batch: int
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> AcceptanceConfig:
+        batch = cfg["batch"]
+        out = cls(enabled=bool(cfg["enabled"]), epsilon=float(cfg["epsilon"]),
+                  delta=float(cfg["delta"]), sigma_delta=_auto_or_float(cfg["sigma_delta"]),
+                  sigma_prior=float(cfg["sigma_prior"]), b=float(cfg["b"]),
+                  batch=None if batch == AUTO else int(batch),
+                  min_batch=int(cfg["min_batch"]), max_batch=int(cfg["max_batch"]))
+        if out.epsilon <= 0 or not 0 < out.delta < 1:
+            raise ValueError(f"switch.acceptance: epsilon must be > 0 and delta in (0, 1); got "
+                             f"epsilon={out.epsilon}, delta={out.delta}")
+        if out.batch is not None and out.batch < 1:
+            raise ValueError(f"switch.acceptance.batch must be auto or >= 1, got {out.batch}")
+        if not 1 <= out.min_batch <= out.max_batch:
+            raise ValueError("switch.acceptance: need 1 <= min_batch <= max_batch, got "
+                             f"{out.min_batch}, {out.max_batch}")
+        return out
+
+    @property
+    def batch_lower_bound(self) -> int:
+        """The least |B| any dialogue can need (for the ``expected_turns`` payoff check)."""
+        return self.batch if self.batch is not None else self.min_batch
+
+
+def gaps(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Gap = 1 - cos per row pair (rows are unit vectors)."""
+    return 1.0 - np.sum(np.asarray(candidates) * np.asarray(references), axis=1)
+
+
+def estimate_sigma(deltas: list[float], cfg: AcceptanceConfig) -> tuple[float, str]:
+    """sigma_Delta and where it came from: config | warm (sample std, ddof=1) | prior."""
+    if cfg.sigma_delta is not None:
+        return cfg.sigma_delta, "config"
+    if len(deltas) >= 2:
+        return float(np.std(np.asarray(deltas, dtype=np.float64), ddof=1)), "warm"
+    return cfg.sigma_prior, "prior"
+
+
+def batch_size(cfg: AcceptanceConfig, sigma: float) -> tuple[int, float]:
+    """(|B| used, Thm. 2's real-valued bound for this sigma)."""
+    bound = theory.b_eff_bound(cfg.delta, cfg.epsilon, sigma, cfg.b)
+    if cfg.batch is not None:
+        return cfg.batch, bound
+    return min(max(math.ceil(bound - 1e-12), cfg.min_batch), cfg.max_batch), bound
+
+
+@dataclass
+class AcceptanceState:
+    """One dialogue's batch B and its test (kept inside ``SwitchState``)."""
+
+    applicable: bool | None = None
+    """None until the warm window ends; False when G was not adapted (old == new)."""
+    batch: int | None = None
+    batch_theory: float | None = None
+    sigma: float | None = None
+    sigma_source: str | None = None
+    n_sigma: int = 0
+    warm_deltas: list[float] = field(default_factory=list)
+    turns: list[int] = field(default_factory=list)
+    gaps_old: list[float] = field(default_factory=list)
+    gaps_new: list[float] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.turns)
+
+    @property
+    def delta(self) -> float | None:
+        """Delta = F_hat_B^old - F_hat_B^new over every gate context so far."""
+        if not self.turns:
+            return None
+        return float(np.mean(self.gaps_old) - np.mean(self.gaps_new))
+
+    def size(self, cfg: AcceptanceConfig, applicable: bool, warm_deltas: list[float]) -> None:
+        """Fix |B| for this dialogue from the warm-window estimate of sigma_Delta."""
+        self.applicable = bool(cfg.enabled and applicable)
+        self.warm_deltas = [float(d) for d in warm_deltas]
+        self.sigma, self.sigma_source = estimate_sigma(self.warm_deltas, cfg)
+        self.n_sigma = len(self.warm_deltas)
+        self.batch, self.batch_theory = batch_size(cfg, self.sigma)
+
+    def add(self, turn: int, gap_old: float, gap_new: float) -> None:
+        self.turns.append(turn)
+        self.gaps_old.append(float(gap_old))
+        self.gaps_new.append(float(gap_new))
+
+    def remaining(self) -> int:
+        """Gate contexts still needed before the test can pass (0 when not applicable)."""
+        if not self.applicable or self.batch is None:
+            return 0
+        return max(self.batch - self.n, 0)
+
+    def passed(self, cfg: AcceptanceConfig) -> bool | None:
+        """True/False once |B| contexts exist; None while the batch is incomplete."""
+        if not self.applicable:
+            return True
+        if self.remaining() > 0:
+            return None
+        delta = self.delta
+        return delta is not None and delta >= cfg.epsilon
+
+    def record(self, cfg: AcceptanceConfig) -> dict[str, Any]:
+        """Dialogue-level record (``adaptation.switch.acceptance``)."""
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(float(x), 6)
+
+        return {
+            "enabled": cfg.enabled, "applicable": self.applicable, "epsilon": cfg.epsilon,
+            "delta_confidence": cfg.delta, "b": cfg.b,
+            "sigma": r(self.sigma), "sigma_source": self.sigma_source, "n_sigma": self.n_sigma,
+            "warm_deltas": [r(d) for d in self.warm_deltas],
+            "batch": self.batch, "batch_theory": r(self.batch_theory),
+            "batch_source": "config" if cfg.batch is not None else "thm2",
+            "batch_turns": list(self.turns), "gaps_old": [r(g) for g in self.gaps_old],
+            "gaps_new": [r(g) for g in self.gaps_new], "Delta": r(self.delta),
+        }
