@@ -62,9 +62,10 @@ PAPER_RANGES = {
     "method.lora.alpha": ("choice", [4, 8, 16, 32]),
     "method.lora.lr": ("log", (5e-5, 2e-3)),
     "method.switch.warm_window": ("int", (5, 12)),
-    "method.switch.gate.consecutive_hits": ("int", (6, 24)),
+    "method.switch.acceptance.epsilon": ("float", (0.05, 0.12)),  # Cor. 1 / Thm. 2
+    "method.switch.acceptance.batch": ("int", (6, 24)),  # |B|
+    "method.switch.gate.consecutive_hits": ("choice", [2, 3]),  # m (Sec. 5)
     "method.soft_prompt.n_candidates": ("choice", [3, 4, 5]),
-    "method.switch.gate.threshold": ("float", (1 - 0.12, 1 - 0.05)),  # cosine = 1 - gap
 }
 
 
