@@ -145,5 +145,5 @@ def test_cited_paths_parser(text: str, expected: set[str]) -> None:
 
 
 def test_checker_catches_a_missing_path() -> None:
-    assert not _exists("src/somabench/soma/drift.py")
+    assert not _exists("src/somabench/soma/no_such_module.py")
     assert _exists("judges/prompts/ability_*_v1.json")

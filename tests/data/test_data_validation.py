@@ -112,7 +112,7 @@ def test_invalid_utf8_names_the_line(tmp_path) -> None:
 
 def test_empty_file_is_an_error(write_jsonl) -> None:
     path = write_jsonl(["", " "])
-    with pytest.raises(DatasetError, match="holds no dialogues"):
+    with pytest.raises(DatasetError, match="holds only blank lines"):
         read_dialogues_jsonl(path)
 
 

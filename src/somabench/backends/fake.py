@@ -42,13 +42,16 @@ class FakeBackend(BackendBase):
 
     ``fail_marker``: if set, any prompt containing it raises :class:`BackendError` (to test
     ``api_error`` handling). ``calls`` counts generate calls (prompts served).
+    ``context_window``: if set, the window the preflight checks turns against (in fake tokens).
     """
 
     kind = "fake"
 
     def __init__(self, model_id: str = "fake", system_prompt: str | None = None,
-                 fail_marker: str | None = None, **_: Any) -> None:
+                 fail_marker: str | None = None, context_window: int | None = None,
+                 **_: Any) -> None:
         self.model_id = model_id
+        self.context_window = context_window
         self.system_prompt = system_prompt
         self.fail_marker = fail_marker
         self.calls = 0

@@ -1,20 +1,38 @@
 """Read a JSONL or JSONL.GZ file of dialogues in the bundled line schema, strictly.
 
-Why: a malformed line is an error naming the file, the 1-based line number and the field, never
-a silent skip; duplicate ids name both lines. Blank lines are ignored (they hold no record).
+Why: a malformed line is an error naming the file, the 1-based line number, the field and the
+fix, never a silent skip and never a raw decoder traceback; duplicate ids name both lines.
+Blank lines are ignored (they hold no record). What spreadsheet and Windows tools write loads
+as is: a UTF-8 byte-order mark before the first line and CRLF line ends. Files that are not
+JSONL text at all (binary, gzip without the ``.gz`` suffix, UTF-16, a zip or Parquet file, one
+pretty-printed JSON document) are named for what they are, with the conversion that fixes them.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from somabench.data.schema import DatasetError, Dialogue, dialogue_from_obj
 
 log = logging.getLogger(__name__)
+
+SCHEMA_HINT = 'one JSON object per line: {"id": ..., "dataset": ..., "turns": [...]}'
+# Leading bytes of formats people hand in by mistake -> what it is and how to fix it.
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data; name the file *.jsonl.gz"),
+    (b"PK\x03\x04", "a zip archive (or xlsx); extract or export it as JSONL"),
+    (b"PAR1", "a Parquet file; convert it to JSONL (e.g. pandas read_parquet + to_json("
+              "orient='records', lines=True))"),
+    (b"SQLite format 3\x00", "an SQLite database; export the dialogues as JSONL"),
+    (codecs.BOM_UTF16_LE, "UTF-16 text; save it as UTF-8"),
+    (codecs.BOM_UTF16_BE, "UTF-16 text; save it as UTF-8"),
+)
 
 
 def _raw_lines(path: Path) -> Iterator[bytes]:
@@ -26,43 +44,90 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
             yield from handle
 
 
+def _not_text(raw: bytes, number: int) -> str | None:
+    """Why this line is not JSONL text (binary or a known foreign format), or None."""
+    if number == 1:
+        for magic, what in MAGIC:
+            if raw.startswith(magic):
+                return f"this is {what}, not JSONL text"
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        return f"binary data (NUL byte at byte {nul}), not JSONL text; expected {SCHEMA_HINT}"
+    return None
+
+
+def _json_fix(exc: json.JSONDecodeError, text: str, last_unterminated: bool) -> str:
+    """A fix for a line that does not parse, from the shape of the mistake."""
+    stripped = text.strip()
+    if last_unterminated:
+        return ("the last line is cut off (it has no line end and its JSON is incomplete): the "
+                "file looks truncated; re-export it or delete that partial line")
+    if stripped in ("{", "["):
+        return ("the file looks like pretty-printed JSON; JSONL needs each dialogue on a "
+                "single line")
+    if exc.msg == "Extra data":
+        return "two JSON values on one line; put each dialogue on its own line"
+    return f"each line must be one complete JSON object ({SCHEMA_HINT})"
+
+
+def _decode(raw: bytes, number: int, where: str) -> str:
+    if number == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]  # spreadsheet / Windows exports start with a BOM
+    problem = _not_text(raw, number)
+    if problem:
+        raise DatasetError(problem, where=where)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8",
+            where=where,
+        ) from exc
+
+
 def read_dialogues_jsonl(path: str | Path) -> list[Dialogue]:
     """All dialogues of ``path`` in file order; raise ``DatasetError`` on the first bad line."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"dataset file not found: {path}")
+        raise DatasetError(f"dataset file not found: {path}; check dataset.path")
     dialogues: list[Dialogue] = []
     first_line_of: dict[str, int] = {}
+    number = 0
     try:
         for number, raw in enumerate(_raw_lines(path), start=1):
             where = f"{path}:{number}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(
-                    f"not valid UTF-8 ({exc.reason} at byte {exc.start})", where=where
-                ) from exc
+            text = _decode(raw, number, where)
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
+                fix = _json_fix(exc, text, last_unterminated=not raw.endswith(b"\n"))
                 raise DatasetError(
-                    f"invalid JSON ({exc.msg} at column {exc.colno})", where=where
+                    f"invalid JSON ({exc.msg} at column {exc.colno}); {fix}", where=where
                 ) from exc
+            if number == 1 and isinstance(obj, list):
+                raise DatasetError(
+                    f"the file holds a JSON array; JSONL needs {SCHEMA_HINT}", where=where
+                )
             dialogue = dialogue_from_obj(obj, where=where)
             if dialogue.id in first_line_of:
                 raise DatasetError(
                     f"duplicate id {dialogue.id!r}: lines {first_line_of[dialogue.id]} and "
-                    f"{number} of {path}",
+                    f"{number} of {path}; give every dialogue its own id",
                     where=where,
                     field="id",
                 )
             first_line_of[dialogue.id] = number
             dialogues.append(dialogue)
-    except (gzip.BadGzipFile, EOFError) as exc:
-        raise DatasetError(f"{path}: not a readable gzip file ({exc})") from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DatasetError(f"{path}: not a readable gzip file ({exc}); recompress it with "
+                           "gzip, or drop the .gz suffix if it is plain text") from exc
+    except EOFError as exc:
+        raise DatasetError(f"{path}: the gzip stream ends early after line {number} (the file "
+                           "is truncated); copy or download it again") from exc
     if not dialogues:
-        raise DatasetError(f"{path}: holds no dialogues")
+        what = "is empty" if number == 0 else "holds only blank lines"
+        raise DatasetError(f"{path}: the file {what}; expected {SCHEMA_HINT}")
     log.debug("read %d dialogues from %s", len(dialogues), path)
     return dialogues

@@ -11,7 +11,11 @@ always give the same dialogues in the same order. Order of the steps:
    order; a sample larger than what the filters left keeps everything, with a warning;
 4. ``shard="i/n"``: keep positions ``p`` (0-based, after step 3) with ``p % n == i``; the
    shards of one config are disjoint and their union is the whole selection;
-5. ``limit``: the first N dialogues of the shard (so the limit applies per shard).
+5. ``limit``: the first N dialogues of the shard (so the limit applies per shard);
+6. ``truncate_chars`` (null by default): cut every user turn longer than N characters to its
+   first N; ``meta["truncated_chars"]`` maps each cut turn's index to its original length.
+   Characters, not tokens, so every model and method sees the same text; after the models are
+   built, ``somabench.data.preflight`` checks every turn against each model's context window.
 
 An empty selection after step 3 is an error (the config is wrong); an empty shard only warns.
 
@@ -43,6 +47,7 @@ SELECTION_KEYS = (
     "tasks",
     "sample",
     "context_dependent_only",
+    "truncate_chars",
 )
 
 
@@ -68,6 +73,7 @@ class Selection:
     tasks: tuple[str, ...] | None
     sample: int | None
     context_dependent_only: bool
+    truncate_chars: int | None
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> Selection:
@@ -109,6 +115,7 @@ class Selection:
             tasks=tasks,
             sample=_optional_int(cfg, "sample", minimum=1),
             context_dependent_only=flag,
+            truncate_chars=_optional_int(cfg, "truncate_chars", minimum=1),
         )
 
 
@@ -181,6 +188,15 @@ def _truncate(dialogue: Dialogue, n: int) -> Dialogue:
     return replace(dialogue, turns=dialogue.turns[:n], meta=meta)
 
 
+def _truncate_chars(dialogue: Dialogue, n: int) -> Dialogue:
+    long = {str(i): len(t.user) for i, t in enumerate(dialogue.turns) if len(t.user) > n}
+    if not long:
+        return dialogue
+    turns = tuple(replace(t, user=t.user[:n]) if str(i) in long else t
+                  for i, t in enumerate(dialogue.turns))
+    return replace(dialogue, turns=turns, meta={**dialogue.meta, "truncated_chars": long})
+
+
 def select_dialogues(
     dialogues: Sequence[Dialogue],
     selection: Selection,
@@ -190,7 +206,7 @@ def select_dialogues(
     seed: int,
     shard: str | None,
 ) -> list[Dialogue]:
-    """Apply steps 1-5 of the module docstring; ``name`` only labels messages."""
+    """Apply steps 1-6 of the module docstring; ``name`` only labels messages."""
     _check_limit(limit)
     _check_seed(seed)
     shard_spec = parse_shard(shard)
@@ -237,5 +253,11 @@ def select_dialogues(
     if limit is not None:
         kept = kept[:limit]
         counts.append(f"limit {len(kept)}")
+    if selection.truncate_chars is not None:
+        kept = [_truncate_chars(d, selection.truncate_chars) for d in kept]
+        cut = sum(len(d.meta.get("truncated_chars", ())) for d in kept)
+        if cut:
+            log.warning("dataset.truncate_chars=%d cut %d user turn(s) of '%s'",
+                        selection.truncate_chars, cut, name)
     log.info("dataset '%s': %s", name, " -> ".join(counts))
     return kept
