@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class RunContext:
         self._raw: dict[str, Any] = {}
         self._wrapped: dict[str, Any] = {}
         self._encoder: Any = None
+        self.on_build: list[Callable[[str, Any], None]] = []
+        """Called with (role, backend) when a role's backend is built, before its first use
+        (the task's context-window preflight, ``somabench.data.preflight.on_build``)."""
 
     def raw(self, role: str) -> Any:
         """The underlying backend (white-box access for SOMA: tokenizer, model, embeddings)."""
@@ -49,6 +52,8 @@ class RunContext:
             other = next((r for r in self._raw if _same_model(self.cfg.model[r], self.cfg.model[role])), None)
             self._raw[role] = self._raw[other] if other else build_backend(
                 role, self.cfg.model[role], cache_dir=self.cfg.paths.cache_dir)
+            for hook in self.on_build:
+                hook(role, self._raw[role])
         return self._raw[role]
 
     def backend(self, role: str) -> Any:

@@ -165,6 +165,9 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                               f"(limit={cfg.limit}, shard={cfg.shard}); loosen the filters")
         method_cls = methods.get(cfg.method.name)
         ctx = RunContext(cfg)
+        from somabench.data.preflight import on_build  # every turn fits each model's window
+
+        ctx.on_build.append(on_build(dialogues, max_new_tokens=ctx.gen.max_new_tokens))
         progress = progress_enabled(cfg)
         log.info("run dir %s | %s on %s (%d dialogues) | model=%s", run_dir, cfg.method.name,
                  cfg.dataset.name, len(dialogues), cfg.model.family)
