@@ -63,20 +63,25 @@ def explain_override_error(overrides: list[str], exc: Exception) -> str | None:
     siblings = _keys_at(base, parts[:-1])
     where = ".".join(parts[:-1]) or "the root config"
     hint = did_you_mean(parts[-1], siblings)
-    return (f"error: unknown config key '{key}' (in {where}).{hint}\n"
+    return (f"unknown config key '{key}' (in {where}).{hint}\n"
             f"Keys there: {', '.join(sorted(siblings))}.\n"
             f"To add a new key on purpose use +{key}=...")
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """Compose once before Hydra runs; turn unknown-key errors into did-you-mean messages."""
+    """Compose once before Hydra runs; a bad override raises :class:`ConfigError` (unknown
+    keys get a did-you-mean suggestion, other composition errors keep Hydra's message)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from somabench.errors import ConfigError
+
     plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/", "--"))]
     try:
         compose(plain)
-    except Exception as exc:  # noqa: BLE001 - re-raised with context below
+    except (HydraException, OmegaConfBaseException) as exc:
         message = explain_override_error(plain, exc)
-        if message:
-            raise SystemExit(message) from None
+        raise ConfigError(message or str(exc)) from None
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -1,4 +1,4 @@
-"""``python -m somabench.judge <run dir> judge=<panel> [overrides]``: re-judge an existing run.
+"""``python -m somabench judge <run dir> judge=<panel> [overrides]``: re-judge an existing run.
 
 Why: judging is the expensive, changeable part (new judges, prompts, endpoints); generation
 should never be redone for it. The run's own resolved config (``run.json``) is the base; the
@@ -9,10 +9,10 @@ judgments cost nothing.
 
 Examples::
 
-    python -m somabench.judge outputs/run/tiny/mathmt/surrogate judge=embedding
-    python -m somabench.judge outputs/run/tiny/mathmt/soma judge=paper judge.concurrency=4
-    python -m somabench.judge RUN judge=local '~judge.judges.smollm2_135m'
-    python -m somabench.judge RUN judge=paper judge.judges.gpt_oss.base_url=http://127.0.0.1:8000/v1
+    python -m somabench judge outputs/run/tiny/mathmt/surrogate judge=embedding
+    python -m somabench judge outputs/run/tiny/mathmt/soma judge=paper judge.concurrency=4
+    python -m somabench judge RUN judge=local '~judge.judges.smollm2_135m'
+    python -m somabench judge RUN judge=paper judge.judges.gpt_oss.base_url=http://127.0.0.1:8000/v1
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         composed = compose(judge_overrides)
     except Exception as exc:  # noqa: BLE001 - turned into a did-you-mean message when possible
         message = explain_override_error(judge_overrides, exc)
-        raise JudgeCliError((message or str(exc)).removeprefix("error: ")) from None
+        raise JudgeCliError(message or str(exc)) from None
     base.judge = OmegaConf.to_container(composed.judge, resolve=False)
     for override in other:
         if override.startswith(("+", "~")) or "=" not in override:
@@ -104,7 +104,13 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """``judge RUN_DIR judge=<panel> [overrides]``; errors become one line (somabench.cli)."""
+    from somabench.cli import guard
+
+    return guard(_main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -112,21 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                                                    "%(message)s")
     run_dir, overrides = Path(argv[0]), argv[1:]
     from somabench.judges.aggregate import SUMMARY_MD
-    from somabench.judges.base import JudgeError
     from somabench.judges.panel import judge_run
     from somabench.registry import load_builtin
 
-    try:
-        cfg = build_config(run_dir, overrides)
-        load_builtin()
-        reference = ensure_reference_for(cfg, run_dir)
-        objective = judge_run(cfg, run_dir, reference)
-    except JudgeCliError as exc:
-        print(str(exc.code), file=sys.stderr)
-        return 2
-    except JudgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    cfg = build_config(run_dir, overrides)
+    load_builtin()
+    reference = ensure_reference_for(cfg, run_dir)
+    objective = judge_run(cfg, run_dir, reference)
     summary = run_dir / SUMMARY_MD
     if summary.exists():  # stdout is the user interface; logs went to stderr
         print(summary.read_text(encoding="utf-8"))
@@ -135,4 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from somabench.cli import alias
+
+    sys.exit(alias("judge"))
