@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from somabench.errors import DATASET_EXIT_CODE, SomabenchError
+from somabench.registry import did_you_mean
 
 DIALOGUE_KEYS = ("id", "dataset", "turns", "meta")
 REQUIRED_DIALOGUE_KEYS = ("id", "dataset", "turns")
@@ -83,7 +84,8 @@ def dialogue_from_obj(obj: Any, *, where: str) -> Dialogue:
     unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
     if unknown:
         raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(DIALOGUE_KEYS)}",
+            f"unknown key(s) {unknown}; allowed keys: {list(DIALOGUE_KEYS)}."
+            + did_you_mean(unknown[0], DIALOGUE_KEYS),
             where=where,
             field=unknown[0],
         )
@@ -128,7 +130,8 @@ def _turn_from_obj(obj: Any, *, where: str, index: int) -> Turn:
     unknown = sorted(set(obj) - set(TURN_KEYS))
     if unknown:
         raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(TURN_KEYS)}",
+            f"unknown key(s) {unknown}; allowed keys: {list(TURN_KEYS)}."
+            + did_you_mean(unknown[0], TURN_KEYS),
             where=where,
             field=f"{name}.{unknown[0]}",
         )
