@@ -141,6 +141,25 @@ def test_full_j_by_hand() -> None:
     assert float(j) == pytest.approx(expected, abs=1e-6)
 
 
+def test_log1m_exp_by_hand_and_gradient_alive_near_one() -> None:
+    p_near_one = 1 - 1e-9
+    lp = torch.tensor([math.log(0.3), math.log(p_near_one), math.log(0.9)], dtype=torch.float64,
+                      requires_grad=True)
+    got = losses.log1m_exp(lp)
+    assert got.tolist() == pytest.approx([math.log(0.7), math.log(1e-9), math.log(0.1)], rel=1e-6)
+    got.sum().backward()  # d/dx log(1 - e^x) = -e^x / (1 - e^x)
+    want = [-0.3 / 0.7, -p_near_one / 1e-9, -0.9 / 0.1]
+    assert lp.grad is not None and lp.grad.tolist() == pytest.approx(want, rel=1e-5)
+    # float32, p rounded to exactly 1 (log p == 0): finite value, gradient not zero (the old
+    # (1 - p).clamp_min(1e-6) gave zero gradient for every p > 1 - 1e-6)
+    x = torch.zeros(2, requires_grad=True)
+    y = losses.log1m_exp(x)
+    eps = torch.finfo(torch.float32).eps
+    assert y.tolist() == pytest.approx([math.log(eps)] * 2, rel=1e-4)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and (x.grad < -1e6).all()
+
+
 def test_unlikelihood_stays_finite_when_p_is_one() -> None:
     lp = torch.tensor([[0.0, -1e9, -1e9, -1e9]], dtype=torch.float64)  # p(0) = 1
     ids, cos = index(1)

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-# -log(1 - p) is infinite at p = 1; a float32-resolvable floor keeps the gradient finite.
-# (A numerical guard, not a knob: it only matters when G puts all mass on one token.)
-ONE_MINUS_P_FLOOR = 1e-6
 
 
 def neighbourhood_sets(y: torch.Tensor, neighbor_ids: torch.Tensor,
@@ -37,11 +34,29 @@ def s_tau(cos_to_teacher: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.softmax(cos_to_teacher / tau, dim=-1)
 
 
+def log1m_exp(log_p: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(log_p)) for log_p <= 0, stable at both ends (Maechler 2012, "log1mexp").
+
+    Why: ``1 - p`` in float32 cancels catastrophically as p -> 1, and the old
+    ``(1 - p).clamp_min(1e-6)`` zeroed the gradient exactly where G copies F most
+    confidently. Near 0 (log_p > -ln 2) ``log(-expm1(log_p))`` keeps full precision, further
+    out ``log1p(-exp(log_p))`` does. Values closer to 0 than the dtype's machine epsilon (p that
+    rounds to 1) are lifted to -eps in value only: the clamp is straight-through, so the
+    gradient there is the finite one at -eps (about 1/eps, the true one is larger), never zero.
+    """
+    bound = -torch.finfo(log_p.dtype).eps
+    x = log_p - (log_p - bound).clamp_min(0.0).detach()  # value min(log_p, -eps), gradient 1
+    near_zero = x > -0.6931471805599453  # -ln 2: the switch point of the two forms
+    # Each branch is evaluated only where it is accurate (dummy -1 elsewhere: no NaN grads).
+    dummy = torch.full_like(x, -1.0)
+    return torch.where(near_zero, torch.log(-torch.expm1(torch.where(near_zero, x, dummy))),
+                       torch.log1p(-torch.exp(torch.where(near_zero, dummy, x))))
+
+
 def unlikelihood_terms(log_probs: torch.Tensor, set_ids: torch.Tensor,
                        weights: torch.Tensor) -> torch.Tensor:
     """Per position: sum_v s_tau(v|y_i) * [-log(1 - Pi_i[v])] over the neighbourhood set (T,)."""
-    p = log_probs.gather(-1, set_ids).exp()
-    return (weights * -torch.log((1.0 - p).clamp_min(ONE_MINUS_P_FLOOR))).sum(-1)
+    return (weights * -log1m_exp(log_probs.gather(-1, set_ids))).sum(-1)
 
 
 def l_sem(log_probs: torch.Tensor, set_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
