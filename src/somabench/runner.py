@@ -71,6 +71,12 @@ class RunContext:
             self._encoder = build_encoder(self.cfg.model.encoder, cache_dir=self.cfg.paths.cache_dir)
         return self._encoder
 
+    def describe_models(self) -> dict[str, Any]:
+        """run.json ``models.<role>``: engine, model and resolved dtype + reason of each role
+        loaded so far (a role the method never used is absent)."""
+        return {role: b.describe() if hasattr(b, "describe") else b.fingerprint()
+                for role, b in self._raw.items()}
+
     def cache_stats(self) -> str:
         return self.cache.stats() if self.cache else "cache: disabled"
 
@@ -135,6 +141,7 @@ class Runner:
             lives.append(live)
         n_turns = max(len(d.turns) for d in batch)
         inner = _bar(total=n_turns, desc=f"turns ({self.method.name})", enabled=progress, leave=False)
+        batch_started = time.perf_counter()
         for turn in range(n_turns):
             active = [lv for lv in lives if turn < len(lv.session.dialogue.turns) and not lv.error]
             plans: list[tuple[_Live, TurnPlan]] = []
@@ -152,6 +159,7 @@ class Runner:
                 live.turns.append(self._turn_record(live.session, turn, plan, completion))
                 self._advance_history(live.session, turn, completion.text)
             inner.update(1)
+            _log_turn(self.method.name, turn, n_turns, plans, batch_started, progress)
             for live in [lv for lv in lives if lv.error is None and len(lv.session.dialogue.turns) == turn + 1]:
                 yield self._finish(live)
         inner.close()
@@ -239,6 +247,18 @@ class Runner:
         )
         self.store.append_dialogue(live.turns, dialogue)
         return live
+
+
+def _log_turn(method: str, turn: int, n_turns: int, plans: list[tuple[_Live, TurnPlan]],
+              started: float, progress: bool) -> None:
+    """One line per turn with the time left: what a run without bars (CI, ``| tee``) shows;
+    DEBUG when the bars already show it."""
+    elapsed = time.perf_counter() - started
+    served = ",".join(sorted({p.served_by or p.role for _, p in plans})) or "-"
+    left = elapsed / (turn + 1) * (n_turns - turn - 1)
+    log.log(logging.DEBUG if progress else logging.INFO,
+            "%s: turn %d/%d of %d dialogue(s) done (served by %s), %.1fs so far, ~%.0fs left",
+            method, turn + 1, n_turns, len(plans), served, elapsed, left)
 
 
 def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:

@@ -9,10 +9,12 @@ lightning-hydra-template's ``train.py`` returns ``metric_dict``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,16 +177,19 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                      or cfg.judge.name != "none")
         reference, ref_key, ref_dir = (None, None, None)
         if needs_ref:
-            reference, ref_key, ref_dir = ensure_reference(cfg, ctx, dialogues, progress)
+            with _stage("reference: the Original's answers"):
+                reference, ref_key, ref_dir = ensure_reference(cfg, ctx, dialogues, progress)
         write_header(run_dir, cfg, "running", reference_dir=str(ref_dir) if ref_dir else None,
                      reference_key=ref_key)
         method = method_cls(cfg.method, ctx)
         store = RecordStore(run_dir)
         runner = Runner(cfg, ctx, method, store, run_id=str(cfg.run_name), reference=reference,
                         reference_key=ref_key, history_mode=str(cfg.history))
-        counts = runner.serve(dialogues, int(cfg.batch_size), progress)
+        with _stage(f"serve: {cfg.method.name}"):
+            counts = runner.serve(dialogues, int(cfg.batch_size), progress)
         log.info("%s", ctx.cache_stats())
-        judged = _judge(cfg, run_dir)
+        with _stage(f"judge: {cfg.judge.name}"):
+            judged = _judge(cfg, run_dir)
         _summarize(cfg, run_dir, {d.id for d in dialogues})
         metrics = run_metrics(run_dir, judged)
         if wandb_run is not None:
@@ -201,12 +206,24 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2),
-                     error=error, metrics=metrics)
+                     error=error, metrics=metrics,
+                     models=ctx.describe_models() if ctx is not None else {})
         if wandb_run is not None:
             wandb_run.finish(status)
         if ctx is not None and ctx.cache is not None:
             ctx.cache.close()
         log.info("output dir: %s (status %s)", run_dir, status)
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Per-stage seconds in the log: a long run always says what it is doing and what it did."""
+    log.info("stage %s ...", name)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.info("stage %s: %.1fs", name, time.perf_counter() - started)
 
 
 def _judge(cfg: DictConfig, run_dir: Path) -> float | None:

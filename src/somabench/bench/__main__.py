@@ -14,7 +14,7 @@ from pathlib import Path
 # name -> (module, how it is called): "dir" modules take the output dir, "argv" modules are CLIs.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "foundation": ("somabench.bench.foundation", "dir"),
-    "soma": ("somabench.soma.bench", "argv"),
+    "soma": ("somabench.bench.soma", "argv"),
     "judges": ("somabench.judges.bench", "argv"),
 }
 
