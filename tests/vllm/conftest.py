@@ -1,0 +1,143 @@
+"""Fixtures for the tests that need a real vLLM (``make test-vllm``, run with .venv-vllm's python).
+
+One engine per test session (SmolLM2-135M, float32, LoRA enabled: loading takes 1-2 min on a
+shared 2-core CPU) and one OpenAI-compatible vLLM server process per session (loopback only,
+free port, stopped at the end; a watchdog ``timeout`` kills it even if pytest dies). Every
+test module here starts with ``pytestmark = pytest.mark.vllm`` and
+``pytest.importorskip("vllm")``: skipped where vLLM is not installed (the main .venv).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SMOLLM2_ASSET = "smollm2-135m-instruct"
+SMOLLM2_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Engine settings for the tests: float32 so the hf comparison is not about bf16 rounding,
+# a short context so the over-long prompt test is cheap, rank-8 LoRA like conf/method/soma.yaml.
+ENGINE = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "enable_lora": True,
+          "max_lora_rank": 8, "max_loras": 4, "seed": 0}
+KV_CACHE_GB = "1"  # VLLM_CPU_KVCACHE_SPACE: plenty for 512-token requests of a 135M model
+SERVER_READY_TIMEOUT = 600.0  # seconds to wait for /v1/models (a loaded 2-core CPU is slow)
+SERVER_LIFETIME = 1800  # the watchdog kills the server after this many seconds regardless
+SERVED_NAME = "smollm2-vllm"
+THREADS = os.environ.get("SOMABENCH_TEST_THREADS", "1")
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", KV_CACHE_GB)
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from somabench import assets
+
+    return Path(assets.resolve(SMOLLM2_ASSET))
+
+
+@pytest.fixture(scope="session")
+def engine(smollm2_dir: Path) -> Any:
+    """The real vLLM engine on SmolLM2 (once per session)."""
+    from somabench.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(model_id=SMOLLM2_MODEL_ID, path=str(smollm2_dir), **ENGINE)
+
+
+@pytest.fixture(scope="session")
+def hf_g(smollm2_dir: Path) -> Any:
+    """The same model through transformers (float32), the reference the engine is compared to."""
+    from somabench.backends.hf import HFBackend
+
+    return HFBackend(model_id=SMOLLM2_MODEL_ID, path=str(smollm2_dir), dtype="float32",
+                     num_threads=int(THREADS))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    import json
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return json.loads(resp.read())
+
+
+class VLLMServer:
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1:<free port>."""
+
+    def __init__(self, model_dir: Path, log_path: Path, port: int | None = None) -> None:
+        self.model_dir = model_dir
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.model_id = SERVED_NAME
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+               "--served-model-name", SERVED_NAME, "--dtype", ENGINE["dtype"],
+               "--max-model-len", str(ENGINE["max_model_len"]), "--enforce-eager",
+               "--seed", "0", "--disable-log-stats"]
+        watchdog = shutil.which("timeout")
+        return [watchdog, "--signal=TERM", "--kill-after=30", str(SERVER_LIFETIME), *cmd] \
+            if watchdog else cmd
+
+    def start(self, ready_timeout: float = SERVER_READY_TIMEOUT) -> VLLMServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {self.proc.returncode}; log: "
+                                   f"{self.log_path}\n{self.log_tail()}")
+            try:
+                if get_json(f"{self.base_url}/models")["data"]:
+                    return self
+            except OSError:
+                time.sleep(2.0)
+        self.stop()
+        raise RuntimeError(f"vLLM server not ready after {ready_timeout:.0f}s; log {self.log_path}")
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A real vLLM OpenAI-compatible server for the session (stopped at the end)."""
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    server = VLLMServer(smollm2_dir, log_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
