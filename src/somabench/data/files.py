@@ -24,14 +24,14 @@ log = logging.getLogger(__name__)
 
 SCHEMA_HINT = 'one JSON object per line: {"id": ..., "dataset": ..., "turns": [...]}'
 # Leading bytes of formats people hand in by mistake -> what it is and how to fix it.
-MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip-compressed data; name the file *.jsonl.gz"),
-    (b"PK\x03\x04", "a zip archive (or xlsx); extract or export it as JSONL"),
-    (b"PAR1", "a Parquet file; convert it to JSONL (e.g. pandas read_parquet + to_json("
-              "orient='records', lines=True))"),
-    (b"SQLite format 3\x00", "an SQLite database; export the dialogues as JSONL"),
-    (codecs.BOM_UTF16_LE, "UTF-16 text; save it as UTF-8"),
-    (codecs.BOM_UTF16_BE, "UTF-16 text; save it as UTF-8"),
+MAGIC: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data", "name the file *.jsonl.gz"),
+    (b"PK\x03\x04", "a zip archive (or xlsx)", "extract or export it as JSONL"),
+    (b"PAR1", "a Parquet file", "convert it to JSONL (pandas: read_parquet, then "
+                                "to_json(orient='records', lines=True))"),
+    (b"SQLite format 3\x00", "an SQLite database", "export the dialogues as JSONL"),
+    (codecs.BOM_UTF16_LE, "UTF-16 text", "save it as UTF-8"),
+    (codecs.BOM_UTF16_BE, "UTF-16 text", "save it as UTF-8"),
 )
 
 
@@ -47,9 +47,9 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
 def _not_text(raw: bytes, number: int) -> str | None:
     """Why this line is not JSONL text (binary or a known foreign format), or None."""
     if number == 1:
-        for magic, what in MAGIC:
+        for magic, what, fix in MAGIC:
             if raw.startswith(magic):
-                return f"this is {what}, not JSONL text"
+                return f"this is {what}, not JSONL text; {fix}"
     nul = raw.find(b"\x00")
     if nul >= 0:
         return f"binary data (NUL byte at byte {nul}), not JSONL text; expected {SCHEMA_HINT}"
@@ -104,7 +104,7 @@ def read_dialogues_jsonl(path: str | Path) -> list[Dialogue]:
             except json.JSONDecodeError as exc:
                 fix = _json_fix(exc, text, last_unterminated=not raw.endswith(b"\n"))
                 raise DatasetError(
-                    f"invalid JSON ({exc.msg} at column {exc.colno}); {fix}", where=where
+                    f"invalid JSON ({exc.msg}, column {exc.colno}); {fix}", where=where
                 ) from exc
             if number == 1 and isinstance(obj, list):
                 raise DatasetError(
