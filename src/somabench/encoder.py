@@ -45,6 +45,11 @@ class Encoder:
         return float(np.dot(va, vb))
 
 
+# Loaded sentence-transformers models by (source, device): the run's phi and the embedding
+# judge use the same model, so one process loads it once (issue 11: repeated encoder loads).
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
 def build_encoder(cfg: Any, cache_dir: str | None = None) -> Encoder:
     from sentence_transformers import SentenceTransformer
 
@@ -54,5 +59,7 @@ def build_encoder(cfg: Any, cache_dir: str | None = None) -> Encoder:
 
         path = str(assets.resolve(cfg.asset, cache_dir))
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if path else os.environ.get("HF_HUB_OFFLINE", "0"))
-    model = SentenceTransformer(path or cfg.model_id, device=cfg.get("device", "cpu"))
-    return Encoder(model, cfg.model_id, int(cfg.batch_size))
+    key = (str(path or cfg.model_id), str(cfg.get("device", "cpu")))
+    if key not in _MODELS:
+        _MODELS[key] = SentenceTransformer(key[0], device=key[1])
+    return Encoder(_MODELS[key], cfg.model_id, int(cfg.batch_size))
