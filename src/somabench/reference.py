@@ -43,6 +43,11 @@ def reference_key(cfg: DictConfig) -> str:
         data["F"].pop(transport, None)
     for selection in SELECTION_KEYS:
         data["dataset"].pop(selection, None)
+    if data["F"].get("backend") == "hf":  # dtype: auto -> what this machine runs (bf16 != fp32)
+        from somabench.dtype import resolve
+
+        data["F"]["dtype"] = resolve(str(data["F"].get("dtype", "auto")),
+                                     str(data["F"].get("device", "cpu")), cfg.paths.cache_dir).name
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.dataset.name}-{cfg.model.family}-{digest[:10]}"
 
