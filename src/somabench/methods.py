@@ -60,6 +60,8 @@ class Session:
     """Dialogue-level adaptation details/costs (mining steps, seconds, hardness ...)."""
     adaptation_tokens: dict[str, Usage] = field(default_factory=dict)
     """Tokens spent on adaptation, per model; counted in tokens per dialogue."""
+    train_tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Training forward/backward tokens per model (``add_train_tokens``)."""
 
     @property
     def id(self) -> str:
@@ -86,6 +88,15 @@ class Session:
 
     def add_adaptation_tokens(self, role: str, usage: Usage) -> None:
         self.adaptation_tokens[role] = self.adaptation_tokens.get(role, Usage()) + usage
+
+    def add_train_tokens(self, role: str, stage: str, counts: dict[str, int]) -> None:
+        """Training forward/backward token counts (DialogueRecord.train_tokens), per stage."""
+        total = self.train_tokens.setdefault(role, {"forward": 0, "backward": 0})
+        by_stage = self.adaptation.setdefault("train_tokens_by_stage", {}).setdefault(
+            stage, {}).setdefault(role, {"forward": 0, "backward": 0})
+        for key in ("forward", "backward"):
+            total[key] += int(counts.get(key, 0))
+            by_stage[key] += int(counts.get(key, 0))
 
 
 class Method(ABC):

@@ -126,6 +126,11 @@ class DialogueRecord:
     """Adaptation cost split by stage (steps, seconds, F tokens on mined prompts ...)."""
     adaptation_tokens: dict[str, Usage] = field(default_factory=dict)
     """Tokens spent on adaptation only (already included in ``tokens``)."""
+    train_tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Training compute per model as token counts, e.g. ``{"G": {"forward": n, "backward": n}}``:
+    positions processed by the forward / backward passes of SOMA's mining and LoRA and of
+    History-FT's LoRA (not in ``tokens``, which counts inference). Per stage in
+    ``adaptation["train_tokens_by_stage"]``. Empty for methods that do not train."""
     seconds: dict[str, float] = field(default_factory=dict)
     """``wall`` for the dialogue, ``generate``, ``adapt``..."""
     n_errors: int = 0

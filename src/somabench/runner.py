@@ -240,6 +240,7 @@ class Runner:
             run_id=self.run_id, dialogue_id=session.id, dataset=session.dialogue.dataset,
             method=self.method.name, n_turns=len(live.turns), tokens=tokens,
             adaptation=session.adaptation, adaptation_tokens=dict(session.adaptation_tokens),
+            train_tokens={role: dict(c) for role, c in session.train_tokens.items()},
             seconds={"wall": round(time.perf_counter() - live.started, 6),
                      "generate": round(gen_seconds, 6), "adapt": round(adapt_seconds, 6)},
             n_errors=sum(t.status != "ok" for t in live.turns), config_hash=self.cfg_hash,
