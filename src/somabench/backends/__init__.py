@@ -44,7 +44,7 @@ def build_backend(role: str, cfg: Any, cache_dir: str | None = None) -> Any:
     cls = backends.get(kind)
     if kind in ("hf", "vllm"):
         _preflight_local(role, spec, kind, cache_dir)
-    if kind in ("hf", "llamacpp"):
+    if kind in ("hf", "vllm", "llamacpp"):
         spec.setdefault("cache_dir", cache_dir)  # dtype probe cache / assembled GGUF files
     try:
         return cls(**spec)
