@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -252,12 +253,12 @@ class Runner:
 
 def _log_turn(method: str, turn: int, n_turns: int, plans: list[tuple[_Live, TurnPlan]],
               started: float, progress: bool) -> None:
-    """One line per turn with the time left: what a run without bars (CI, ``| tee``) shows;
-    DEBUG when the bars already show it."""
+    """One line per turn with the time left, at INFO unless bars show it on the same terminal
+    as the log (so CI and ``make run | tee log`` keep it in the log)."""
     elapsed = time.perf_counter() - started
     served = ",".join(sorted({p.served_by or p.role for _, p in plans})) or "-"
     left = elapsed / (turn + 1) * (n_turns - turn - 1)
-    log.log(logging.DEBUG if progress else logging.INFO,
+    log.log(logging.DEBUG if progress and sys.stdout.isatty() else logging.INFO,
             "%s: turn %d/%d of %d dialogue(s) done (served by %s), %.1fs so far, ~%.0fs left",
             method, turn + 1, n_turns, len(plans), served, elapsed, left)
 
