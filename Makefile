@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv with CPU torch and somabench (idempotent)
 
 assets: $(STAMP)  ## fetch + convert the offline tiny models (idempotent)
-	$(BIN)/python -m somabench.assets fetch tiny
+	$(BIN)/python -m somabench assets fetch tiny
 
 run: assets  ## run the default experiment (tiny offline models, bundled data) and print the summary
 	$(BIN)/python -m somabench experiment=default_tiny
@@ -43,7 +43,7 @@ test-full: assets  ## every test, slow ones included
 	$(BIN)/python -m pytest -q
 
 bench: assets  ## benchmarks -> results/bench/*.json
-	$(BIN)/python -m somabench.bench
+	$(BIN)/python -m somabench bench
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src baselines judges tests
@@ -52,10 +52,10 @@ sweep: assets  ## the paper study at tiny scale (experiment=tiny_paper) then the
 	$(BIN)/python -m somabench -m experiment=tiny_paper
 
 paper-tiny: sweep  ## alias: tiny_paper sweep + report into results/tiny_paper
-	$(BIN)/python -m somabench.report outputs/tiny_paper --out results/tiny_paper
+	$(BIN)/python -m somabench report outputs/tiny_paper --out results/tiny_paper
 
 report: $(STAMP)  ## tables and figures from outputs/ -> results/
-	$(BIN)/python -m somabench.report outputs --out results/latest
+	$(BIN)/python -m somabench report outputs --out results/latest
 
 clean:  ## remove outputs and caches of this checkout (not the model cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

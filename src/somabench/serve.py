@@ -1,24 +1,16 @@
-"""A small OpenAI-compatible HTTP server that only listens on loopback.
+"""``somabench serve``: a small OpenAI-compatible HTTP server for one local model, loopback only.
 
-Why: users can serve a local model (e.g. the tiny SmolLM2 asset) to another process as F or as a
-judge, and tests get a *real* HTTP endpoint, both for happy paths (a real model behind it) and
-for faults (rate limits, timeouts, garbage, dropped connections) that a client must survive.
-
-Two modes:
-
-* ``backend`` mode serves any somabench backend object (``chat(messages, gen) -> Completion``);
-  ``usage`` is the backend's own exact token counts.
-* ``script`` mode answers from a list of :class:`Behavior` entries consumed in order, then a
-  default behaviour. Its responses say so: ``model`` is ``scripted-echo`` and every response
-  carries the header ``X-Somabench-Scripted: 1``; its ``usage`` counts whitespace-separated
-  words, not tokens.
+Why: users can serve a local model (e.g. the tiny SmolLM2 asset) to another process as F or as
+a judge. It serves any somabench backend object (``chat(messages, gen) -> Completion``);
+``usage`` is the backend's own exact token counts. The fault-injecting scripted double that
+tests and the judge bench use subclasses it in ``somabench.testing.scripted``.
 
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``, ``GET /stats``
 (request counts per endpoint / model / status, in-flight maximum, so tests can assert "0 calls").
 
 The server is bounded: after ``max_requests`` HTTP requests (every endpoint counts) or
 ``lifetime_seconds`` it shuts itself down. Use it as a context manager or ``start()``/``stop()``;
-``python -m somabench.serve --asset smollm2-135m-instruct --port 8000`` serves a model for users.
+``python -m somabench serve --asset smollm2-135m-instruct --port 8000`` serves a model for users.
 """
 
 from __future__ import annotations
@@ -27,30 +19,25 @@ import argparse
 import collections
 import json
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from somabench.backends.base import GenerationConfig
+from somabench.backends.base import Backend, GenerationConfig
+from somabench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOST = "127.0.0.1"
 LOOPBACK_ALIASES = ("127.0.0.1", "localhost")
-SCRIPTED_MODEL_ID = "scripted-echo"  # what script mode reports as its model: never a real name
-SCRIPTED_HEADER = "X-Somabench-Scripted"
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 SHUTDOWN_POLL_SECONDS = 0.05  # how fast serve_forever notices a shutdown; not a serving knob
-BEHAVIOR_KINDS = ("reply", "echo", "status", "sleep", "garbage", "drop")
-DEFAULT_GARBAGE_BODY = "<html>this is not an OpenAI chat completion{"
 
 
-class ServerConfigError(ValueError):
+class ServerConfigError(ConfigError):
     """The server was asked for something it refuses to do (e.g. a non-loopback host)."""
 
 
@@ -62,66 +49,6 @@ class RequestError(Exception):
         self.status = status
         self.message = message
         self.code = code
-
-
-@dataclass(frozen=True)
-class Behavior:
-    """One scripted answer to a chat request.
-
-    kinds: ``reply`` (answer ``text``), ``echo`` (answer the last user message), ``status``
-    (HTTP ``status`` with an error body and optional ``Retry-After: retry_after``), ``sleep``
-    (wait ``seconds``, then answer ``text`` or echo; makes client timeouts happen), ``garbage``
-    (HTTP 200 with a non-JSON ``text`` body), ``drop`` (close the connection without answering).
-    Build them with the class methods: ``Behavior.reply("hi")``, ``Behavior.echo()``,
-    ``Behavior.error(429, retry_after=1)``, ``Behavior.sleep(2.0)``, ``Behavior.garbage()``,
-    ``Behavior.drop()``; or from a dict (``{"kind": "status", "status": 500}``).
-    """
-
-    kind: str
-    text: str | None = None
-    status: int | None = None
-    retry_after: float | None = None
-    seconds: float | None = None
-    usage: bool = True
-    """False: answer without a ``usage`` object (servers that report no token counts)."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in BEHAVIOR_KINDS:
-            raise ServerConfigError(f"unknown behavior kind '{self.kind}'; known: {BEHAVIOR_KINDS}")
-        if self.kind == "reply" and self.text is None:
-            raise ServerConfigError("a 'reply' behavior needs text")
-        if self.kind == "status" and self.status is None:
-            raise ServerConfigError("a 'status' behavior needs an HTTP status")
-        if self.kind == "sleep" and self.seconds is None:
-            raise ServerConfigError("a 'sleep' behavior needs seconds")
-
-    @classmethod
-    def reply(cls, text: str, usage: bool = True) -> Behavior:
-        return cls("reply", text=text, usage=usage)
-
-    @classmethod
-    def echo(cls) -> Behavior:
-        return cls("echo")
-
-    @classmethod
-    def error(cls, status: int, retry_after: float | None = None, text: str | None = None) -> Behavior:
-        return cls("status", status=status, retry_after=retry_after, text=text)
-
-    @classmethod
-    def sleep(cls, seconds: float, text: str | None = None) -> Behavior:
-        return cls("sleep", seconds=seconds, text=text)
-
-    @classmethod
-    def garbage(cls, body: str = DEFAULT_GARBAGE_BODY) -> Behavior:
-        return cls("garbage", text=body)
-
-    @classmethod
-    def drop(cls) -> Behavior:
-        return cls("drop")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Behavior:
-        return cls(**data)
 
 
 def check_loopback(host: str) -> str:
@@ -145,7 +72,7 @@ def _text_of(content: Any) -> str:
     raise RequestError(400, f"message content must be a string or a list of parts, got {type(content).__name__}")
 
 
-def _parse_messages(body: dict[str, Any]) -> list[dict[str, str]]:
+def parse_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty list")
@@ -157,19 +84,19 @@ def _parse_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _words(text: str) -> int:
-    return len(text.split())
-
-
 class OpenAICompatServer:
     """A bounded, loopback-only OpenAI-compatible server (see the module docstring)."""
 
+    mode = "backend"
+    owner = "somabench"
+    """``owned_by`` in ``GET /v1/models``."""
+    response_headers: dict[str, str] = {}
+    """Headers added to every response (the scripted double labels itself with one)."""
+
     def __init__(
         self,
+        backend: Backend | None,
         *,
-        backend: Any | None = None,
-        script: list[Behavior | dict[str, Any]] | None = None,
-        default: Behavior | None = None,
         served_model_id: str | None = None,
         max_requests: int | None,
         lifetime_seconds: float | None,
@@ -180,17 +107,7 @@ class OpenAICompatServer:
         self.host = check_loopback(host)
         self.port = port
         self.backend = backend
-        self.mode = "backend" if backend is not None else "script"
-        if backend is not None and (script or default):
-            raise ServerConfigError("give either a backend or a script, not both")
-        self.script: collections.deque[Behavior] = collections.deque(
-            b if isinstance(b, Behavior) else Behavior.from_dict(b) for b in (script or [])
-        )
-        self.default = default or Behavior.echo()
-        if self.mode == "backend":
-            self.model_id = served_model_id or backend.model_id
-        else:
-            self.model_id = SCRIPTED_MODEL_ID
+        self.model_id = served_model_id or (backend.model_id if backend is not None else "")
         self.max_requests = max_requests
         self.lifetime_seconds = lifetime_seconds
         self.default_max_tokens = default_max_tokens
@@ -203,15 +120,12 @@ class OpenAICompatServer:
         self._timer: threading.Timer | None = None
         self._started_at: float | None = None
         self._counter = 0
-        self.requests: list[dict[str, Any]] = []
-        """Bodies of the chat requests received (in-process inspection for tests)."""
         self._stats: dict[str, Any] = {
             "requests_total": 0,
             "chat_requests": 0,
             "by_endpoint": collections.Counter(),
             "by_model": collections.Counter(),
             "by_status": collections.Counter(),
-            "behaviors": collections.Counter(),
             "in_flight": 0,
             "max_in_flight": 0,
         }
@@ -232,7 +146,7 @@ class OpenAICompatServer:
     def start(self) -> OpenAICompatServer:
         if self._httpd is not None:
             raise RuntimeError("server already started")
-        handler = type("Handler", (_Handler,), {"app": self})
+        handler = type("Handler", (ChatHandler,), {"app": self})
         httpd = ThreadingHTTPServer((self.host, self.port), handler)
         httpd.daemon_threads = True
         self._httpd = httpd
@@ -310,19 +224,12 @@ class OpenAICompatServer:
             snap = {k: (dict(v) if isinstance(v, collections.Counter) else v)
                     for k, v in self._stats.items()}
             snap["by_status"] = {str(k): v for k, v in snap["by_status"].items()}
-            snap["script_remaining"] = len(self.script)
         snap.update(
             mode=self.mode, model=self.model_id, max_requests=self.max_requests,
             lifetime_seconds=self.lifetime_seconds,
             uptime_seconds=(time.monotonic() - self._started_at) if self._started_at else 0.0,
         )
         return snap
-
-    def _next_behavior(self) -> Behavior:
-        with self._lock:
-            behavior = self.script.popleft() if self.script else self.default
-            self._stats["behaviors"][behavior.kind] += 1
-        return behavior
 
     def _next_id(self) -> str:
         with self._lock:
@@ -386,29 +293,22 @@ class OpenAICompatServer:
         if model != self.model_id:
             raise RequestError(404, f"model '{model}' is not served here; available: ['{self.model_id}']",
                                code="model_not_found")
-        messages = _parse_messages(body)
+        messages = parse_messages(body)
         gen = self.generation_config(body)
         with self._backend_lock:
             completion = self.backend.chat(messages, gen)
         return self.completion_body(completion.text, completion.finish_reason,
                                     completion.prompt_tokens, completion.completion_tokens)
 
-    def scripted_text(self, behavior: Behavior, messages: list[dict[str, str]]) -> str:
-        if behavior.text is not None:
-            return behavior.text
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        return users[-1] if users else ""
+    def on_request(self, body: dict[str, Any]) -> None:
+        """Hook called with every chat request body (the test double records them)."""
 
-    def scripted_body(self, text: str, messages: list[dict[str, str]],
-                      usage: bool = True) -> dict[str, Any]:
-        """A completion whose ``usage`` counts whitespace words (script mode has no tokenizer)."""
-        if not usage:
-            return self.completion_body(text, "stop", None, None)
-        prompt_words = sum(_words(m["content"]) for m in messages)
-        return self.completion_body(text, "stop", prompt_words, _words(text))
+    def respond(self, handler: ChatHandler, body: dict[str, Any]) -> None:
+        """Answer one chat request through ``handler`` (the backend's completion)."""
+        handler.send_json(200, self.answer_backend(body))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class ChatHandler(BaseHTTPRequestHandler):
     app: OpenAICompatServer
     server_version = "somabench-serve"
 
@@ -416,10 +316,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send_raw(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.send_raw(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
 
-    def _send_raw(self, status: int, data: bytes, content_type: str,
+    def send_raw(self, status: int, data: bytes, content_type: str,
                   headers: dict[str, str] | None = None) -> None:
         with self.app._lock:
             self.app._stats["by_status"][status] += 1
@@ -427,19 +327,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
-            if self.app.mode == "script":
-                self.send_header(SCRIPTED_HEADER, "1")
-            for key, value in (headers or {}).items():
+            for key, value in {**self.app.response_headers, **(headers or {})}.items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # client gave up (e.g. its timeout)
             log.debug("client went away before the response was written")
 
-    def _send_error_json(self, status: int, message: str, code: str,
+    def send_error_json(self, status: int, message: str, code: str,
                          headers: dict[str, str] | None = None) -> None:
         body = {"error": {"message": message, "type": code, "code": status}}
-        self._send_json(status, body, headers)
+        self.send_json(status, body, headers)
 
     def _route(self, method: str) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -447,18 +345,18 @@ class _Handler(BaseHTTPRequestHandler):
         last = self.app._count_request(endpoint)
         try:
             if method == "GET" and path == "/health":
-                self._send_json(200, {"status": "ok", "mode": self.app.mode})
+                self.send_json(200, {"status": "ok", "mode": self.app.mode})
             elif method == "GET" and path == "/stats":
-                self._send_json(200, self.app.stats())
+                self.send_json(200, self.app.stats())
             elif method == "GET" and path == MODELS_PATH:
-                owner = "somabench-script" if self.app.mode == "script" else "somabench"
-                self._send_json(200, {"object": "list", "data": [
-                    {"id": self.app.model_id, "object": "model", "created": 0, "owned_by": owner}
+                self.send_json(200, {"object": "list", "data": [
+                    {"id": self.app.model_id, "object": "model", "created": 0,
+                     "owned_by": self.app.owner}
                 ]})
             elif method == "POST" and path == CHAT_PATH:
                 self._chat()
             else:
-                self._send_error_json(404, f"no route {endpoint}", "not_found")
+                self.send_error_json(404, f"no route {endpoint}", "not_found")
         finally:
             if last:
                 self.app._finish_bound()
@@ -493,64 +391,24 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             with app._lock:
                 app._stats["by_model"][str(body.get("model"))] += 1
-                app.requests.append(body)
-            if app.mode == "backend":
-                self._send_json(200, app.answer_backend(body))
-            else:
-                self._scripted(body)
+            app.on_request(body)
+            app.respond(self, body)
         except RequestError as exc:
-            self._send_error_json(exc.status, exc.message, exc.code)
+            self.send_error_json(exc.status, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not crash
             log.exception("chat request failed")
-            self._send_error_json(500, f"{type(exc).__name__}: {exc}", "server_error")
+            self.send_error_json(500, f"{type(exc).__name__}: {exc}", "server_error")
         finally:
             with app._lock:
                 app._stats["in_flight"] -= 1
-
-    def _scripted(self, body: dict[str, Any]) -> None:
-        app = self.app
-        behavior = app._next_behavior()
-        if behavior.kind == "drop":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        if behavior.kind == "garbage":
-            self._send_raw(200, (behavior.text or "").encode("utf-8"), "application/json")
-            return
-        if behavior.kind == "status":
-            headers = {}
-            if behavior.retry_after is not None:
-                headers["Retry-After"] = f"{behavior.retry_after:g}"
-            message = behavior.text or f"scripted HTTP {behavior.status}"
-            self._send_error_json(int(behavior.status or 0), message, "scripted_error", headers)
-            return
-        if behavior.kind == "sleep":
-            if app._stop_event.wait(behavior.seconds):
-                return  # server stopping: do not answer
-        messages = _parse_messages(body)
-        text = app.scripted_text(behavior, messages)
-        self._send_json(200, app.scripted_body(text, messages, usage=behavior.usage))
-
-
-def serve_backend(backend: Any, **kwargs: Any) -> OpenAICompatServer:
-    """A server (not yet started) for a somabench backend object."""
-    return OpenAICompatServer(backend=backend, **kwargs)
-
-
-def serve_script(script: list[Behavior | dict[str, Any]], **kwargs: Any) -> OpenAICompatServer:
-    """A server (not yet started) answering from a script of behaviours."""
-    return OpenAICompatServer(script=script, **kwargs)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m somabench.serve",
-        description="Serve a local model (or a fault script) as an OpenAI-compatible endpoint on "
-                    "127.0.0.1. Example: python -m somabench.serve --asset smollm2-135m-instruct "
+        prog="python -m somabench serve",
+        description="Serve a local model as an OpenAI-compatible endpoint on "
+                    "127.0.0.1. Example: python -m somabench serve --asset smollm2-135m-instruct "
                     "--port 8000, then model.F.backend=openai "
                     "model.F.base_url=http://127.0.0.1:8000/v1 "
                     "model.F.model_id=HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -558,7 +416,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--asset", help="offline model asset name (see python -m somabench.assets)")
     src.add_argument("--path", help="a local Hugging Face model directory")
-    src.add_argument("--script", help="JSON file: a list of behaviours (script mode, for tests)")
     p.add_argument("--model-id", help="name clients must send as 'model' (default: the asset's "
                    "hub id, as in conf/model, or the directory name)")
     p.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 | float32 | ...)")
@@ -574,30 +431,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    check_loopback(args.host)
-    bounds = dict(max_requests=args.max_requests, lifetime_seconds=args.lifetime_seconds,
-                  host=args.host, port=args.port)
-    if args.script:
-        script = json.loads(Path(args.script).read_text())
-        server = OpenAICompatServer(script=script, **bounds)
-    else:
-        from somabench.backends.hf import HFBackend
-
-        if args.asset:
-            from somabench import assets
-
-            path = str(assets.resolve(args.asset))
-            model_id = args.model_id or assets.ASSETS[args.asset].hub_id  # = conf model_id
-        else:
-            path = args.path
-            model_id = args.model_id or Path(args.path).name
-        backend = HFBackend(model_id=model_id, path=path, dtype=args.dtype, device=args.device,
-                            num_threads=args.num_threads)
-        server = OpenAICompatServer(backend=backend, default_max_tokens=args.default_max_tokens,
-                                    **bounds)
+def run_until_stopped(server: OpenAICompatServer) -> int:
+    """Start ``server``, log its address, block until a bound or Ctrl-C stops it."""
     server.start()
     log.info("ready: base_url=%s model=%s (Ctrl-C stops)", server.base_url, server.model_id)
     try:
@@ -609,5 +444,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    check_loopback(args.host)
+    from somabench.backends.hf import HFBackend
+
+    if args.asset:
+        from somabench import assets
+
+        path = str(assets.resolve(args.asset))
+        model_id = args.model_id or assets.ASSETS[args.asset].hub_id  # = conf model_id
+    else:
+        path = args.path
+        model_id = args.model_id or Path(args.path).name
+    backend = HFBackend(model_id=model_id, path=path, dtype=args.dtype, device=args.device,
+                        num_threads=args.num_threads)
+    return run_until_stopped(OpenAICompatServer(
+        backend, default_max_tokens=args.default_max_tokens, max_requests=args.max_requests,
+        lifetime_seconds=args.lifetime_seconds, host=args.host, port=args.port))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from somabench.cli import alias
+
+    raise SystemExit(alias("serve"))

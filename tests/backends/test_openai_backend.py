@@ -12,7 +12,7 @@ from somabench.backends import build_backend
 from somabench.backends.base import BackendError, GenerationConfig
 from somabench.backends.openai_api import OpenAIBackend
 from somabench.cache import CachedBackend, SqliteCache
-from somabench.serve import SCRIPTED_MODEL_ID, Behavior
+from somabench.testing.scripted import SCRIPTED_MODEL_ID, Behavior
 
 GEN = GenerationConfig(max_new_tokens=8)
 HI = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]

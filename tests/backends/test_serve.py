@@ -1,4 +1,5 @@
-"""somabench.serve: loopback only, real HTTP, scripted faults in order, bounded lifetime."""
+"""somabench.serve (the user's server) and its scripted test double: loopback only, real HTTP,
+scripted faults in order, bounded lifetime."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import urllib.request
 import pytest
 from tests.helpers.servers import http_get_json, serve_in_thread, server_stats
 
-from somabench.serve import (
+from somabench.serve import ServerConfigError, build_arg_parser, main
+from somabench.testing.scripted import (
     SCRIPTED_HEADER,
     SCRIPTED_MODEL_ID,
     Behavior,
-    OpenAICompatServer,
-    ServerConfigError,
-    build_arg_parser,
-    main,
+    ScriptedServer,
 )
 
 HTTP_TIMEOUT = 10.0
@@ -41,12 +40,12 @@ def user(text: str) -> list[dict]:
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
 def test_refuses_non_loopback_host(host: str) -> None:
     with pytest.raises(ServerConfigError, match="only listens on loopback"):
-        OpenAICompatServer(script=[], host=host, max_requests=1, lifetime_seconds=1)
+        ScriptedServer([], host=host, max_requests=1, lifetime_seconds=1)
 
 
 def test_cli_refuses_non_loopback_host() -> None:
     with pytest.raises(ServerConfigError, match="loopback"):
-        main(["--script", "unused.json", "--host", "0.0.0.0"])
+        main(["--asset", "smollm2-135m-instruct", "--host", "0.0.0.0"])  # before loading
 
 
 def test_cli_parser_defaults_to_loopback() -> None:
@@ -120,7 +119,7 @@ def test_lifetime_shuts_the_server_down() -> None:
 
 def test_stop_wakes_a_scripted_sleep() -> None:
     """A sleeping request must not keep a stopped server (or the test run) alive."""
-    server = OpenAICompatServer(script=[Behavior.sleep(60.0)], max_requests=5, lifetime_seconds=60)
+    server = ScriptedServer([Behavior.sleep(60.0)], max_requests=5, lifetime_seconds=60)
     server.start()
     t = threading.Thread(target=lambda: post_chat_quiet(server.base_url), daemon=True)
     t.start()
@@ -166,8 +165,9 @@ def test_backend_mode_rejects_unknown_model_and_streaming(smollm2_server) -> Non
         "model": "x", "messages": user("hi")})[1]
 
 
-def test_cli_script_mode_serves_and_stops_by_itself(tmp_path) -> None:
-    """`python -m somabench.serve --script ...` as users run it: ready line, answers, bound."""
+def test_scripted_process_serves_and_stops_by_itself(tmp_path) -> None:
+    """The scripted double as its own process (`python -m somabench.testing.scripted`):
+    ready line, answers, bound."""
     import re
     import subprocess
     import sys
@@ -175,7 +175,7 @@ def test_cli_script_mode_serves_and_stops_by_itself(tmp_path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"kind": "reply", "text": "from the cli"}]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "somabench.serve", "--script", str(script), "--port", "0",
+        [sys.executable, "-m", "somabench.testing.scripted", "--script", str(script), "--port", "0",
          "--max-requests", "2", "--lifetime-seconds", "60"],
         stderr=subprocess.PIPE, text=True,
     )

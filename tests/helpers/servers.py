@@ -1,9 +1,9 @@
-"""Start a real ``somabench.serve`` server on 127.0.0.1 inside a test, and talk to it.
+"""Start a real loopback server inside a test, and talk to it: ``somabench.serve`` in front of a
+backend, or the scripted fault-injecting double (``somabench.testing.scripted``).
 
 Usage::
 
-    from somabench.serve import Behavior
-    from tests.helpers.servers import serve_in_thread, server_stats, openai_backend_for
+    from tests.helpers.servers import Behavior, serve_in_thread, server_stats, openai_backend_for
 
     with serve_in_thread(script=[Behavior.error(429), Behavior.reply("ok")]) as server:
         backend = openai_backend_for(server)          # OpenAIBackend with fast test knobs
@@ -23,7 +23,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from somabench.backends.openai_api import OpenAIBackend
-from somabench.serve import Behavior, OpenAICompatServer
+from somabench.serve import OpenAICompatServer
+from somabench.testing.scripted import (  # noqa: F401 - re-exported for tests
+    SCRIPTED_HEADER,
+    SCRIPTED_MODEL_ID,
+    Behavior,
+    RecordingServer,
+    ScriptedServer,
+)
 
 TEST_MAX_REQUESTS = 200  # far above any single test's needs; a runaway loop still ends
 TEST_LIFETIME_SECONDS = 300.0  # a forgotten server dies on its own
@@ -56,10 +63,14 @@ def serve_in_thread(
     The yielded server has ``.base_url`` (``http://127.0.0.1:PORT/v1``), ``.url``, ``.model_id``,
     ``.stats()``, ``.requests`` (bodies received) and ``.stop()``.
     """
-    server = OpenAICompatServer(
-        backend=backend, script=script, default=default, max_requests=max_requests,
-        lifetime_seconds=lifetime_seconds, default_max_tokens=default_max_tokens, **kwargs,
-    )
+    bounds = dict(max_requests=max_requests, lifetime_seconds=lifetime_seconds,
+                  default_max_tokens=default_max_tokens, **kwargs)
+    if backend is not None:
+        if script or default:
+            raise ValueError("give either a backend or a script, not both")
+        server: OpenAICompatServer = RecordingServer(backend, **bounds)
+    else:
+        server = ScriptedServer(script, default=default, **bounds)
     with server:
         yield server
 

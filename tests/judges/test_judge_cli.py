@@ -14,7 +14,7 @@ from tests.judges.conftest import base_overrides
 
 from somabench.config import compose
 from somabench.judge import JudgeCliError, build_config, main
-from somabench.serve import Behavior
+from somabench.testing.scripted import Behavior
 
 ROOT = Path(__file__).resolve().parents[2]
 

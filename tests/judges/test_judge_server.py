@@ -17,7 +17,7 @@ from tests.helpers.servers import serve_in_thread, server_stats
 from tests.judges.conftest import panel_cfg
 
 from somabench.records import load_turns
-from somabench.serve import Behavior
+from somabench.testing.scripted import Behavior
 
 ANSWERS = {"d1": ["four", "twelve"], "d2": ["six", "ten"]}
 REFS = {"d1": ["4", "12"], "d2": ["6", "10"]}

@@ -1,6 +1,15 @@
-"""``python -m somabench.bench [name ...]`` runs the benchmarks (all by default).
+"""``python -m somabench bench [name ...] [--out DIR] [key=value ...]``: the benchmarks.
 
-Each benchmark lives next to what it measures and writes results/bench/<name>.json.
+Contract (OWNERS.md, 1): every benchmark is ``somabench.bench.<name>`` exposing
+``run(out_dir: Path, overrides: list[str]) -> int`` (0 = ok) that writes
+``out_dir/<name>.json`` with the machine, the resolved dtypes, every mode it ran and medians.
+Overrides go to every named benchmark; name one benchmark to tune it.
+
+Examples::
+
+    python -m somabench bench                           # all -> results/bench/*.json
+    python -m somabench bench judges --out /tmp/bench repeats=1 modes.smollm2.enabled=false
+    python -m somabench bench soma bench.full.dialogues=1
 """
 
 from __future__ import annotations
@@ -11,37 +20,35 @@ import logging
 import sys
 from pathlib import Path
 
-# name -> (module, how it is called): "dir" modules take the output dir, "argv" modules are CLIs.
-BENCHMARKS: dict[str, tuple[str, str]] = {
-    "foundation": ("somabench.bench.foundation", "dir"),
-    "soma": ("somabench.bench.soma", "argv"),
-    "judges": ("somabench.judges.bench", "argv"),
-}
+BENCHMARKS: tuple[str, ...] = ("foundation", "soma", "judges")
+"""Modules ``somabench.bench.<name>``, run in this order by default."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.bench")
-    parser.add_argument("names", nargs="*", help=f"benchmarks (default: all of {list(BENCHMARKS)})")
+    parser = argparse.ArgumentParser(prog="python -m somabench bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("args", nargs="*", metavar="name | key=value",
+                        help=f"benchmarks (default: all of {list(BENCHMARKS)}) and overrides")
     parser.add_argument("--out", default="results/bench", help="output directory")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    names = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        from somabench.errors import ConfigError
+        from somabench.registry import did_you_mean
+
+        raise ConfigError(f"unknown benchmark '{unknown[0]}'.{did_you_mean(unknown[0], BENCHMARKS)}"
+                          f" Available: {', '.join(BENCHMARKS)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for name in args.names or list(BENCHMARKS):
-        if name not in BENCHMARKS:
-            print(f"error: unknown benchmark {name}; available: {list(BENCHMARKS)}", file=sys.stderr)
-            return 2
-        module_name, style = BENCHMARKS[name]
-        module = importlib.import_module(module_name)
+    for name in names or list(BENCHMARKS):
+        module = importlib.import_module(f"somabench.bench.{name}")
         try:
-            if style == "dir":
-                module.main(out)
-                code = 0
-            else:
-                flag = "--out" if name == "soma" else "--output"
-                code = module.main([flag, str(out / f"{name}.json")])
+            code = module.run(out, overrides)
         except Exception as exc:  # noqa: BLE001 - report every bench, fail at the end
+            logging.getLogger(__name__).exception("bench %s failed", name)
             print(f"[bench] {name}: FAILED: {exc!r}", file=sys.stderr)
             code = 1
         failures += bool(code)
@@ -50,4 +57,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from somabench.cli import alias
+
+    sys.exit(alias("bench"))

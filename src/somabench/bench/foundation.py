@@ -1,13 +1,14 @@
 """Foundation benchmark: harness overhead, hf throughput vs plain generate, batching speed-up.
 
 Settings and goals: conf/bench/foundation.yaml. Writes results/bench/foundation.json.
+
+    python -m somabench bench foundation [--out results/bench] [overhead.dialogues=2 ...]
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -17,8 +18,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from somabench.config import compose, conf_dir
+from somabench.rundir import now
 
 log = logging.getLogger(__name__)
+
+BENCH_NAME = "foundation"
 
 
 def _cfg(settings: Any, tmp: Path, extra: list[str]) -> Any:
@@ -131,18 +135,33 @@ def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
             "met": speedup >= settings.goals.batch_speedup_min}
 
 
-def main(out_dir: Path) -> dict[str, Any]:
-    settings = OmegaConf.load(conf_dir() / "bench" / "foundation.yaml")
+def load_settings(overrides: list[str]) -> Any:
+    """conf/bench/foundation.yaml with ``key=value`` overrides (``bench.`` prefix optional)."""
+    settings = OmegaConf.load(conf_dir() / "bench" / f"{BENCH_NAME}.yaml")
+    dotlist = [o.removeprefix("bench.") for o in overrides]
+    return OmegaConf.merge(settings, OmegaConf.from_dotlist(dotlist)) if dotlist else settings
+
+
+def run(out_dir: Path, overrides: list[str]) -> int:
+    """Contract 1: measure, write ``out_dir/foundation.json``; 0 = it ran (goals met or not are
+    data: ``summary``)."""
+    from somabench import dtype as dtypes
+
+    settings = load_settings(list(overrides))
+    machine = {**dtypes.machine(), "load_avg_before": dtypes.load_average()}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         result = {
-            "machine": {"cpus": os.cpu_count()},
+            "bench": BENCH_NAME, "machine": machine,
             "settings": OmegaConf.to_container(settings, resolve=True),
             "overhead": bench_overhead(settings, tmp),
             "throughput": bench_throughput(settings, tmp),
             "batching": bench_batching(settings, tmp),
-            "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "measured": now(),
         }
+    machine["load_avg_after"] = dtypes.load_average()
     result["summary"] = {k: result[k].get("met") for k in ("overhead", "throughput", "batching")}
-    (out_dir / "foundation.json").write_text(json.dumps(result, indent=2))
-    return result
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{BENCH_NAME}.json").write_text(json.dumps(result, indent=2, default=str))
+    return 0

@@ -2,11 +2,12 @@
 
 Why: the judge client's concurrency is what makes a paper panel (3 remote judges x every turn)
 affordable; this measures it through the full panel path (items, cache off, score lines,
-summary) against a real OpenAI-compatible server on 127.0.0.1 (``somabench.serve``), in two
-modes (see ``conf/bench/judges.yaml``): a scripted server with a fixed latency (like a remote
-API) and the real SmolLM2-135M behind the server (the model is the bottleneck).
+summary) against a real OpenAI-compatible server on 127.0.0.1, in two modes (see
+``conf/bench/judges.yaml``): the scripted double (``somabench.testing.scripted``) with a fixed
+latency (like a remote API) and the real SmolLM2-135M behind ``somabench.serve`` (the model is
+the bottleneck). Each concurrency is measured ``repeats`` times; the median is reported.
 
-    python -m somabench.judges.bench [--config conf/bench/judges.yaml] [--output PATH]
+    python -m somabench bench judges [--out results/bench] [bench.key=value ...]
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +26,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from somabench.config import compose, conf_dir
 from somabench.records import DialogueRecord, RecordStore, TurnRecord
+from somabench.rundir import RUN_HEADER, SCORES_FILE, now, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-BENCH_FORMAT = 1  # bump when the JSON layout changes
+BENCH_NAME = "judges"
+BENCH_FORMAT = 2  # 2: contract-1 layout (machine, dtype, medians); 1 was judges/bench.py
+BENCH_PREFIX = "bench."  # optional prefix of the overrides of conf/bench/judges.yaml
 REF_KEY = "bench-reference"
 
 
@@ -53,7 +57,7 @@ def write_synthetic_run(root: Path, n_dialogues: int, n_turns: int) -> Path:
         ref_store.append_dialogue(ref_turns, DialogueRecord(f"reference/{REF_KEY}", did, "bench",
                                                             "original", n_turns))
         store.append_dialogue(turns, DialogueRecord("bench", did, "bench", "surrogate", n_turns))
-    (run_dir / "run.json").write_text(json.dumps({"reference_dir": str(ref_dir)}))
+    write_json_atomic(run_dir / RUN_HEADER, {"reference_dir": str(ref_dir)})
     return run_dir
 
 
@@ -73,7 +77,25 @@ def panel_config(bench: DictConfig, tmp: Path, base_url: str, model: str, concur
     return cfg
 
 
+def measure_once(bench: DictConfig, server: Any, mode: DictConfig,
+                 concurrency: int) -> dict[str, Any]:
+    """Judge a fresh synthetic run once at ``concurrency``; seconds, rows and server calls."""
+    from somabench.judges.panel import judge_run
+
+    with tempfile.TemporaryDirectory(prefix="somabench-judge-bench-") as tmp:
+        run_dir = write_synthetic_run(Path(tmp), int(mode.n_dialogues), int(mode.n_turns))
+        cfg = panel_config(bench, Path(tmp), server.base_url, server.model_id, concurrency, mode)
+        before = server.stats()["chat_requests"]
+        started = time.perf_counter()
+        judge_run(cfg, run_dir)
+        seconds = time.perf_counter() - started
+        rows = [json.loads(x) for x in (run_dir / SCORES_FILE).read_text().splitlines()]
+        calls = server.stats()["chat_requests"] - before
+    return {"seconds": seconds, "rows": rows, "calls": calls}
+
+
 def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
+    from somabench import dtype as dtypes
     from somabench.judges.panel import judge_run
 
     out: dict[str, Any] = {}
@@ -83,26 +105,23 @@ def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
             judge_run(panel_config(bench, Path(tmp), server.base_url, server.model_id, 1, mode),
                       run_dir)
     for concurrency in bench.concurrency:
-        with tempfile.TemporaryDirectory(prefix="somabench-judge-bench-") as tmp:
-            run_dir = write_synthetic_run(Path(tmp), int(mode.n_dialogues), int(mode.n_turns))
-            cfg = panel_config(bench, Path(tmp), server.base_url, server.model_id,
-                               int(concurrency), mode)
-            before = server.stats()["chat_requests"]
-            started = time.perf_counter()
-            judge_run(cfg, run_dir)
-            seconds = time.perf_counter() - started
-            rows = [json.loads(x) for x in (run_dir / "scores.jsonl").read_text().splitlines()]
-            calls = server.stats()["chat_requests"] - before
+        runs = [measure_once(bench, server, mode, int(concurrency))
+                for _ in range(int(bench.repeats))]
+        rows = runs[-1]["rows"]
+        rates = [len(r["rows"]) / r["seconds"] for r in runs]
         statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "unparsed", "api_error")}
         out[str(concurrency)] = {
-            "turns": len(rows), "seconds": round(seconds, 3),
-            "turns_per_second": round(len(rows) / seconds, 3), "chat_requests": calls,
-            "status_counts": statuses, "max_in_flight": server.stats()["max_in_flight"],
+            "turns": len(rows), "repeats": len(runs),
+            "seconds": [round(r["seconds"], 3) for r in runs],
+            "turns_per_second": round(statistics.median(rates), 3),
+            "turns_per_second_runs": [round(x, 3) for x in rates],
+            "chat_requests": runs[-1]["calls"], "status_counts": statuses,
+            "max_in_flight": server.stats()["max_in_flight"],
             # shared CPUs: a high load makes the model rows noisy; read them with this
-            "load_average_1m_after": round(os.getloadavg()[0], 2),
+            "load_avg_after": dtypes.load_average(),
         }
-        log.info("%s: concurrency %s -> %.2f judged turns/s", server.model_id, concurrency,
-                 len(rows) / seconds)
+        log.info("%s: concurrency %s -> median %.2f judged turns/s over %d run(s)",
+                 server.model_id, concurrency, statistics.median(rates), len(runs))
     return out
 
 
@@ -113,23 +132,26 @@ def ratio(results: dict[str, Any], bench: DictConfig) -> float | None:
 
 
 def run_bench(bench: DictConfig) -> dict[str, Any]:
-    from somabench.serve import Behavior, OpenAICompatServer
+    from somabench import dtype as dtypes
+    from somabench.serve import OpenAICompatServer
+    from somabench.testing.scripted import Behavior, ScriptedServer
 
     bounds = {"max_requests": int(bench.server.max_requests),
               "lifetime_seconds": float(bench.server.lifetime_seconds)}
     report: dict[str, Any] = {
-        "format": BENCH_FORMAT, "what": "judged turns per second through the judge panel "
-        "(similarity_v1, cache off) against somabench.serve on 127.0.0.1",
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1m_at_start": round(os.getloadavg()[0], 2)},
-        "concurrency": list(bench.concurrency), "modes": {},
+        "bench": BENCH_NAME, "format": BENCH_FORMAT,
+        "what": "judged turns per second through the judge panel (similarity_v1, cache off) "
+                "against a loopback OpenAI-compatible server",
+        "created": now(), "settings": OmegaConf.to_container(bench, resolve=True),
+        "machine": {**dtypes.machine(), "load_avg_before": dtypes.load_average()},
+        "dtype": {}, "concurrency": list(bench.concurrency), "modes": {},
     }
     scripted = bench.modes.get("scripted")
     if scripted and scripted.enabled:
         default = Behavior.sleep(float(scripted.latency_seconds), str(scripted.reply))
-        with OpenAICompatServer(default=default, **bounds) as server:
+        with ScriptedServer(default=default, **bounds) as server:
             results = measure(bench, server, scripted)
+        report["dtype"]["scripted_latency"] = {"dtype": None, "dtype_reason": "no model"}
         report["modes"]["scripted_latency"] = {
             "server": f"script mode, {scripted.latency_seconds}s per request (like a remote API)",
             "results": results, "ratio": ratio(results, bench)}
@@ -140,34 +162,49 @@ def run_bench(bench: DictConfig) -> dict[str, Any]:
 
         backend = HFBackend(model_id=str(real.model_id), path=str(assets.resolve(str(real.asset))),
                             dtype=str(real.dtype))
-        with OpenAICompatServer(backend=backend, **bounds) as server:
+        described = backend.describe()
+        report["dtype"]["smollm2_backend"] = {"dtype": described.get("dtype"),
+                                              "dtype_reason": described.get("dtype_reason")}
+        with OpenAICompatServer(backend, **bounds) as server:
             results = measure(bench, server, real)
         report["modes"]["smollm2_backend"] = {
             "server": f"backend mode, {real.model_id} ({real.dtype}, CPU), one generation at a "
                       f"time, max_tokens={real.max_tokens}, parse_retries={real.parse_retries}",
             "results": results, "ratio": ratio(results, bench)}
+    report["machine"]["load_avg_after"] = dtypes.load_average()
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.judges.bench",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(conf_dir() / "bench" / "judges.yaml"))
-    parser.add_argument("--output", default=None, help="default: the config's output")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def load_settings(overrides: list[str], path: Path | None = None) -> DictConfig:
+    """conf/bench/judges.yaml (or ``path``) with ``key=value`` overrides (``bench.`` optional)."""
+    bench = OmegaConf.load(path or conf_dir() / "bench" / f"{BENCH_NAME}.yaml")
+    dotlist = [o.removeprefix(BENCH_PREFIX) for o in overrides]
+    return OmegaConf.merge(bench, OmegaConf.from_dotlist(dotlist)) if dotlist else bench
+
+
+def run(out_dir: Path, overrides: list[str]) -> int:
+    """Contract 1: measure every enabled mode, write ``out_dir/judges.json``; 0 = ok."""
     for noisy in ("somabench.judges.panel", "somabench.judges.aggregate", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    bench = OmegaConf.load(args.config)
-    report = run_bench(bench)
-    output = Path(args.output or bench.output)
-    if not output.is_absolute() and not args.output:
-        output = conf_dir().parent / output  # the config's path is relative to the project
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    report = run_bench(load_settings(list(overrides)))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{BENCH_NAME}.json"
+    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(json.dumps({k: v.get("ratio") for k, v in report["modes"].items()}), "->", output)
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m somabench.bench.judges",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/bench", help="output directory")
+    parser.add_argument("overrides", nargs="*", help="conf/bench/judges.yaml overrides "
+                        "(e.g. repeats=1 modes.smollm2.enabled=false)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(Path(args.out), args.overrides)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
