@@ -39,7 +39,7 @@ from somabench.judges.prompting import JudgePrompt
 log = logging.getLogger(__name__)
 
 TARGETS = {"accuracy": "gold", "answer_agreement": "reference"}  # prompt name -> compared with
-REQUIRED_SPEC = ("rel_tol", "sympy_timeout")
+REQUIRED_SPEC = ("rel_tol", "sympy_timeout", "last_number_fallback")
 
 
 def _lookup(dialogue: Any, path: str) -> Any:
@@ -106,6 +106,7 @@ class MathAnswerJudge(Judge):
         self.model = f"math-equivalence-v{GRADER_VERSION}"
         self.grader = MathGrader(rel_tol=float(spec["rel_tol"]),
                                  sympy_timeout=float(spec["sympy_timeout"]))
+        self.last_number = bool(spec["last_number_fallback"])
         self._gold: dict[str, tuple[dict[str, list[Any]], str | None]] = {}
 
     def supports(self, prompt: JudgePrompt) -> bool:
@@ -116,6 +117,9 @@ class MathAnswerJudge(Judge):
             cfg = self.spec.get("dataset")
             if not cfg or cfg.get("name") != dataset:
                 cfg = dataset_cfg_by_name(dataset)
+            elif "gold_answers" not in cfg:  # a run made before datasets declared gold answers
+                declared = dataset_cfg_by_name(dataset).get("gold_answers")
+                cfg = {**cfg, "gold_answers": declared}
             self._gold[dataset] = load_gold(cfg)
         return self._gold[dataset]
 
@@ -150,7 +154,8 @@ class MathAnswerJudge(Judge):
         gold, _ = self.gold(item)
         target = self._target(prompt)
         return cache_key({"judge": {"kind": "math_answer", "grader": GRADER_VERSION,
-                                    "rel_tol": self.grader.rel_tol},
+                                    "rel_tol": self.grader.rel_tol,
+                                    "last_number": self.last_number},
                           "prompt_id": prompt.id, "prompt_sha": prompt.sha,
                           "candidate": item.candidate, "gold": gold,
                           "reference": item.reference if target == "reference" else None})
@@ -167,18 +172,20 @@ class MathAnswerJudge(Judge):
             if item.reference is None:
                 return Verdict(status="skipped", request_key=key,
                                error="no Original answer for this turn in the reference dir")
-            found = extract_answer(item.reference)
+            found = extract_answer(item.reference, self.last_number)
             if not found.ok:
                 return Verdict(status="skipped", request_key=key,
                                error="the Original's reply has no extractable final answer")
             target, target_how = found.answer, f"original:{found.method}"
-        answer = extract_answer(item.candidate)
+        answer = extract_answer(item.candidate, self.last_number)
         raw = {"answer": answer.answer, "extracted_by": answer.method, "target": target,
                "target_from": target_how}
         if not answer.ok:
             return Verdict(status="unparsed", raw=json.dumps(raw, ensure_ascii=False),
                            error="no final answer in the reply (no \\boxed{}, no 'the answer "
-                                 "is', no number)", attempts=1, request_key=key,
+                                 "is'" + (", no number)" if self.last_number else
+                                          "; last_number_fallback is off)"),
+                           attempts=1, request_key=key,
                            seconds=time.perf_counter() - started)
         timeouts = self.grader.timeouts
         same = self.grader.equivalent(answer.answer, target)

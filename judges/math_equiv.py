@@ -131,9 +131,11 @@ def _unwrap_math(text: str) -> str:
     return text.strip("$ ").strip()
 
 
-def extract_answer(reply: str | None) -> Extraction:
+def extract_answer(reply: str | None, last_number: bool = True) -> Extraction:
     """The reply's final answer: the last ``\\boxed{}``, else the last "the answer is X",
-    else the last number (math-evaluation-harness ``extract_answer`` order)."""
+    else (``last_number``) the last number (math-evaluation-harness ``extract_answer`` order).
+    Without the last-number fallback a reply cut off before its answer is unextractable
+    instead of being graded on an intermediate number."""
     if not reply or not reply.strip():
         return Extraction(None, None)
     boxed = last_boxed(reply)
@@ -144,7 +146,7 @@ def extract_answer(reply: str | None) -> Extraction:
         candidate = _unwrap_math(candidate.strip().rstrip("."))
         if candidate and re.search(r"[\w\\]", candidate):
             return Extraction(candidate, "answer_is")
-    numbers = _NUMBER.findall(reply)
+    numbers = _NUMBER.findall(reply) if last_number else []
     if numbers:
         return Extraction(numbers[-1], "last_number")
     return Extraction(None, None)

@@ -82,3 +82,31 @@ def test_dataset_without_gold_skips_with_reason(tmp_path: Path) -> None:
     gold, reason = load_gold(dict(cfg.dataset))
     assert reason is None and gold[MATH_ID][:3] == ["12", r"\frac{448}{15625}", "28"]
     assert MR_ID not in gold
+
+
+def test_run_made_before_gold_answers_were_declared(tmp_path: Path) -> None:
+    """The run's dataset config lacks ``gold_answers``: the judge reads it from conf/dataset."""
+    from omegaconf import open_dict
+
+    cfg = _cfg(tmp_path)
+    with open_dict(cfg):
+        del cfg.dataset["gold_answers"]
+    run_dir = write_run(tmp_path, cfg=cfg, answers={MATH_ID: [r"\boxed{12}"]},
+                        references={MATH_ID: ["12"]})
+    judge_run(cfg, run_dir)
+    rows = _rows(run_dir)
+    assert rows[("accuracy", MATH_ID, 0)]["score"] == 1.0
+
+
+def test_without_last_number_fallback_a_cut_off_reply_is_unparsed(tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    cfg = _cfg(tmp_path)
+    with open_dict(cfg):
+        cfg.judge.judges.answer.last_number_fallback = False
+    run_dir = write_run(tmp_path, cfg=cfg, answers={MATH_ID: ["Each pair meets in 2 points, so"]},
+                        references={MATH_ID: [r"\boxed{12}"]})
+    judge_run(cfg, run_dir)
+    line = _rows(run_dir)[("accuracy", MATH_ID, 0)]
+    assert line["status"] == "unparsed" and line["score"] is None
+    assert "last_number_fallback is off" in line["error"]

@@ -99,3 +99,8 @@ def test_pathological_expression_is_time_bounded() -> None:
         assert g.equivalent(r"10^{10^{10}}", r"10^{10^{10}}+1") is False
         assert g.timeouts == 1
         assert g.equivalent(r"\sqrt{8}", r"2\sqrt{2}")  # the worker restarts after a kill
+
+
+def test_last_number_fallback_can_be_turned_off() -> None:
+    assert extract_answer("so far 2 points, then", last_number=False).answer is None
+    assert extract_answer(r"\boxed{3}", last_number=False).answer == "3"
