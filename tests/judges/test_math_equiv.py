@@ -104,3 +104,28 @@ def test_pathological_expression_is_time_bounded() -> None:
 def test_last_number_fallback_can_be_turned_off() -> None:
     assert extract_answer("so far 2 points, then", last_number=False).answer is None
     assert extract_answer(r"\boxed{3}", last_number=False).answer == "3"
+
+
+def test_bundled_solutions_match_their_gold_answers(grader: MathGrader) -> None:
+    """Every MATH turn of the bundled mathmt: the boxed answer of the dataset's own solution
+    is equivalent to ``meta.answers`` (480 real pairs: the grader's recall on true matches)."""
+    import gzip
+
+    from somabench.data.loaders import bundled_dir
+
+    pairs = []
+    with gzip.open(bundled_dir() / "mathmt.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            dialogue = json.loads(line)
+            for turn, gold in zip(dialogue["turns"], dialogue["meta"].get("answers") or [],
+                                  strict=False):
+                pairs.append((turn["assistant"], gold))
+    assert len(pairs) == 480
+    misses = [(a[-80:], g) for a, g in pairs
+              if not (e := extract_answer(a)).ok or not grader.equivalent(e.answer, g)]
+    assert misses == []
+    # precision: a solution graded against the NEXT turn's gold matches only equal golds
+    false = [(g, nxt) for (a, g), (_, nxt) in zip(pairs, pairs[1:] + pairs[:1], strict=True)
+             if grader.equivalent(extract_answer(a).answer, nxt)
+             and normalize_answer(g) != normalize_answer(nxt)]
+    assert false == []
