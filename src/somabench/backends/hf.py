@@ -7,6 +7,7 @@ Why: the offline default (tiny models shipped as PyPI packages) and SOMA's white
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from somabench.backends.base import BackendBase, Completion, GenerationConfig, M
 from somabench.registry import backends
 
 log = logging.getLogger(__name__)
+
+# A token bar appears only for a generate call still running after this many seconds (display
+# only: on a busy CPU one turn can take minutes, and the turn bar alone would sit still).
+TOKEN_BAR_DELAY_S = 2.0
 
 
 
@@ -127,9 +132,16 @@ class HFBackend(BackendBase):
         enc = {k: v.to(self.device) for k, v in enc.items()}
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         kwargs = self._generate_kwargs(gen)
+        bar = _token_bar(self.model_id, gen.max_new_tokens, len(prompts))
+        if bar is not None:
+            kwargs["streamer"] = bar
         started = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+        finally:
+            if bar is not None:
+                bar.close()
         seconds = time.perf_counter() - started
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         results = []
@@ -172,6 +184,35 @@ class HFBackend(BackendBase):
             if tok in eos_ids:
                 return ids[: i + 1]
         return ids
+
+
+def _token_bar(model_id: str, max_new_tokens: int, batch: int) -> Any:
+    """A tqdm bar of generated tokens (terminal only; shown after ``TOKEN_BAR_DELAY_S``)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenBar(BaseStreamer):
+        def __init__(self) -> None:
+            self.bar = tqdm(total=max_new_tokens, leave=False, delay=TOKEN_BAR_DELAY_S,
+                            unit="tok", dynamic_ncols=True,
+                            desc=f"{model_id.rsplit('/', 1)[-1]} x{batch}")
+            self.prompt_seen = False
+
+        def put(self, value: Any) -> None:
+            if not self.prompt_seen:  # generate() first pushes the prompt ids
+                self.prompt_seen = True
+                return
+            self.bar.update(1)
+
+        def end(self) -> None:
+            self.close()
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return TokenBar()
 
 
 def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
