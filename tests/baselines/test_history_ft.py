@@ -54,12 +54,16 @@ def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     a = warm_session("A", ["6 times 7 is 42.", "42 plus 8 is 50."])
     method.adapt(a)
     id_a = raw.adapter_id
-    assert id_a and id_a.startswith("history_ft-")
+    assert id_a and id_a.startswith("lora-")  # SOMA's SessionAdapter: one lifecycle, one hash
+    assert method._adapter is not None and method._adapter.adapter_id == id_a
     assert method.serve_label(a) == "G+lora"
     assert (probe_logits(raw) - base).abs().max() > 1e-2  # G's outputs actually changed
     info = a.adaptation["lora"]
     assert info["train_pairs"] == 1 and info["holdout_pairs"] == 1 and info["val_losses"]
-    assert a.adaptation_tokens["G"].prompt == info["tokens_processed"] > 0
+    assert info["early_stopping"] == "held-out warm pair(s)"
+    assert a.train_tokens["G"] == info["train_tokens"] and info["train_tokens"]["backward"] > 0
+    assert a.adaptation["train_tokens_by_stage"]["lora"]["G"] == info["train_tokens"]
+    assert "G" not in a.adaptation_tokens  # training is not inference (nll validation: no generation)
     assert a.adaptation["seconds_total"] > 0
     method.release(a)
     assert raw.adapter_id is None
@@ -70,7 +74,8 @@ def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     method.adapt(b)
     id_b = raw.adapter_id
     assert id_b and id_b != id_a  # B trained its own adapter, never A's
-    assert len(method._peft.peft_config) == 1  # exactly one adapter is live
+    assert method._adapter is not None
+    assert len(method._adapter.peft.peft_config) == 1  # exactly one adapter is live
     method.finish(b)  # finish releases too
     assert raw.adapter_id is None and torch.equal(probe_logits(raw), base)
     assert not any("lora" in n for n, _ in raw.model.named_modules())
@@ -90,4 +95,5 @@ def test_history_ft_end_to_end_serves_with_the_adapter(switching_overrides, run_
     lora = dialogue.adaptation["lora"]
     assert turns[-1].context["adapter_id"] == lora["adapter_id"]
     assert lora["steps"] <= 2 and dialogue.seconds["adapt"] > 0
-    assert dialogue.adaptation_tokens["G"].prompt >= lora["tokens_processed"]
+    assert dialogue.train_tokens["G"] == lora["train_tokens"]
+    assert dialogue.train_tokens["G"]["forward"] > dialogue.train_tokens["G"]["backward"] > 0

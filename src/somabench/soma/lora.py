@@ -1,40 +1,85 @@
-"""Per-dialogue LoRA on G (paper Sec. 3.3, Eq. 4), attached in place and removed exactly.
+"""One per-dialogue LoRA lifecycle on G, shared by SOMA (Sec. 3.3, Eq. 4) and History-FT.
+
+Contract 4 (``SessionAdapter(g_backend, lora_cfg)``): ``attach()`` -> ``train(examples,
+encoder)`` -> serve -> ``release()``; ``adapter_id`` (hash of the trained weights, also set on
+the backend so the request cache never mixes adapters), ``disabled()`` (base G with the adapter
+off, for old-vs-new acceptance tests) and ``save(dir)`` (peft ``save_pretrained``, for serving
+the adapter elsewhere, e.g. vLLM's LoRARequest).
 
 Objective (Eq. 4): L_FT = mean_t [ NLL(a^F_t | G(S_t)) + alpha (1 - cos(phi(a^G_t), phi(a^F_t))) ].
-The cosine term is not differentiable: a^G is *sampled text* and phi is a separate encoder.
-Our formulation (no REINFORCE):
+a^G_t is G's own free-running **greedy** answer to S_t (the paper's a^G; for mined pairs G reads
+P_m (+) S_t), generated in one batch at the current adapter. The cosine term is not
+differentiable through text and a separate encoder, so it enters as a stop-gradient example
+weight: the optimized surrogate is ``omega_t * (1 + alpha * sg(gap_t)) * NLL_t`` (``omega_t`` =
+SOMA's hardness weight). Its gradient is ``omega_t (1 + alpha gap_t) grad NLL_t``: pairs whose
+meaning G still misses are pushed harder. The gaps are refreshed at every evaluation
+(``early_stopping.eval_every``), and the recorded loss is Eq. 4's value ``NLL + alpha * gap``.
 
-* a^G_t is G's **teacher-forced greedy answer**: the argmax token at every answer position of
-  the same forward pass that gives the NLL (free: no extra generation), decoded to text.
-* gap_t = 1 - cos(phi(a^G_t), phi(a^F_t)) is computed at the current parameters and used with
-  a stop-gradient as a per-example weight: the optimized surrogate is
-  ``omega_t * (1 + alpha * sg(gap_t)) * NLL_t`` (``omega_t`` = the hardness weight). Its
-  gradient is ``omega_t (1 + alpha gap_t) grad NLL_t``: examples whose meaning G still misses
-  are pushed harder, and lowering NLL_t is what moves a^G_t towards a^F_t. The *reported*
-  loss is Eq. 4's value, ``NLL_t + alpha gap_t`` (hardness-weighted mean).
-* The same gap is the validation divergence for early stopping (App. B.2): training stops
-  once the mean gap over the local batch is <= ``lora.early_stop_gap``.
+Early stopping (App. B.2, "validation divergence"): the caller passes held-out warm pairs; every
+``eval_every`` steps the validation divergence is the mean gap of G's greedy answers on them
+(``metric: gap``) or their NLL (``metric: nll``); training stops after ``patience`` evaluations
+without improvement (or once the divergence is <= ``threshold``) and the best adapter weights are
+restored. Without held-out pairs (warm window too small) there is no early stopping and the
+stats say so.
 
-Isolation: the adapter is injected into G's modules in place (peft) for one dialogue only,
-``raw.adapter_id`` is set to a hash of the trained adapter weights while it is active (the
-request cache key includes it, so cached answers never mix adapters), and ``release`` calls
-``unload()``, which puts the original base modules back (bit-exact), restores the
-``requires_grad`` flags and resets ``adapter_id`` to None.
+Batching: ``batching: padded`` runs the pairs of one optimizer step as one left-padded batch
+(explicit position ids, so padding changes nothing); ``accumulate`` runs them one by one with
+gradient accumulation (identical maths; which is faster depends on the machine).
+
+Isolation: peft injects the adapter into G's modules in place for one dialogue only;
+``release`` calls ``unload()``, which puts the original base modules back (bit-exact), restores
+the ``requires_grad`` flags and resets the backend's ``adapter_id`` to None.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+
+BATCHING = ("padded", "accumulate")
+METRICS = ("gap", "nll")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Validation on held-out warm pairs (conf: ``lora.early_stopping``)."""
+
+    metric: str  # gap | nll
+    holdout_turns: int  # warm turns held out (the last ones)
+    min_train_turns: int  # below holdout + this many warm turns: no early stopping
+    eval_every: int  # optimizer steps between evaluations (also refreshes the Eq. 4 gaps)
+    patience: int  # evaluations without improvement before stopping
+    threshold: float | None  # stop as soon as the validation divergence is <= this
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> EarlyStopping:
+        if cfg["metric"] not in METRICS:
+            raise ValueError(f"lora.early_stopping.metric={cfg['metric']!r}; one of {METRICS}")
+        return cls(metric=str(cfg["metric"]), holdout_turns=int(cfg["holdout_turns"]),
+                   min_train_turns=int(cfg["min_train_turns"]), eval_every=int(cfg["eval_every"]),
+                   patience=int(cfg["patience"]),
+                   threshold=None if cfg["threshold"] is None else float(cfg["threshold"]))
+
+    def split(self, turns: list[int]) -> tuple[list[int], list[int], str]:
+        """(train turns, held-out turns, why) for the warm turns ``turns`` (ascending)."""
+        if self.holdout_turns <= 0:
+            return turns, [], "holdout_turns = 0"
+        if len(turns) < self.holdout_turns + self.min_train_turns:
+            return turns, [], (f"{len(turns)} warm pair(s) < holdout_turns {self.holdout_turns} "
+                               f"+ min_train_turns {self.min_train_turns}: no early stopping")
+        return turns[:-self.holdout_turns], turns[-self.holdout_turns:], "held-out warm pair(s)"
 
 
 @dataclass(frozen=True)
@@ -47,27 +92,43 @@ class LoraConfig:
     lr_schedule: str
     weight_decay: float
     grad_clip: float
-    epochs: int
+    epochs: int | None
     max_steps: int | None
     examples_per_step: int
+    batching: str
     cos_alpha: float  # alpha of Eq. 4
-    early_stop_gap: float | None
+    gap_max_new_tokens: int  # length of G's greedy answer a^G for the gap
     max_seq_tokens: int
+    early_stopping: EarlyStopping
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> LoraConfig:
         if cfg["lr_schedule"] not in ("cosine", "constant"):
             raise ValueError(f"lora.lr_schedule={cfg['lr_schedule']!r}; cosine | constant")
+        if cfg["batching"] not in BATCHING:
+            raise ValueError(f"lora.batching={cfg['batching']!r}; one of {BATCHING}")
+        if cfg["epochs"] is None and cfg["max_steps"] is None:
+            raise ValueError("lora.epochs and lora.max_steps are both null; set at least one")
         return cls(
             rank=int(cfg["rank"]), alpha=float(cfg["alpha"]), dropout=float(cfg["dropout"]),
             target_modules=tuple(cfg["target_modules"]), lr=float(cfg["lr"]),
             lr_schedule=str(cfg["lr_schedule"]), weight_decay=float(cfg["weight_decay"]),
-            grad_clip=float(cfg["grad_clip"]), epochs=int(cfg["epochs"]),
+            grad_clip=float(cfg["grad_clip"]),
+            epochs=None if cfg["epochs"] is None else int(cfg["epochs"]),
             max_steps=None if cfg["max_steps"] is None else int(cfg["max_steps"]),
-            examples_per_step=int(cfg["examples_per_step"]), cos_alpha=float(cfg["cos_alpha"]),
-            early_stop_gap=None if cfg["early_stop_gap"] is None else float(cfg["early_stop_gap"]),
+            examples_per_step=int(cfg["examples_per_step"]), batching=str(cfg["batching"]),
+            cos_alpha=float(cfg["cos_alpha"]), gap_max_new_tokens=int(cfg["gap_max_new_tokens"]),
             max_seq_tokens=int(cfg["max_seq_tokens"]),
+            early_stopping=EarlyStopping.from_cfg(cfg["early_stopping"]),
         )
+
+    def total_steps(self, n_examples: int) -> int:
+        per_epoch = math.ceil(n_examples / self.examples_per_step)
+        if self.epochs is None:
+            return int(self.max_steps or 0)
+        if self.max_steps is None:
+            return per_epoch * self.epochs
+        return min(per_epoch * self.epochs, self.max_steps)
 
 
 @dataclass
@@ -77,38 +138,103 @@ class Example:
     ctx_ids: torch.Tensor  # (C,)
     y: torch.Tensor  # (T,) F's answer in G's tokens, ending with G's end-of-turn token
     answer: str
-    weight: float  # hardness weight omega_t
+    weight: float  # hardness weight omega_t (1 for History-FT)
     kind: str  # "warm" | "mined"
     turn: int
     prefix: torch.Tensor | None = None  # (L, d) soft prompt rows, fixed
 
+    @property
+    def n_tokens(self) -> int:
+        """Positions of one forward pass over [prefix ; S_t ; y]."""
+        pre = 0 if self.prefix is None else int(self.prefix.shape[0])
+        return pre + int(self.ctx_ids.shape[0]) + int(self.y.shape[0])
+
 
 def make_example(g: Any, messages: list[dict[str, str]], answer: str, weight: float, kind: str,
                  turn: int, max_seq_tokens: int, prefix: torch.Tensor | None = None) -> Example | None:
-    """Render S_t with G's chat template and append a^F + G's end-of-turn token."""
+    """Render S_t with G's chat template and append a^F + G's end-of-turn token.
+
+    The answer keeps at most half of the budget, so the left-truncated context always keeps
+    at least the other half (a long F answer can no longer squeeze S_t to one token).
+    """
     ctx = g.tokenizer(g.render(messages), add_special_tokens=False)["input_ids"]
     y = g.tokenizer(answer, add_special_tokens=False)["input_ids"]
     if not y:
         return None
     y = [*y, g.tokenizer.eos_token_id]
     budget = max_seq_tokens - (0 if prefix is None else int(prefix.shape[0]))
-    y = y[:budget]
+    y = y[:max(budget // 2, budget - len(ctx), 1)]
     ctx = ctx[-max(budget - len(y), 1):]
     return Example(torch.tensor(ctx, dtype=torch.long), torch.tensor(y, dtype=torch.long),
                    answer, float(weight), kind, turn, prefix)
 
 
+def _embed_rows(model: Any, ex: Example, with_answer: bool) -> torch.Tensor:
+    emb = model.get_input_embeddings()
+    ids = torch.cat([ex.ctx_ids, ex.y]) if with_answer else ex.ctx_ids
+    x = emb(ids)
+    if ex.prefix is not None:
+        x = torch.cat([ex.prefix.to(x.dtype), x], dim=0)
+    return x
+
+
+def _left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad (n_i, d) rows to one (B, N, d) batch; mask and position ids that ignore pads."""
+    n = max(int(r.shape[0]) for r in rows)
+    d = int(rows[0].shape[1])
+    x = rows[0].new_zeros((len(rows), n, d))
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for b, r in enumerate(rows):
+        x[b, n - r.shape[0]:] = r
+        mask[b, n - r.shape[0]:] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    return x, mask, positions
+
+
+def answer_nll(model: Any, examples: list[Example]) -> list[torch.Tensor]:
+    """Per-token NLL of each example's answer y, from one left-padded forward pass."""
+    x, mask, positions = _left_pad([_embed_rows(model, ex, True) for ex in examples])
+    n_keep = max(int(ex.y.shape[0]) for ex in examples) + 1
+    logits = model(inputs_embeds=x, attention_mask=mask, position_ids=positions,
+                   logits_to_keep=n_keep).logits.float()
+    out = []
+    for b, ex in enumerate(examples):
+        t = int(ex.y.shape[0])
+        out.append(torch.nn.functional.cross_entropy(logits[b, -t - 1:-1], ex.y, reduction="none"))
+    return out
+
+
 def teacher_forced(model: Any, ex: Example) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token NLL of y and the argmax ids at the same positions (one forward pass)."""
-    emb = model.get_input_embeddings()
-    dtype = emb.weight.dtype
-    x = emb(torch.cat([ex.ctx_ids, ex.y]))
-    if ex.prefix is not None:
-        x = torch.cat([ex.prefix.to(dtype), x], dim=0)
+    x = _embed_rows(model, ex, True)
     n = int(ex.y.shape[0])
     logits = model(inputs_embeds=x.unsqueeze(0), logits_to_keep=n + 1).logits[0, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits, ex.y, reduction="none")
     return nll, logits.argmax(dim=-1)
+
+
+def greedy_answers(model: Any, tokenizer: Any, examples: list[Example],
+                   max_new_tokens: int) -> tuple[list[str], dict[str, int]]:
+    """a^G: G's own greedy answers to each example's [prefix ;] S_t, one batched generate.
+
+    Returns the texts and the tokens spent (prompt = context positions, completion = new).
+    """
+    with torch.no_grad():
+        x, mask, _ = _left_pad([_embed_rows(model, ex, False) for ex in examples])
+        out = model.generate(inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    texts, completion = [], 0
+    eos = tokenizer.eos_token_id
+    for row in out.tolist():
+        ids = []
+        for tok in row:
+            if tok == eos:
+                break
+            ids.append(tok)
+        completion += len(ids) + (1 if len(ids) < len(row) else 0)
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    prompt = sum(ex.n_tokens - int(ex.y.shape[0]) for ex in examples)
+    return texts, {"prompt": prompt, "completion": completion}
 
 
 def gap_weights(gaps: np.ndarray, cos_alpha: float) -> np.ndarray:
@@ -123,40 +249,62 @@ def semantic_gap(encoder: Any, predicted: list[str], answers: list[str]) -> np.n
     return 1.0 - (a * b).sum(axis=1)
 
 
+def lora_state(model: Any) -> dict[str, torch.Tensor]:
+    """A detached copy of the LoRA tensors (names and values)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
 def adapter_hash(model: Any) -> str:
     """sha256 of the LoRA weights (names and values): the adapter id for the request cache."""
     h = hashlib.sha256()
-    for name, p in sorted((n, p) for n, p in model.named_parameters() if "lora_" in n):
+    for name, p in sorted(lora_state(model).items()):
         h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
+        h.update(p.float().cpu().numpy().tobytes())
     return "lora-" + h.hexdigest()[:16]
 
 
 @dataclass
 class TrainStats:
     steps: int = 0
-    epochs: int = 0
+    epochs: float = 0.0
     seconds: float = 0.0
     early_stopped: bool = False
+    early_stopping: str = "none"
+    """``held-out warm pair(s)`` or why there was none."""
+    best_step: int | None = None
+    train_examples: int = 0
+    heldout_examples: int = 0
     trainable_params: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    """Per epoch: hardness-weighted mean NLL, gap and Eq. 4 value."""
+    """Per evaluation: step, hardness-weighted train NLL / gap, Eq. 4 value, validation."""
+    tokens: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0})
+    """Tokens of training forward/backward passes (validation forward passes count as forward)."""
+    generation_tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    """G's greedy a^G generations for the Eq. 4 gap (inference, not training)."""
+    padding_tokens: int = 0
 
 
 class SessionAdapter:
     """One dialogue's LoRA on the shared G backend: attach -> train -> (serve) -> release."""
 
-    def __init__(self, raw_g: Any, cfg: LoraConfig) -> None:
-        self.raw = raw_g
-        self.cfg = cfg
+    def __init__(self, g_backend: Any, lora_cfg: LoraConfig) -> None:
+        self.raw = g_backend
+        self.cfg = lora_cfg
         self.peft: Any = None
         self._flags: list[tuple[torch.nn.Parameter, bool]] = []
+        self._adapter_id: str | None = None
 
     @property
     def active(self) -> bool:
         return self.peft is not None
 
-    def attach(self) -> None:
+    @property
+    def adapter_id(self) -> str | None:
+        """Hash of the trained weights (None before training and after release)."""
+        return self._adapter_id
+
+    def attach(self, seed: int | None = None) -> None:
+        """Inject a fresh adapter (B = 0: exactly the base model until trained)."""
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
@@ -164,6 +312,8 @@ class SessionAdapter:
             raise RuntimeError("this session already has an adapter")
         if any("lora_" in n for n, _ in self.raw.model.named_parameters()):
             raise RuntimeError("G still carries another dialogue's LoRA; it was not released")
+        if seed is not None:
+            torch.manual_seed(seed)  # peft draws the A matrices from torch's global generator
         self._flags = [(p, p.requires_grad) for p in self.raw.model.parameters()]
         config = PeftLoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.alpha,
                                 lora_dropout=self.cfg.dropout,
@@ -171,62 +321,166 @@ class SessionAdapter:
                                 task_type="CAUSAL_LM")
         self.peft = get_peft_model(self.raw.model, config)
 
-    def train(self, examples: list[Example], encoder: Any) -> TrainStats:
+    # -- training -------------------------------------------------------------------------------
+    def _forward_backward(self, chunk: list[Example], gaps: dict[int, float],
+                          stats: TrainStats) -> list[float]:
+        """One optimizer step's gradients; returns each example's mean NLL."""
+        cfg = self.cfg
+        weights = [ex.weight * (1.0 + cfg.cos_alpha * gaps.get(id(ex), 0.0)) for ex in chunk]
+        nlls: list[float] = []
+        groups = [chunk] if cfg.batching == "padded" else [[ex] for ex in chunk]
+        for group in groups:
+            per_tok = answer_nll(self.peft, group)
+            loss = sum(w * nll.mean() for w, nll in
+                       zip(weights[len(nlls):len(nlls) + len(group)], per_tok, strict=True))
+            (loss / len(chunk)).backward()
+            nlls.extend(float(n.detach().mean()) for n in per_tok)
+            n_real = sum(ex.n_tokens for ex in group)
+            stats.tokens["forward"] += n_real
+            stats.tokens["backward"] += n_real
+            stats.padding_tokens += len(group) * max(ex.n_tokens for ex in group) - n_real
+        return nlls
+
+    def _gaps(self, examples: list[Example], encoder: Any, stats: TrainStats) -> list[float]:
+        """1 - cos(phi(a^G), phi(a^F)) with a^G = G's greedy answer at the current adapter."""
+        if not examples:
+            return []
+        was_training = self.peft.training
+        self.peft.eval()
+        texts, used = greedy_answers(self.peft, self.raw.tokenizer, examples,
+                                     self.cfg.gap_max_new_tokens)
+        self.peft.train(was_training)
+        for key, value in used.items():
+            stats.generation_tokens[key] += value
+        return [float(v) for v in semantic_gap(encoder, texts, [ex.answer for ex in examples])]
+
+    def _validation(self, held: list[Example], encoder: Any, stats: TrainStats) -> float:
+        if self.cfg.early_stopping.metric == "gap":
+            gaps = self._gaps(held, encoder, stats)
+            return float(np.mean(gaps))
+        was_training = self.peft.training
+        self.peft.eval()
+        with torch.no_grad():
+            value = float(np.mean([float(n.mean()) for n in answer_nll(self.peft, held)]))
+        self.peft.train(was_training)
+        stats.tokens["forward"] += sum(ex.n_tokens for ex in held)
+        return value
+
+    def train(self, examples: list[Example], encoder: Any, held_out: list[Example] | None = None,
+              progress: bool = False, heldout_note: str | None = None) -> TrainStats:
         """Minimize the Eq. 4 surrogate over the local batch (see module docstring)."""
+        from tqdm.auto import tqdm
+
         if not self.active:
             raise RuntimeError("attach() before train()")
+        if not examples:
+            raise ValueError("LoRA training needs at least one (context, answer) pair")
         started = time.perf_counter()
-        cfg = self.cfg
+        cfg, es = self.cfg, self.cfg.early_stopping
+        held = list(held_out or [])
         model = self.peft
         params = [p for p in model.parameters() if p.requires_grad]
-        stats = TrainStats(trainable_params=sum(p.numel() for p in params))
+        stats = TrainStats(trainable_params=sum(p.numel() for p in params),
+                           train_examples=len(examples), heldout_examples=len(held),
+                           early_stopping="held-out warm pair(s)" if held else
+                           (heldout_note or "no held-out pair: no early stopping"))
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        per_epoch = math.ceil(len(examples) / cfg.examples_per_step)
-        total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs,
-                                                                          cfg.max_steps)
+        total = cfg.total_steps(len(examples))
         schedule = (lambda s: 1.0) if cfg.lr_schedule == "constant" else \
             (lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / max(total, 1))))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        tokenizer = self.raw.tokenizer
+        use_gap = cfg.cos_alpha > 0
+        gaps: dict[int, float] = {}
+        recent: list[tuple[Example, float]] = []
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        bad = 0
+
+        def evaluate(step: int) -> bool:
+            """Refresh the Eq. 4 gaps, record, validate; True = stop."""
+            nonlocal best, bad
+            if use_gap:
+                gaps.update(zip(map(id, examples), self._gaps(examples, encoder, stats),
+                                strict=True))
+            row: dict[str, float] = {"step": step}
+            if recent:
+                w = np.array([ex.weight for ex, _ in recent])
+                w = w / max(float(w.sum()), 1e-12)
+                row["nll"] = float(np.dot(w, [n for _, n in recent]))
+                row["gap"] = float(np.dot(w, [gaps.get(id(ex), float("nan")) for ex, _ in recent])) \
+                    if use_gap else float("nan")
+                row["eq4"] = row["nll"] + cfg.cos_alpha * row["gap"] if use_gap else row["nll"]
+            stop = False
+            if held:
+                value = self._validation(held, encoder, stats)
+                row[f"val_{es.metric}"] = value
+                if best is None or value < best[0]:
+                    best, bad = (value, step, lora_state(model)), 0
+                else:
+                    bad += 1
+                    stop = bad >= es.patience
+                if es.threshold is not None and value <= es.threshold:
+                    stop = True
+            stats.history.append(row)
+            return stop
+
         model.train()
-        done = False
-        for epoch in range(cfg.epochs):
-            nlls, gaps, weights = [], [], []
-            for start in range(0, len(examples), cfg.examples_per_step):
-                chunk = examples[start:start + cfg.examples_per_step]
-                opt.zero_grad(set_to_none=True)
-                for ex in chunk:
-                    nll_tok, argmax = teacher_forced(model, ex)
-                    predicted = tokenizer.decode(argmax.tolist(), skip_special_tokens=True)
-                    gap = float(semantic_gap(encoder, [predicted], [ex.answer])[0])
-                    nll = nll_tok.mean()
-                    weight = ex.weight * float(gap_weights(np.array([gap]), cfg.cos_alpha)[0])
-                    (weight * nll / len(chunk)).backward()
-                    nlls.append(float(nll.detach()))
-                    gaps.append(gap)
-                    weights.append(ex.weight)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                stats.steps += 1
-                if stats.steps >= total:
-                    done = True
-                    break
-            w = np.asarray(weights) / max(float(np.sum(weights)), 1e-12)
-            mean_nll = float(np.dot(w, nlls[: len(w)]))
-            mean_gap = float(np.dot(w, gaps[: len(w)]))
-            stats.history.append({"epoch": epoch, "nll": mean_nll, "gap": mean_gap,
-                                  "eq4": mean_nll + cfg.cos_alpha * mean_gap})
-            stats.epochs = epoch + 1
-            if cfg.early_stop_gap is not None and mean_gap <= cfg.early_stop_gap:
-                stats.early_stopped = True
+        bar = tqdm(total=total, desc="LoRA", disable=not progress, leave=False, dynamic_ncols=True)
+        if use_gap or held:
+            evaluate(0)  # the base model's gaps / validation (step 0: nothing trained yet)
+        order = list(examples)
+        for step in range(1, total + 1):
+            start = ((step - 1) * cfg.examples_per_step) % len(order)
+            chunk = [order[(start + j) % len(order)]
+                     for j in range(min(cfg.examples_per_step, len(order)))]
+            opt.zero_grad(set_to_none=True)
+            nlls = self._forward_backward(chunk, gaps, stats)
+            recent.extend(zip(chunk, nlls, strict=True))
+            recent = recent[-len(order):]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            stats.steps = step
+            bar.set_postfix(nll=f"{float(np.mean(nlls)):.3f}", refresh=False)
+            bar.update(1)
+            if (step % es.eval_every == 0 or step == total) and evaluate(step):
+                stats.early_stopped = step < total
                 break
-            if done:
-                break
+        bar.close()
+        if best is not None:
+            current = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in best[2].items():
+                    current[name].copy_(value)
+            stats.best_step = best[1]
+        stats.epochs = round(stats.steps * cfg.examples_per_step / len(examples), 6)
         model.eval()
-        self.raw.adapter_id = adapter_hash(self.raw.model)
+        self._adapter_id = adapter_hash(self.raw.model)
+        self.raw.adapter_id = self._adapter_id
         stats.seconds = time.perf_counter() - started
         return stats
+
+    # -- serving helpers ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[Any]:
+        """Base G with the adapter switched off (and ``adapter_id`` None for the cache)."""
+        if not self.active:
+            raise RuntimeError("no adapter attached")
+        previous = self.raw.adapter_id
+        self.raw.adapter_id = None
+        try:
+            with self.peft.disable_adapter():
+                yield self.raw
+        finally:
+            self.raw.adapter_id = previous
+
+    def save(self, directory: str | Path) -> Path:
+        """peft ``save_pretrained`` of the adapter (adapter_config.json + weights)."""
+        if not self.active:
+            raise RuntimeError("no adapter attached")
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.peft.save_pretrained(str(path))
+        return path
 
     def release(self) -> None:
         """Remove the adapter: original modules back, flags restored, adapter_id None."""
@@ -237,5 +491,6 @@ class SessionAdapter:
         for p, flag in self._flags:
             p.requires_grad_(flag)
         self._flags = []
+        self._adapter_id = None
         self.raw.adapter_id = None
         self.raw.model.eval()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 def neighbourhood_sets(y: torch.Tensor, neighbor_ids: torch.Tensor,
                        neighbor_cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The sets {y_i} U N_k(y_i) and their cosines to y_i: (T, k+1) ids and cosines.

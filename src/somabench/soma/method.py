@@ -157,10 +157,18 @@ class Soma(SwitchingMethod):
 
     # -- adaptation -----------------------------------------------------------------------------
     def adapt(self, session: Session) -> None:
-        """Mining -> F on mined prompts -> LoRA; every stage timed and recorded."""
+        """Mining -> F on mined prompts -> LoRA; every stage timed and recorded.
+
+        The neighbour index is built (or loaded) once per G and dtype and reused; its time is
+        recorded as ``neighbor_index_s`` outside ``seconds_total`` (it is not per-dialogue work).
+        Training compute goes to ``train_tokens`` (contract 2), per stage.
+        """
+        from somabench.runner import progress_enabled
+
         g = self._g()
         w = self.switch_cfg.warm_window
         mc = self.mining_cfg
+        progress = progress_enabled(self.ctx.cfg)
         warm = []
         for t in range(w):
             if t < len(session.own_answers) and session.own_answers[t]:
@@ -170,22 +178,33 @@ class Soma(SwitchingMethod):
             log.warning("dialogue %s: no usable warm turn; G is gated without adaptation", session.id)
             return
         seed = self._seed(session)
-        with self.timed(session, "mining"):
-            started = time.perf_counter()
-            index = self.neighbor_index()
-            index_s = time.perf_counter() - started
+        started = time.perf_counter()
+        built = self._index is None
+        index = self.neighbor_index()
+        session.adaptation.update(neighbor_index_s=round(time.perf_counter() - started, 6),
+                                  neighbor_index_reused=not built)
+        with self.timed(session, "mining") as box:
             items = [it for t, msgs, ans in warm if (it := encode_turn(
                 g, t, msgs, ans, mc.max_context_tokens, mc.max_answer_tokens))]
             generator = torch.Generator().manual_seed(seed)
-            result = mine(g.model, g.tokenizer, items, index, mc, generator)
+            result = mine(g.model, g.tokenizer, items, index, mc, generator, progress=progress)
+        session.add_train_tokens("G", "mining", result.tokens)
         session.adaptation.update(
-            mining_steps=result.steps, neighbor_index_s=round(index_s, 6),
+            mining_steps=result.steps,
             hardness={str(t): round(r, 6) for t, r in result.hardness.items()},
             mining_final={k: round(v, 6) for k, v in result.final.items()},
             mining_history=[round(v, 6) for v in result.history],
+            mining_history_turns=result.history_turns,
+            prompt_shift=[round(v, 6) for v in result.prompt_shift],
+            verbalized_changed=[round(v, 6) for v in result.verbalized_changed],
             verbalized=[v.text for v in result.verbalized],
             verbalized_ids=[v.ids for v in result.verbalized],
+            verbalized_initial=[v.text for v in result.verbalized_initial],
         )
+        log.info("dialogue %s: mining %d steps in %.1fs, J %.4f -> %.4f, ||P-P0||/||P0|| %.3f, "
+                 "V(P) changed %.0f%%", session.id, result.steps, box["seconds"],
+                 result.final["J_first"], result.final["J_last"],
+                 result.final["prompt_shift_mean"], 100 * result.final["verbalized_changed_mean"])
 
         # F on the mined directions: V(P_m) (+) D_{t-1} (+) q_t, one batched (cached) call.
         mq = self.cfg.mined_queries
@@ -193,8 +212,9 @@ class Soma(SwitchingMethod):
             self.gen, max_new_tokens=int(mq.max_new_tokens))
         jobs = [(m, t, with_prefix(msgs, result.verbalized[m].text, str(mq.separator)))
                 for t, msgs, _ in warm for m in range(self.n_candidates)]
-        with self.timed(session, "f_queries"):
+        with self.timed(session, "f_queries") as box:
             completions = self.ctx.backend("F").chat_batch([j[2] for j in jobs], gen)
+        log.info("dialogue %s: %d F queries on V(P) in %.1fs", session.id, len(jobs), box["seconds"])
         usage = Usage()
         mined: dict[int, list[tuple[int, str]]] = {}
         for (m, t, _), comp in zip(jobs, completions, strict=True):
@@ -207,25 +227,41 @@ class Soma(SwitchingMethod):
             "prompt": usage.prompt, "completion": usage.completion})
 
         # Localized LoRA on the hardness-weighted local batch.
-        with self.timed(session, "lora"):
-            stats = self._train_lora(session, g, warm, mined, result, seed)
+        with self.timed(session, "lora") as box:
+            stats = self._train_lora(session, g, warm, mined, result, seed, progress)
+        session.add_train_tokens("G", "lora", stats.tokens)
+        gen_used = stats.generation_tokens
+        session.add_adaptation_tokens("G", Usage(gen_used["prompt"], gen_used["completion"]))
         session.adaptation.update(
             lora_steps=stats.steps, lora_epochs=stats.epochs,
-            lora_early_stopped=stats.early_stopped, lora_trainable_params=stats.trainable_params,
+            lora_early_stopped=stats.early_stopped, lora_early_stopping=stats.early_stopping,
+            lora_best_step=stats.best_step, lora_heldout_examples=stats.heldout_examples,
+            lora_trainable_params=stats.trainable_params, lora_padding_tokens=stats.padding_tokens,
+            lora_gap_generation_tokens=dict(gen_used),
             lora_history=[{k: round(v, 6) for k, v in h.items()} for h in stats.history],
             lora_final=stats.history[-1] if stats.history else None, adapter_id=g.adapter_id,
         )
+        log.info("dialogue %s: LoRA %d steps in %.1fs (early stopping: %s) -> %s", session.id,
+                 stats.steps, box["seconds"], stats.early_stopping, g.adapter_id)
 
     def _train_lora(self, session: Session, g: Any, warm: list[tuple[int, Any, str]],
-                    mined: dict[int, list[tuple[int, str]]], result: Any, seed: int) -> Any:
+                    mined: dict[int, list[tuple[int, str]]], result: Any, seed: int,
+                    progress: bool = False) -> Any:
+        """Warm + mined pairs; the last warm turn(s) and their mined pairs held out for early
+        stopping when the warm window is large enough (``lora.early_stopping``)."""
         mq = self.cfg.mined_queries
         weights = self._hardness_weights(result.hardness)
-        examples: list[Example] = []
         lc, mined_input = self.lora_cfg, str(self.cfg.lora.mined_input)
+        train_turns, held_turns, why = lc.early_stopping.split([t for t, _, _ in warm])
+        examples: list[Example] = []
+        held: list[Example] = []
         for t, msgs, ans in warm:
+            target = held if t in held_turns else examples
             ex = make_example(g, msgs, ans, weights.get(t, 1.0), "warm", t, lc.max_seq_tokens)
             if ex:
-                examples.append(ex)
+                target.append(ex)
+            if t in held_turns:
+                continue  # F's answers to V(P_m) (+) S_t would leak the held-out context
             for m, answer in mined.get(t, []):
                 prefix = result.prompts[m] if mined_input == "soft" else None
                 text_msgs = with_prefix(msgs, result.verbalized[m].text, str(mq.separator)) \
@@ -234,15 +270,16 @@ class Soma(SwitchingMethod):
                                   lc.max_seq_tokens, prefix)
                 if ex:
                     examples.append(ex)
-        torch.manual_seed(seed)  # LoRA A matrices are drawn from torch's global generator
         adapter = SessionAdapter(g, lc)
-        adapter.attach()
+        adapter.attach(seed=seed)
         session.state["adapter"] = adapter
         session.adaptation.update(
             lora_examples=len(examples),
             lora_examples_mined=sum(e.kind == "mined" for e in examples),
+            lora_heldout_turns=held_turns, lora_train_turns=train_turns,
             hardness_weights={str(t): round(v, 6) for t, v in weights.items()})
-        return adapter.train(examples, self.ctx.encoder())
+        return adapter.train(examples, self.ctx.encoder(), held_out=held, progress=progress,
+                             heldout_note=why)
 
     def _hardness_weights(self, hardness: dict[int, float]) -> dict[int, float]:
         """omega_t = r_t / mean(r), clipped to [min_weight, max_weight] (hardness-weighted batch)."""

@@ -5,6 +5,12 @@ Pi_{t,i} at F's token positions (causal masking), so each turn costs one pass pe
 candidate prompts share the pass as a batch of M rows. Only P receives gradients (G's
 parameters are frozen for the duration and restored after). ``logits_to_keep`` limits the
 LM head to the answer positions.
+
+Step budget: AdamW moves each coordinate by about lr per step whatever the gradient's scale,
+so how far P travels is lr x (schedule-weighted) steps; at the paper's largest lr (5e-3) and an
+init std of 0.135, 6 cosine-decayed steps moved P by ~8 % of its norm and left V(P) almost
+unchanged. Every run therefore records how far P moved (``prompt_shift`` = ||P - P0|| / ||P0||
+per candidate) and how much of V(P) changed (``verbalized_changed``), next to J per step.
 """
 
 from __future__ import annotations
@@ -107,6 +113,11 @@ def answer_log_probs(model: Any, prompts: torch.Tensor, item: TurnInput) -> torc
     return torch.log_softmax(logits.float(), dim=-1)
 
 
+def sequence_tokens(cfg: MiningConfig, item: TurnInput) -> int:
+    """Tokens one candidate's forward pass over [P ; S_t ; y^F] processes."""
+    return cfg.length + int(item.ctx_ids.shape[0]) + int(item.y.shape[0])
+
+
 @dataclass
 class MiningResult:
     prompts: torch.Tensor  # (M, L, d) float32, detached
@@ -116,8 +127,17 @@ class MiningResult:
     steps: int
     seconds: float
     history: list[float] = field(default_factory=list)
-    """J summed over candidates, per step."""
+    """J(P) per step, mean over the M candidates (the turn(s) of each step: ``history_turns``)."""
+    history_turns: list[list[int]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
+    initial: torch.Tensor | None = None  # P0 (M, L, d)
+    verbalized_initial: list[Verbalized] = field(default_factory=list)
+    prompt_shift: list[float] = field(default_factory=list)
+    """||P_m - P0_m||_F / ||P0_m||_F per candidate."""
+    verbalized_changed: list[float] = field(default_factory=list)
+    """Share of the L tokens of V(P_m) that differ from V(P0_m), per candidate."""
+    tokens: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0})
+    """Tokens processed by G's forward / backward passes (training + the hardness pass)."""
 
 
 def _lr_lambda(cfg: MiningConfig) -> Any:
@@ -127,22 +147,28 @@ def _lr_lambda(cfg: MiningConfig) -> Any:
 
 
 def mine(model: Any, tokenizer: Any, turns: list[TurnInput], index: NeighborIndex,
-         cfg: MiningConfig, generator: torch.Generator) -> MiningResult:
+         cfg: MiningConfig, generator: torch.Generator, progress: bool = False) -> MiningResult:
     """Minimize J(P) over the warm-start turns for M candidate prompts at once."""
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     if not turns:
         raise ValueError("soft-prompt mining needs at least one warm-start turn with an answer")
     unit = index.unit
     dim = int(model.get_input_embeddings().weight.shape[1])
-    prompts = torch.nn.Parameter(init_prompts(cfg.n_candidates, cfg.length, dim, cfg.init_std,
-                                              generator))
+    initial = init_prompts(cfg.n_candidates, cfg.length, dim, cfg.init_std, generator)
+    prompts = torch.nn.Parameter(initial.clone())
     opt = torch.optim.AdamW([prompts], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     w = cfg.weights
     history: list[float] = []
+    history_turns: list[list[int]] = []
     parts: dict[str, list[float]] = {}
+    tokens = {"forward": 0, "backward": 0}
     was_training = model.training
     model.eval()
+    bar = tqdm(total=cfg.steps, desc="SOMA mining", disable=not progress, leave=False,
+               dynamic_ncols=True)
     with frozen(model):
         for step in range(cfg.steps):
             first = (step * cfg.turns_per_step) % len(turns)
@@ -157,26 +183,44 @@ def mine(model: Any, tokenizer: Any, turns: list[TurnInput], index: NeighborInde
                     per_candidate[m].append(out["turn_loss"])
                     parts["l_sem_exp"].append(float(out["l_sem_exp"].detach()))
                     parts["h_tail"].append(float(out["h_tail"].detach()))
+                n_tok = cfg.n_candidates * sequence_tokens(cfg, item)
+                tokens["forward"] += n_tok
+                tokens["backward"] += n_tok
             total = sum(losses.j_objective(per_candidate[m], prompts[m], w.lambda_p)
                         for m in range(cfg.n_candidates))
             total.backward()
             torch.nn.utils.clip_grad_norm_([prompts], cfg.grad_clip)
             opt.step()
             sched.step()
-            history.append(float(total.detach()))
+            history.append(float(total.detach()) / cfg.n_candidates)
+            history_turns.append([item.turn for item in batch])
+            bar.set_postfix(J=f"{history[-1]:.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         hardness, final_sem = _hardness(model, prompts.detach(), turns, index, w)
+    tokens["forward"] += sum(cfg.n_candidates * sequence_tokens(cfg, item) for item in turns)
     model.train(was_training)
+    mined = prompts.detach().clone()
+    verbalized = [verbalize(mined[m], unit, tokenizer) for m in range(cfg.n_candidates)]
+    verbalized_initial = [verbalize(initial[m], unit, tokenizer) for m in range(cfg.n_candidates)]
+    shift = ((mined - initial).norm(dim=(1, 2)) / initial.norm(dim=(1, 2))).tolist()
+    changed = [sum(a != b for a, b in zip(v.ids, v0.ids, strict=True)) / max(len(v.ids), 1)
+               for v, v0 in zip(verbalized, verbalized_initial, strict=True)]
     final = {
-        "J_sum": history[-1] if history else float("nan"),
+        "J_first": history[0] if history else float("nan"),
+        "J_last": history[-1] if history else float("nan"),
         "l_sem_exp_last_step": sum(parts.get("l_sem_exp", [])) / max(len(parts.get("l_sem_exp", [])), 1),
         "h_tail_last_step": sum(parts.get("h_tail", [])) / max(len(parts.get("h_tail", [])), 1),
         "l_sem_exp_final": final_sem,
-        "prompt_norm": float(prompts.detach().norm(dim=(1, 2)).mean()),
+        "prompt_norm": float(mined.norm(dim=(1, 2)).mean()),
+        "prompt_shift_mean": sum(shift) / len(shift),
+        "verbalized_changed_mean": sum(changed) / len(changed),
     }
-    verbalized = [verbalize(prompts[m].detach(), unit, tokenizer) for m in range(cfg.n_candidates)]
-    return MiningResult(prompts=prompts.detach().clone(), verbalized=verbalized, hardness=hardness,
+    return MiningResult(prompts=mined, verbalized=verbalized, hardness=hardness,
                         steps=cfg.steps, seconds=time.perf_counter() - started, history=history,
-                        final=final)
+                        history_turns=history_turns, final=final, initial=initial,
+                        verbalized_initial=verbalized_initial, prompt_shift=shift,
+                        verbalized_changed=changed, tokens=tokens)
 
 
 def _hardness(model: Any, prompts: torch.Tensor, turns: list[TurnInput], index: NeighborIndex,
