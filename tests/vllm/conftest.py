@@ -48,11 +48,14 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(smollm2_dir: Path) -> Any:
-    """The real vLLM engine on SmolLM2 (once per session)."""
+def engine(smollm2_dir: Path) -> Iterator[Any]:
+    """The real vLLM engine on SmolLM2 (once per session; its engine process is shut down at
+    the end, while pytest's output is still open)."""
     from somabench.backends.vllm_backend import VLLMBackend
 
-    return VLLMBackend(model_id=SMOLLM2_MODEL_ID, path=str(smollm2_dir), **ENGINE)
+    backend = VLLMBackend(model_id=SMOLLM2_MODEL_ID, path=str(smollm2_dir), **ENGINE)
+    yield backend
+    backend.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -161,6 +161,12 @@ class VLLMBackend(BackendBase):
             self._require_adapter(adapter)
             self.adapter_id = adapter
 
+    def shutdown(self) -> None:
+        """Stop the engine's worker processes now (else at interpreter exit)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+
     # -- adapters -------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Make a LoRA adapter directory (peft format) servable under ``name``."""
