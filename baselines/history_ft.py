@@ -56,6 +56,9 @@ class HistoryFT(HistoryPrefix):
     def serve_label(self, session: Session) -> str:
         return "G+lora" if self._adapter is not None else "G"
 
+    def session_adapter(self, session: Session) -> SessionAdapter | None:
+        return self._adapter  # served by model.G_serve after the switch when configured
+
     def g_context(self, session: Session, turn: int) -> dict[str, Any] | None:
         context = super().g_context(session, turn) or {}
         context["adapter_id"] = self.ctx.raw("G").adapter_id

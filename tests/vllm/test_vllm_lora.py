@@ -140,7 +140,7 @@ def test_the_switched_turn_hook_serves_the_session_adapter(trained: dict[str, An
 
     from somabench.backends.vllm_backend import release_session, serve_switched_turn
     from somabench.config import compose
-    from somabench.methods import Session
+    from somabench.methods import Session, TurnPlan
 
     server = trained["server"]
     cfg = compose(["model=tiny", "method=soma", "+model/G_serve=vllm"])
@@ -148,12 +148,14 @@ def test_the_switched_turn_hook_serves_the_session_adapter(trained: dict[str, An
                           _session_adapter_server=server)
     session = Session(dialogue=None, history_mode="own")
     adapter_a = SimpleNamespace(adapter_id=trained["ids"]["A"])  # already exported above
-    out = serve_switched_turn(ctx, session, user(QUESTION), GEN, adapter_a)
+    plan = TurnPlan(role="G", messages=user(QUESTION))
+    out = serve_switched_turn(ctx, session, plan, GEN, adapter_a)
     assert out.text == trained["hf"]["A"][QUESTION]
+    assert plan.extra["g_serve"] == {"engine": "vllm (cpu)", "adapter_id": trained["ids"]["A"]}
     assert session.state["g_serve_adapter"] == trained["ids"]["A"]
     path = Path(server.engine.adapters[trained["ids"]["A"]])
     release_session(ctx, session)
     assert trained["ids"]["A"] not in server.engine.adapters and not path.exists()
     # Without model.G_serve the hook is a no-op: the runner's own G serves the turn.
     plain = SimpleNamespace(cfg=compose(["model=tiny", "method=soma"]))
-    assert serve_switched_turn(plain, session, user(QUESTION), GEN, adapter_a) is None
+    assert serve_switched_turn(plain, session, plan, GEN, adapter_a) is None

@@ -111,9 +111,8 @@ class VLLMBackend(BackendBase):
     ) -> None:
         if not vllm_available():
             raise VLLMUnavailableError(INSTALL_HINT)
-        from vllm import LLM
-
         from somabench import dtype as dtypes
+        from vllm import LLM
 
         self.model_id = model_id
         self.revision = revision
@@ -417,7 +416,9 @@ class SessionAdapterServer:
 
 def session_server(ctx: Any) -> SessionAdapterServer | None:
     """The run's adapter server when ``model.G_serve`` is configured (built once per run)."""
-    if ctx.cfg.model.get("G_serve") is None:
+    cfg = getattr(ctx, "cfg", None)
+    model = cfg.get("model") if cfg is not None else None
+    if model is None or model.get("G_serve") is None:
         return None
     server = getattr(ctx, "_session_adapter_server", None)
     if server is None:
@@ -426,17 +427,19 @@ def session_server(ctx: Any) -> SessionAdapterServer | None:
     return server
 
 
-def serve_switched_turn(ctx: Any, session: Any, messages: list[Message], gen: GenerationConfig,
+def serve_switched_turn(ctx: Any, session: Any, plan: Any, gen: GenerationConfig,
                         adapter: Any | None) -> Completion | None:
-    """A post-switch G turn through ``model.G_serve`` with this dialogue's adapter, or None when
-    no G_serve is configured (the runner's G backend serves the turn)."""
+    """A post-switch G turn (``plan.messages``) through ``model.G_serve`` with this dialogue's
+    adapter, or None when no G_serve is configured (the runner's G backend serves the turn).
+    ``plan.extra["g_serve"]`` records the engine and the adapter id."""
     server = session_server(ctx)
     if server is None:
         return None
     adapter_id = (getattr(adapter, "adapter_id", None) or ctx.raw("G").adapter_id) \
         if adapter is not None else None
     session.state["g_serve_adapter"] = adapter_id
-    return server.backend_for(adapter, adapter_id).chat(messages, gen)
+    plan.extra["g_serve"] = {"engine": server.engine.describe()["engine"], "adapter_id": adapter_id}
+    return server.backend_for(adapter, adapter_id).chat(plan.messages, gen)
 
 
 def release_session(ctx: Any, session: Any) -> None:

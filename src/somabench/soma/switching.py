@@ -80,6 +80,7 @@ from typing import Any
 import numpy as np
 
 from somabench.backends.base import Completion
+from somabench.backends.vllm_backend import release_session, serve_switched_turn
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.soma.acceptance import AcceptanceConfig, AcceptanceState
 from somabench.soma.acceptance import gaps as gap_rows
@@ -473,6 +474,11 @@ class SwitchingMethod(Method):
     def release(self, session: Session) -> None:
         """Free per-dialogue resources (adapters) in ``finish``."""
 
+    def session_adapter(self, session: Session) -> Any:
+        """This dialogue's trained adapter (``SessionAdapter``) or None; ``model.G_serve``
+        serves post-switch turns with it (backends/vllm_backend.py)."""
+        return session.state.get("adapter")
+
     def has_adaptation(self, session: Session) -> bool:
         """Whether G currently carries this dialogue's adaptation (so old != new)."""
         raw = self.ctx.raw("G")
@@ -572,6 +578,9 @@ class SwitchingMethod(Method):
             plan = TurnPlan(role="G", messages=self.g_messages(session, turn),
                             served_by=self.serve_label(session),
                             context=self.g_context(session, turn))
+            # model.G_serve (vLLM, one LoRARequest per dialogue) answers it; None: the runner's G
+            plan.completion = serve_switched_turn(self.ctx, session, plan, self.gen,
+                                                  self.session_adapter(session))
         else:
             plan = TurnPlan(role="F", messages=self.f_messages(session, turn))
             plan.context = {"history_turns": len(session.history)}
@@ -714,4 +723,5 @@ class SwitchingMethod(Method):
                         threshold=state.threshold)
             if state.acceptance.applicable is not None:
                 info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
+        release_session(self.ctx, session)  # the G_serve engine's copy of the adapter, if any
         self.release(session)
