@@ -1,28 +1,40 @@
-"""Judges (installed as ``somabench.judges``): the similarity panel, its prompts and aggregation.
+"""Judges (installed as ``somabench.judges``): the similarity panels, their prompts and
+aggregation.
 
-Registered in ``somabench.registry.judges``:
-
-* ``panel``: ``judge_run(cfg, run_dir) -> float | None``, called by ``somabench.task`` after
-  generation (the objective: panel similarity %, all turns);
-* judge kinds used by ``conf/judge/*.yaml`` entries: ``llm`` (OpenAI-compatible endpoint),
-  ``local`` (in-process hf model), ``embedding`` (cosine proxy), ``math_answer`` (final-answer
-  accuracy and agreement, no model). Each is a factory
-  ``(name, spec, panel_cfg, cache, cache_dir) -> Judge``.
+"Judge" means a panel (``judge=<name>``): ``somabench.registry.judges`` maps every
+``conf/judge/<name>.yaml`` stem to ``(cfg, run_dir) -> objective | None``, called by
+``somabench.task`` after generation and by ``python -m somabench judge``. The judges *inside*
+a panel are built from their ``kind`` (``somabench.registry.judge_kinds``): ``llm``
+(OpenAI-compatible endpoint), ``local`` (in-process hf model), ``embedding`` (cosine proxy),
+``math_answer`` (final-answer check). Each kind is a factory
+``(name, spec, panel_cfg, cache, cache_dir) -> Judge``.
 
 Heavy modules load lazily (``"module:attr"`` entries), so importing somabench stays cheap.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from somabench.registry import judges
+from somabench.registry import judge_kinds, judges
 
-judges.register("panel", "somabench.judges.panel:judge_run")
-judges.register("llm", "somabench.judges.llm_judge:build_llm_judge")
-judges.register("local", "somabench.judges.llm_judge:build_llm_judge")
-judges.register("embedding", "somabench.judges:build_embedding_judge")
-judges.register("math_answer", "somabench.judges.math_answer:build_math_answer_judge")
+PANEL = "somabench.judges.panel:judge_run"
+PANELS = ("embedding", "local", "paper", "task")
+"""``conf/judge/<name>.yaml`` panels (tests/test_registry.py checks the list against conf/)."""
+for _panel in PANELS:
+    judges.register(_panel, PANEL)
+judges.register("none", "somabench.judges:judge_nothing")
+
+judge_kinds.register("llm", "somabench.judges.llm_judge:build_llm_judge")
+judge_kinds.register("local", "somabench.judges.llm_judge:build_llm_judge")
+judge_kinds.register("embedding", "somabench.judges:build_embedding_judge")
+judge_kinds.register("math_answer", "somabench.judges.math_answer:build_math_answer_judge")
+
+
+def judge_nothing(cfg: Any, run_dir: str | Path, reference_dir: str | Path | None = None) -> None:
+    """``judge=none``: no judging after generation (re-judge later with ``somabench judge``)."""
+    return None
 
 
 def build_embedding_judge(name: str, spec: dict[str, Any], panel: dict[str, Any],

@@ -199,12 +199,13 @@ class Panel:
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
 
     def _build(self, name: str, spec: dict[str, Any]) -> Judge:
-        from somabench.registry import judges
+        from somabench.registry import judge_kinds
 
         kind = spec.get("kind")
-        if kind not in ("llm", "local", "embedding"):
-            raise JudgeError(f"judge.judges.{name}.kind='{kind}' must be llm | local | embedding")
-        factory = judges.get(kind)
+        kinds = judge_kinds.names()
+        if kind not in kinds:
+            raise JudgeError(f"judge.judges.{name}.kind='{kind}' must be one of {' | '.join(kinds)}")
+        factory = judge_kinds.get(kind)
         return factory(name, spec, self.cfg, self.cache, self.cache_dir)
 
     def prompts_for(self, judge: Judge) -> list[JudgePrompt]:

@@ -32,8 +32,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "run": Command("somabench.cli:run", "serve dialogues with one method and judge them "
                    "(Hydra overrides; -m sweeps)"),
-    "ls": Command("somabench.cli:ls", "list registered names: method, backend, dataset, judge, "
-                  "judge_kind"),
+    "ls": Command("somabench.cli:ls", "what each kind= accepts: method, judge, dataset, model, "
+                  "backend, judge_kind ..."),
     "judge": Command("somabench.judge:main", "(re-)judge an existing run dir with a judge panel"),
     "report": Command("somabench.report.__main__:main", "tables and figures from run dirs"),
     "bench": Command("somabench.bench.__main__:main", "benchmarks -> results/bench/<name>.json"),
@@ -187,20 +187,31 @@ def run(argv: list[str]) -> int:
 
 
 # -- ls ----------------------------------------------------------------------------------------
+CONFIG_GROUPS = ("model", "dataset", "experiment", "hparams_search", "debug", "logger")
+"""Config groups ``ls`` lists too: their options are ``conf/<group>/*.yaml`` stems."""
+
+
 def ls(argv: list[str]) -> int:
-    """``ls [kind ...]``: the names each registry accepts (= the config file stems)."""
+    """``ls [kind ...]``: what each ``kind=`` accepts. Registries (method, judge, backend,
+    dataset_loader, judge_kind) list their keys; config groups (dataset, model, ...) their files."""
+    from somabench.config import conf_dir
     from somabench.errors import ConfigError
     from somabench.registry import ALL, did_you_mean, load_builtin
 
+    kinds = [*ALL, *CONFIG_GROUPS]
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: python -m somabench ls [{' | '.join(ALL)}] ...")
+        print(f"usage: python -m somabench ls [{' | '.join(kinds)}] ...")
         return 0
     load_builtin()
-    for kind in argv or list(ALL):
-        if kind not in ALL:
-            raise ConfigError(f"unknown kind '{kind}'.{did_you_mean(kind, list(ALL))} "
-                              f"Kinds: {', '.join(ALL)}")
-        print(f"{kind}: {', '.join(ALL[kind].names())}")
+    for kind in argv or kinds:
+        if kind in ALL:
+            names = ALL[kind].names()
+        elif kind in CONFIG_GROUPS:
+            names = sorted(p.stem for p in (conf_dir() / kind).glob("*.yaml"))
+        else:
+            raise ConfigError(f"unknown kind '{kind}'.{did_you_mean(kind, kinds)} "
+                              f"Kinds: {', '.join(kinds)}")
+        print(f"{kind}: {', '.join(names)}")
     return 0
 
 

@@ -12,11 +12,22 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from omegaconf import DictConfig
 
 from somabench.backends.base import Completion, GenerationConfig, Message
 from somabench.records import Usage
 from somabench.registry import methods
+
+if TYPE_CHECKING:  # the runner imports this module; these are type names only
+    from somabench.data import Dialogue
+    from somabench.runner import RunContext
+
+Role = Literal["F", "G"]
+"""Who answers a turn: the large model F or the small surrogate G."""
+HistoryMode = Literal["own", "reference"]
+"""``own``: later turns see the method's answers; ``reference``: the Original's."""
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +36,7 @@ log = logging.getLogger(__name__)
 class TurnPlan:
     """Who answers this turn and what they see."""
 
-    role: str
+    role: Role
     """Backend role that generates: ``F`` or ``G``."""
     messages: list[Message]
     """Chat messages the answering model gets (the runner applies its chat template)."""
@@ -46,8 +57,10 @@ class TurnPlan:
 class Session:
     """One dialogue as one method sees it while serving it."""
 
-    dialogue: Any  # somabench.data.Dialogue
-    history_mode: str
+    dialogue: Dialogue
+    """The dialogue being served (``somabench.data.Dialogue``)."""
+    history_mode: HistoryMode
+    """What later turns see as the assistant's earlier answers."""
     reference: list[str] | None = None
     """The Original's answers, turn by turn (None if no reference run exists)."""
     history: list[tuple[str, str]] = field(default_factory=list)
@@ -109,9 +122,9 @@ class Method(ABC):
     needs_reference = False
     """True when the method reads the Original's answers (History-Prefix, History-FT ...)."""
 
-    def __init__(self, cfg: Any, ctx: Any) -> None:
+    def __init__(self, cfg: DictConfig, ctx: RunContext) -> None:
         self.cfg = cfg  # the ``method`` config node
-        self.ctx = ctx  # somabench.runner.RunContext
+        self.ctx = ctx  # backends, encoder, generation settings of the run
         # Records carry the configured name, so config variants of one class (ablations,
         # offline stand-ins) are labelled as what they are.
         self.name = str(cfg.get("name", self.name)) if cfg is not None else self.name
@@ -136,11 +149,6 @@ class Method(ABC):
 
 def usage_of(completion: Completion) -> Usage:
     return Usage(completion.prompt_tokens, completion.completion_tokens)
-
-
-def register_builtin() -> None:
-    """Original and Surrogate live in baselines/ (installed as somabench.baselines)."""
-    import somabench.baselines  # noqa: F401
 
 
 __all__ = ["Method", "Session", "TurnPlan", "methods", "usage_of"]

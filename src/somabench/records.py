@@ -14,13 +14,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from somabench.rundir import DIALOGUES_FILE, TURNS_FILE
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # bump on rename/removal/meaning change and add a migration below
+TurnStatus = Literal["ok", "api_error", "skipped"]
+"""How a turn's model call ended (STYLE 5.8): ``ok``, ``api_error`` (the call failed; see
+``error``), ``skipped`` (nothing was generated)."""
 
 
 @dataclass
@@ -78,8 +81,8 @@ class TurnRecord:
     """Completion tokens / generate_share seconds, as measured when the answer was made."""
     cached: bool = False
     """True if the answer came from the request cache (seconds are the original ones)."""
-    status: str = "ok"
-    """``ok`` | ``api_error`` | ``skipped``."""
+    status: TurnStatus = "ok"
+    """``ok`` | ``api_error`` | ``skipped`` (:data:`TurnStatus`)."""
     error: str | None = None
     """Error text when status is not ok."""
     reference_turn_ref: str | None = None
@@ -95,10 +98,13 @@ class TurnRecord:
     batch_size: int = 1
     """How many dialogues shared the generate call that produced this answer."""
     config_hash: str = ""
-    """Hash of the resolved config that produced the run."""
+    """Hash of the resolved config that produced the run (``somabench.rundir.config_hash``)."""
     seed: int | None = None
+    """The run's root ``seed``."""
     schema_version: int = SCHEMA_VERSION
+    """Record layout version (:data:`SCHEMA_VERSION`); older lines are migrated on read."""
     kind: str = "turn"
+    """Line type in mixed streams: always ``turn``."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,10 +122,15 @@ class DialogueRecord:
     """What a dialogue cost as a whole, including adaptation work that serves no turn."""
 
     run_id: str
+    """Run directory name; identifies the job that wrote the line (as in its turn lines)."""
     dialogue_id: str
+    """Dataset id of the dialogue."""
     dataset: str
+    """Dataset name (config ``dataset.name``)."""
     method: str
+    """Method name as configured (``method.name``)."""
     n_turns: int
+    """Turns served (= turn lines of this dialogue in ``records.jsonl``)."""
     tokens: dict[str, Usage] = field(default_factory=dict)
     """Sum over turns plus adaptation (``F``, ``G``, ``compressor``, ``router``)."""
     adaptation: dict[str, Any] = field(default_factory=dict)
@@ -134,10 +145,15 @@ class DialogueRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     """``wall`` for the dialogue, ``generate``, ``adapt``..."""
     n_errors: int = 0
+    """Turns whose status is not ``ok``."""
     config_hash: str = ""
+    """Hash of the resolved config that produced the run (``somabench.rundir.config_hash``)."""
     seed: int | None = None
+    """The run's root ``seed``."""
     schema_version: int = SCHEMA_VERSION
+    """Record layout version (:data:`SCHEMA_VERSION`); older lines are migrated on read."""
     kind: str = "dialogue"
+    """Line type in mixed streams: always ``dialogue``."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

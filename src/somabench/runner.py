@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from somabench.backends import build_backend
-from somabench.backends.base import BackendError, Completion, GenerationConfig, sha16
+from somabench.backends.base import Backend, BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
 from somabench.config import progress_enabled
 from somabench.methods import Method, Session, TurnPlan, usage_of
@@ -57,7 +57,7 @@ class RunContext:
                 hook(role, self._raw[role])
         return self._raw[role]
 
-    def backend(self, role: str) -> Any:
+    def backend(self, role: str) -> Backend:
         """The role's backend behind the request cache (if enabled)."""
         if role not in self._wrapped:
             raw = self.raw(role)

@@ -174,7 +174,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         log.info("run dir %s | %s on %s (%d dialogues) | model=%s", run_dir, cfg.method.name,
                  cfg.dataset.name, len(dialogues), cfg.model.family)
         needs_ref = (method_cls.needs_reference or cfg.history == "reference"
-                     or cfg.judge.name != "none")
+                     or bool(cfg.judge.get("judges")))  # a panel scores against it
         reference, ref_key, ref_dir = (None, None, None)
         if needs_ref:
             with _stage("reference: the Original's answers"):
@@ -227,14 +227,10 @@ def _stage(name: str) -> Iterator[None]:
 
 
 def _judge(cfg: DictConfig, run_dir: Path) -> float | None:
-    if cfg.judge.name == "none":
-        return None
+    """The run's panel (``judge=<name>``, a ``somabench.registry.judges`` entry)."""
     from somabench.registry import judges
 
-    if "panel" not in judges:
-        log.warning("judge=%s requested but the judge panel is not available", cfg.judge.name)
-        return None
-    return judges.get("panel")(cfg, run_dir)
+    return judges.get(cfg.judge.name)(cfg, run_dir)
 
 
 def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:

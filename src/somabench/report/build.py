@@ -22,7 +22,7 @@ from somabench.metrics import (
     score_metric,
     similarity_per_dialogue,
 )
-from somabench.report import figures as F
+from somabench.report import figures as figs
 from somabench.report.collect import ReportData, flatten_config
 from somabench.report.tables import Table, make_table, write_tables
 
@@ -150,10 +150,10 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, tag: str, sc
         return
     common = {"value": "similarity", "row": "label", "column": "dataset", "metric": "Similarity %",
               "higher_is_better": True, "decimals_mean": tcfg.decimals_mean, "decimals_std": tcfg.decimals_std}
-    row_order = F.order_labels(cfg, sim)
-    col_order = F.order_datasets(cfg, sim["dataset"].unique().tolist())
-    named = sim.assign(dataset=sim["dataset"].map(lambda d: F.dataset_name(cfg, d)))
-    cols = [F.dataset_name(cfg, d) for d in col_order]
+    row_order = figs.order_labels(cfg, sim)
+    col_order = figs.order_datasets(cfg, sim["dataset"].unique().tolist())
+    named = sim.assign(dataset=sim["dataset"].map(lambda d: figs.dataset_name(cfg, d)))
+    cols = [figs.dataset_name(cfg, d) for d in col_order]
     table = make_table(named, title=f"Similarity to the Original ({family}), all turns",
                        row_order=row_order, column_order=cols, excluded=excluded_counts(scores),
                        notes=_judge_note(scores), **common)
@@ -166,7 +166,7 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, tag: str, sc
     if post.empty:
         result.skip(name, "no ok scores on post-switch turns (post_switch=true in scores.jsonl)")
     else:
-        post = post.assign(dataset=post["dataset"].map(lambda d: F.dataset_name(cfg, d)))
+        post = post.assign(dataset=post["dataset"].map(lambda d: figs.dataset_name(cfg, d)))
         table = make_table(post, title=f"Similarity to the Original ({family}), post-switch turns only",
                            row_order=row_order, column_order=cols, excluded=excluded_counts(post_scores),
                            notes=_judge_note(post_scores), **common)
@@ -178,7 +178,7 @@ def _similarity_tables(result: ReportResult, cfg: Any, family: str, tag: str, sc
         jsim = similarity_dialogues(jscores)
         if jsim.empty:
             continue
-        jsim = jsim.assign(dataset=jsim["dataset"].map(lambda d: F.dataset_name(cfg, d)))
+        jsim = jsim.assign(dataset=jsim["dataset"].map(lambda d: figs.dataset_name(cfg, d)))
         per_judge[str(judge)] = make_table(jsim, title=f"Similarity to the Original ({family}), judge {judge}",
                                            row_order=row_order, column_order=cols,
                                            excluded=excluded_counts(jscores), notes=_judge_note(jscores),
@@ -200,9 +200,9 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
     if dialogues.empty:
         result.skip(f"tokens_per_dialogue_{tag}", "no dialogue records")
         return
-    row_order = F.order_labels(cfg, dialogues)
-    named = dialogues.assign(dataset=dialogues["dataset"].map(lambda d: F.dataset_name(cfg, d)))
-    cols = [F.dataset_name(cfg, d) for d in F.order_datasets(cfg, dialogues["dataset"].unique().tolist())]
+    row_order = figs.order_labels(cfg, dialogues)
+    named = dialogues.assign(dataset=dialogues["dataset"].map(lambda d: figs.dataset_name(cfg, d)))
+    cols = [figs.dataset_name(cfg, d) for d in figs.order_datasets(cfg, dialogues["dataset"].unique().tolist())]
     name = f"tokens_per_dialogue_{tag}"
     table = make_table(named, value="tokens_total", row="label", column="dataset", metric="Tokens / dialogue",
                        title=f"Tokens per dialogue ({family}), all models incl. adaptation",
@@ -238,7 +238,7 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
     if tps.empty or tps["tps"].isna().all():
         result.skip(name, "no turn with generation seconds > 0")
         return
-    tps = tps.assign(dataset=tps["dataset"].map(lambda d: F.dataset_name(cfg, d)))
+    tps = tps.assign(dataset=tps["dataset"].map(lambda d: figs.dataset_name(cfg, d)))
     table = make_table(tps, value="tps", row="label", column="dataset", metric="Tokens / s",
                        title=f"Throughput ({family}): completion tokens per generation second",
                        higher_is_better=True, decimals_mean=tcfg.decimals_tps, decimals_std=tcfg.decimals_tps,
@@ -251,7 +251,7 @@ def _efficiency_tables(result: ReportResult, data: ReportData, cfg: Any, family:
 
 def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str, tag: str, out: Path) -> None:
     name = f"abilities_{tag}"
-    frame = F.ability_frame(data.scores, cfg)
+    frame = figs.ability_frame(data.scores, cfg)
     frame = frame[frame["family"] == family]
     if frame.empty:
         result.skip(name, f"no ok ability scores (metric {cfg.ability_prefix}*)")
@@ -263,7 +263,7 @@ def _ability_table(result: ReportResult, data: ReportData, cfg: Any, family: str
                        metric=f"Score (0–{float(cfg.ability_scale):g})",
                        title=f"MT-Bench-101 ability scores ({family})", higher_is_better=True,
                        decimals_mean=cfg.tables.decimals_mean, decimals_std=cfg.tables.decimals_std,
-                       row_order=F.order_labels(cfg, frame), excluded=excluded_counts(rows),
+                       row_order=figs.order_labels(cfg, frame), excluded=excluded_counts(rows),
                        notes=_judge_note(rows, f"× {float(cfg.ability_scale):g}"))
     result.written.append(Artifact(name, "Fig. 10 (numbers)", table.write(out, name),
                                    "ability score per method, mean ± std over dialogues"))
@@ -276,29 +276,29 @@ def _figures(result: ReportResult, data: ReportData, cfg: Any, family: str, tag:
     prices = data.prices(family)
     jobs: list[tuple[str, str, str, Any]] = [
         (f"fig1_relative_tokens_per_turn_{tag}", "Fig. 1", "tokens per turn relative to turn 1, per dataset",
-         lambda: F.relative_tokens_per_turn_figure(turns, cfg)),
+         lambda: figs.relative_tokens_per_turn_figure(turns, cfg)),
         (f"fig2_tokens_per_dialogue_{tag}", "Fig. 2", "tokens per dialogue per method, stacked by model",
-         lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False)),
         (f"fig2_cost_per_dialogue_{tag}", "Fig. 2 (cost)", "cost per method from model.prices, stacked by model",
-         lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, prices=prices)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, prices=prices)),
         (f"fig5-6_tokens_by_dataset_{tag}", "Fig. 5 (LLaMA) / Fig. 6 (Qwen)",
          "tokens per dialogue per method, one panel per dataset",
-         lambda: F.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=True)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=True)),
         (f"fig7-8_throughput_{tag}", "Fig. 7 (LLaMA) / Fig. 8 (Qwen)", "throughput per method and dataset",
-         lambda: F.throughput_figure(turns, cfg, family)),
+         lambda: figs.throughput_figure(turns, cfg, family)),
         (f"fig3-9_ablation_{tag}", "Fig. 3 (LLaMA) / Fig. 9 (Qwen)", "SOMA vs its ablations, similarity %",
-         lambda: F.ablation_figure(sim, cfg, family)),
+         lambda: figs.ablation_figure(sim, cfg, family)),
         (f"fig10_abilities_{tag}", "Fig. 10", "MT-Bench-101 ability profile per method",
-         lambda: F.abilities_figure(data.scores, cfg, family)),
+         lambda: figs.abilities_figure(data.scores, cfg, family)),
     ]
     for name, paper, description, make in jobs:
         _draw(result, out, cfg, name, paper, description, make)
-    points = F.warm_window_points(ww_sim, windows, cfg, family)
+    points = figs.warm_window_points(ww_sim, windows, cfg, family)
     _draw(result, out, cfg, f"fig11_warm_window_{tag}", "Fig. 11", "similarity vs warm window W per dataset",
-          lambda: F.warm_window_figure(points, cfg, family))
+          lambda: figs.warm_window_figure(points, cfg, family))
 
     def plateau() -> Any:
-        fig, r = F.plateau_figure(points, cfg, family)
+        fig, r = figs.plateau_figure(points, cfg, family)
         result.messages.append(f"Fig. 12 ({family}): Pearson r between best W and plateau similarity = {r:.2f}")
         return fig
 
@@ -314,10 +314,10 @@ def _warm_window_table(result: ReportResult, sim: pd.DataFrame, windows: dict[st
     frame["W"] = frame["run_key"].map(windows)
     frame = frame.dropna(subset=["W"])
     frame["W"] = frame["W"].map(lambda w: f"W={w:g}")
-    frame["dataset"] = frame["dataset"].map(lambda d: F.dataset_name(cfg, d))
+    frame["dataset"] = frame["dataset"].map(lambda d: figs.dataset_name(cfg, d))
     order = sorted(frame["W"].unique(), key=lambda s: float(s[2:]))
-    plateaus = F.plateau_points(F.warm_window_points(sim, windows, cfg, family), cfg)
-    notes = [f"{F.dataset_name(cfg, r.dataset)}: plateau {r.plateau:.{cfg.tables.decimals_mean}f} at best W={r.best_W:g}"
+    plateaus = figs.plateau_points(figs.warm_window_points(sim, windows, cfg, family), cfg)
+    notes = [f"{figs.dataset_name(cfg, r.dataset)}: plateau {r.plateau:.{cfg.tables.decimals_mean}f} at best W={r.best_W:g}"
              for r in plateaus.itertuples()]
     name = f"warm_window_{tag}"
     subset = "post-switch turns" if cfg.warm_window.subset == "post_switch" else "all turns"
@@ -333,10 +333,10 @@ def _warm_window_table(result: ReportResult, sim: pd.DataFrame, windows: dict[st
 def _draw(result: ReportResult, out: Path, cfg: Any, name: str, paper: str, description: str, make: Any) -> None:
     try:
         fig = make()
-    except F.Skip as exc:
+    except figs.Skip as exc:
         result.skip(name, str(exc))
         return
-    result.written.append(Artifact(name, paper, F.save(fig, out, name, cfg), description))
+    result.written.append(Artifact(name, paper, figs.save(fig, out, name, cfg), description))
 
 
 DIALOGUE_DATA = "data/dialogues.csv"
