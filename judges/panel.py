@@ -29,6 +29,7 @@ from somabench.judges.base import (
     JudgeItem,
     ScoreLine,
     Verdict,
+    row_key,
     unit_key,
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
@@ -158,11 +159,18 @@ def compact(path: Path) -> list[dict[str, Any]]:
     """Rewrite ``scores.jsonl`` atomically with one line per unit (the latest), sorted."""
     latest: dict[tuple, dict[str, Any]] = {}
     for row in read_jsonl(path):
-        latest[unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"],
-                        row["prompt_id"])] = row
-    rows = [latest[k] for k in sorted(latest, key=lambda k: (k[0], k[1], k[3], k[4], k[2]))]
+        latest[row_key(row)] = row
+    rows = [latest[k] for k in sorted(latest, key=lambda k: (k[0], k[1], k[2], k[4], k[5], k[3]))]
     atomic_write_jsonl(path, rows)
     return rows
+
+
+def _wants_more_retries(old: dict[str, Any], judge: Judge) -> bool:
+    """An ``unparsed`` line made with fewer parse retries than the judge now allows is asked
+    again (``judge.parse_retries`` was raised since)."""
+    allowed = getattr(judge, "parse_retries", None)
+    made = old.get("parse_retries")
+    return old.get("status") == "unparsed" and allowed is not None and (made is None or int(made) < int(allowed))
 
 
 # -- the panel ---------------------------------------------------------------------------------
@@ -199,13 +207,14 @@ class Panel:
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
 
     def _build(self, name: str, spec: dict[str, Any]) -> Judge:
-        from somabench.registry import judge_kinds
+        from somabench import registry
 
+        kinds_registry = getattr(registry, "judge_kinds", None) or registry.judges
         kind = spec.get("kind")
-        kinds = judge_kinds.names()
+        kinds = [k for k in kinds_registry.names() if k != "panel"]
         if kind not in kinds:
             raise JudgeError(f"judge.judges.{name}.kind='{kind}' must be one of {' | '.join(kinds)}")
-        factory = judge_kinds.get(kind)
+        factory = kinds_registry.get(kind)
         return factory(name, spec, self.cfg, self.cache, self.cache_dir)
 
     def prompts_for(self, judge: Judge) -> list[JudgePrompt]:
@@ -277,8 +286,9 @@ class Panel:
         rows = compact(scores_path)
         from somabench.judges.aggregate import write_summary
 
-        panel_rows = [r for r in rows if r["judge"] in self.cfg["judges"]]
-        metrics = write_summary(run_dir, panel_rows, panel=self.name, objective=self.objective)
+        panel_rows = [r for r in rows if r.get("panel", self.name) == self.name
+                      and r["judge"] in self.cfg["judges"]]
+        metrics = write_summary(run_dir, rows, panel=self.name, objective=self.objective)
         counts = Counter((r["judge"], r["status"]) for r in panel_rows)
         self._write_header(run_dir, reference_dir, metrics, counts, seconds, n_calls)
         if self.cache is not None:
@@ -291,11 +301,9 @@ class Panel:
         done = {}
         for row in read_jsonl(path):
             if row.get("status") in FINAL_STATUSES:
-                done[unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"],
-                              row["prompt_id"])] = row
+                done[row_key(row)] = row
             else:
-                done.pop(unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"],
-                                  row["prompt_id"]), None)
+                done.pop(row_key(row), None)
         return done
 
     def _plan(self, items: list[JudgeItem], existing: dict[tuple, dict[str, Any]],
@@ -308,7 +316,8 @@ class Panel:
             for prompt in self.prompts_for(judge):
                 settings = self.settings_for(prompt)
                 for item in items:
-                    key = unit_key(item.run_id, item.dialogue_id, item.turn, judge.name, prompt.id)
+                    key = unit_key(item.run_id, item.dialogue_id, item.turn, judge.name, prompt.id,
+                                   self.name)
                     old = existing.get(key)
                     reason = None
                     if item.record_status != "ok":
@@ -321,7 +330,8 @@ class Panel:
                         skipped.append(self._line(item, judge, prompt, Verdict(
                             status="skipped", error=reason)))
                     elif old and old.get("request_key") == judge.request_key(item, prompt,
-                                                                             settings):
+                                                                             settings) \
+                            and not _wants_more_retries(old, judge):
                         self._reused += 1  # judged before with exactly this request
                     else:
                         units.append((item, prompt, settings))
@@ -367,10 +377,20 @@ class Panel:
             tokens={"prompt": v.prompt_tokens, "completion": v.completion_tokens},
             request_key=v.request_key, reference_turn_ref=item.reference_turn_ref,
             messages=v.messages if self.cfg.get("store_messages", True) else None,
+            finish_reason=v.finish_reason, max_tokens=_budget(judge, prompt, settings_of(self, prompt)),
+            parse_retries=v.parse_retries,
         )
 
     def _write_header(self, run_dir: Path, reference_dir: Path | None, metrics: dict[str, Any],
                       counts: Counter, seconds: float, n_calls: int) -> None:
+        """``judge.json``: this panel's header at the top level (the latest judging) and every
+        panel's under ``panels`` (a run dir judged by several panels keeps all of them)."""
+        previous = {}
+        if (run_dir / JUDGE_HEADER).exists():
+            try:
+                previous = json.loads((run_dir / JUDGE_HEADER).read_text()).get("panels") or {}
+            except (OSError, json.JSONDecodeError):
+                previous = {}
         header = {
             "panel": self.name, "label": self.cfg.get("label"),
             "judges": {j.name: {"kind": j.kind, "model": j.model, "endpoint": j.endpoint()}
@@ -380,12 +400,13 @@ class Panel:
             "status_counts": {f"{j}/{s}": n for (j, s), n in sorted(counts.items())},
             "metrics": metrics, "updated": now(),
         }
+        header["panels"] = {**previous, self.name: {k: v for k, v in header.items()}}
         write_json_atomic(run_dir / JUDGE_HEADER, header)
 
     def _log_counts(self, counts: Counter) -> None:
         for judge in self.judges:
-            parts = {s: counts.get((judge.name, s), 0) for s in ("ok", "unparsed", "api_error",
-                                                                   "skipped")}
+            parts = {s: counts.get((judge.name, s), 0) for s in ("ok", "unparsed", "truncated",
+                                                                   "api_error", "skipped")}
             log.info("judge %s: %s", judge.name, ", ".join(f"{n} {s}" for s, n in parts.items()))
 
     def _check_failures(self, rows: list[dict[str, Any]], scores_path: Path, run_dir: Path) -> None:
@@ -405,6 +426,22 @@ class Panel:
                 f"\nEvery finished judgment is kept in {scores_path}; the run's records are "
                 f"untouched. Fix the endpoint, then rerun `python -m somabench.judge {run_dir} "
                 f"judge={self.name}`: only the failed lines are judged again.")
+
+
+def settings_of(panel: Panel, prompt: JudgePrompt) -> dict[str, Any]:
+    try:
+        return panel.settings_for(prompt)
+    except JudgeError:
+        return {}
+
+
+def _budget(judge: Judge, prompt: JudgePrompt, settings: dict[str, Any]) -> int | None:
+    """The reply token budget a judge has for a prompt (its own ``max_tokens`` first)."""
+    budget = getattr(judge, "max_tokens_for", None)
+    if callable(budget):
+        return budget(settings)
+    value = settings.get("max_tokens")
+    return int(value) if value is not None else None
 
 
 def judge_run(cfg: DictConfig, run_dir: str | Path, reference_dir: str | Path | None = None) -> float | None:

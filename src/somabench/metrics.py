@@ -14,51 +14,137 @@ import pandas as pd
 from somabench.records import DialogueRecord, TurnRecord
 
 TOKEN_ROLES = ("F", "G", "compressor", "router")
+TRAIN_PASSES = ("forward", "backward")
+"""Training-token classes (contract 2: ``DialogueRecord.train_tokens[role][pass]``)."""
+# Per-turn stages a method times itself (``TurnPlan.seconds``) that are NOT also counted in
+# the dialogue's adaptation seconds; used only for records without the runner's ``plan`` timer.
+LEGACY_STAGES = ("compress", "route")
+PLAN_KEYS = ("plan", "observe")
+"""Runner-measured wall seconds of ``Method.plan`` / ``Method.observe`` for a turn (they
+include compression, routing, gating and any adaptation the method does while planning)."""
+
+
+def _count(value: int | None) -> float:
+    """A token count as a float; a count nobody measured is NaN (missing), never 0."""
+    return float("nan") if value is None else float(value)
 
 
 def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
-    """One row per dialogue with token totals per role (prompt+completion), adaptation split."""
+    """One row per dialogue with token totals per role (prompt+completion), adaptation split,
+    training tokens (forward/backward per role) and wall/adaptation/start seconds.
+
+    A role that was used but whose count is unknown is NaN in its column and named in
+    ``tokens_missing``; ``tokens_total`` sums the known counts (serving + adaptation, without
+    training) and ``tokens_total_incl_training`` adds the training tokens.
+    """
     rows = []
     for d in dialogues:
         row: dict[str, Any] = {"method": d.method, "dataset": d.dataset, "dialogue_id": d.dialogue_id,
                                "run_id": d.run_id, "n_turns": d.n_turns,
-                               "wall_s": d.seconds.get("wall"), "adapt_s": d.seconds.get("adapt", 0.0)}
-        total = 0
+                               "wall_s": d.seconds.get("wall"), "adapt_s": d.seconds.get("adapt", 0.0),
+                               "start_s": d.seconds.get("start")}
+        total = 0.0
+        missing = []
         for role in TOKEN_ROLES:
             usage = d.tokens.get(role)
-            value = usage.total if usage is not None else None
-            row[f"tokens_{role}"] = value or 0
+            value = usage.total if usage is not None else 0
+            if usage is not None and value is None:
+                missing.append(role)
+            row[f"tokens_{role}"] = _count(value)
             total += value or 0
             adapt = d.adaptation_tokens.get(role)
-            row[f"adapt_tokens_{role}"] = (adapt.total or 0) if adapt is not None else 0
+            row[f"adapt_tokens_{role}"] = _count(adapt.total) if adapt is not None else 0.0
             for part in ("prompt", "completion"):  # split needed for $ cost (prices differ)
                 row[f"tokens_{role}_{part}"] = (getattr(usage, part) or 0) if usage is not None else 0
                 row[f"adapt_tokens_{role}_{part}"] = (getattr(adapt, part) or 0) if adapt is not None else 0
+        train = getattr(d, "train_tokens", None) or {}
+        train_total = 0
+        for role in ("F", "G"):
+            for kind in TRAIN_PASSES:
+                value = (train.get(role) or {}).get(kind)
+                row[f"train_tokens_{role}_{kind}"] = _count(value) if role in train else 0.0
+                train_total += value or 0
+        row["tokens_training"] = float(train_total)
         row["tokens_total"] = total
+        row["tokens_total_incl_training"] = total + train_total
+        row["tokens_missing"] = ",".join(missing)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def turn_seconds_e2e(seconds: dict[str, float]) -> float:
+    """Wall seconds a turn cost end to end: planning (compress, route, gate, adaptation done
+    while planning) + its share of generation + observing. Records written before the runner
+    timed ``plan`` fall back to generation + the method's own ``compress``/``route`` stages
+    (their adaptation is then added per dialogue from ``adapt_s``)."""
+    gen = float(seconds.get("generate_share", 0.0) or 0.0)
+    if "plan" in seconds:
+        return gen + sum(float(seconds.get(k, 0.0) or 0.0) for k in PLAN_KEYS)
+    return gen + sum(float(seconds.get(k, 0.0) or 0.0) for k in LEGACY_STAGES)
 
 
 def turn_frame(turns: Iterable[TurnRecord]) -> pd.DataFrame:
     rows = []
     for t in turns:
+        served = t.served_by.split("+")[0]
+        answer = t.tokens.get(served)
         row: dict[str, Any] = {"method": t.method, "dataset": t.dataset, "dialogue_id": t.dialogue_id,
                                "turn": t.turn, "served_by": t.served_by, "status": t.status,
                                "cached": t.cached, "generate_share_s": t.seconds.get("generate_share", 0.0),
-                               "completion_tokens": sum((u.completion or 0) for r, u in t.tokens.items()
-                                                        if r == t.served_by.split("+")[0]),
-                                "user_words": len(t.user.split()), "response_words": len(t.response.split())}
+                               "e2e_s": turn_seconds_e2e(t.seconds), "timed_plan": "plan" in t.seconds,
+                               "completion_tokens": _count(answer.completion if answer else None),
+                               "user_words": len(t.user.split()), "response_words": len(t.response.split())}
         for role in TOKEN_ROLES:
             usage = t.tokens.get(role)
-            row[f"tokens_{role}"] = (usage.total or 0) if usage is not None else 0
+            row[f"tokens_{role}"] = _count(usage.total) if usage is not None else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def throughput(turns: pd.DataFrame) -> float | None:
-    """Completion tokens of served answers / their generation seconds (batch shares)."""
+    """Generation throughput: completion tokens of served answers / their generation seconds
+    (batch shares). Cached answers count at the seconds recorded when they were generated."""
     seconds = turns["generate_share_s"].sum()
-    return float(turns["completion_tokens"].sum() / seconds) if seconds > 0 else None
+    tokens = turns["completion_tokens"]
+    if seconds <= 0 or tokens.isna().all():
+        return None
+    return float(tokens.sum() / seconds)
+
+
+def e2e_throughput(turns: pd.DataFrame, adapt_s: float = 0.0, start_s: float = 0.0) -> float | None:
+    """End-to-end throughput: completion tokens / wall seconds of the turns including
+    compression, routing, gating and adaptation (amortised over the turns it serves).
+
+    ``adapt_s`` is added only for turns without the runner's ``plan`` timer (old records:
+    their adaptation is not inside any turn's seconds); ``start_s`` is ``Method.start``'s time.
+    """
+    tokens = turns["completion_tokens"]
+    legacy = ~turns["timed_plan"].astype(bool) if "timed_plan" in turns else pd.Series(True, index=turns.index)
+    seconds = float(turns["e2e_s"].sum()) + float(start_s or 0.0) + (float(adapt_s or 0.0) if legacy.any() else 0.0)
+    if seconds <= 0 or tokens.isna().all():
+        return None
+    return float(tokens.sum() / seconds)
+
+
+def dialogue_throughput(turns: pd.DataFrame, by: list[str],
+                        dialogues: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per dialogue: generation ``tps`` and end-to-end ``tps_e2e`` (see :func:`e2e_throughput`;
+    adaptation/start seconds come from ``dialogues`` when given), and ``cached_turns``."""
+    extra: dict[Any, tuple[float, float]] = {}
+    if dialogues is not None and not dialogues.empty:
+        keys = [k for k in by if k in dialogues.columns]
+        for key, group in dialogues.groupby(keys, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            extra[key] = (float(group["adapt_s"].fillna(0.0).sum()),
+                          float(group["start_s"].fillna(0.0).sum()) if "start_s" in group else 0.0)
+    rows = []
+    for key, group in turns.groupby(by, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        adapt_s, start_s = extra.get(key, (0.0, 0.0))
+        rows.append({**dict(zip(by, key, strict=True)), "tps": throughput(group),
+                     "tps_e2e": e2e_throughput(group, adapt_s, start_s),
+                     "cached_turns": int(group["cached"].sum()), "turns": len(group)})
+    return pd.DataFrame(rows, columns=[*by, "tps", "tps_e2e", "cached_turns", "turns"])
 
 
 def summary_table(dialogues: list[DialogueRecord], turns: list[TurnRecord]) -> pd.DataFrame:
@@ -70,50 +156,38 @@ def summary_table(dialogues: list[DialogueRecord], turns: list[TurnRecord]) -> p
     out = []
     for (method, dataset), group in dframe.groupby(["method", "dataset"], sort=True):
         tgroup = tframe[(tframe["method"] == method) & (tframe["dataset"] == dataset)]
+        per = dialogue_throughput(tgroup, ["dialogue_id"], group) if len(tgroup) else pd.DataFrame()
         out.append({
             "method": method, "dataset": dataset, "dialogues": len(group),
             "turns": int(group["n_turns"].sum()),
             "F_tokens/dlg": group["tokens_F"].mean(), "G_tokens/dlg": group["tokens_G"].mean(),
             "other_tokens/dlg": (group["tokens_compressor"] + group["tokens_router"]).mean(),
             "adapt_tokens/dlg": sum(group[f"adapt_tokens_{r}"] for r in TOKEN_ROLES).mean(),
+            "train_tokens/dlg": group["tokens_training"].mean(),
             "total_tokens/dlg": group["tokens_total"].mean(),
             "served_by_G_%": 100.0 * (tgroup["served_by"].str.startswith("G").mean()) if len(tgroup) else None,
-            "throughput_tok/s": throughput(tgroup) if len(tgroup) else None,
-            "cached_%": 100.0 * tgroup["cached"].mean() if len(tgroup) else None,
+            "throughput_tok/s": throughput(tgroup) if len(tgroup) else None,  # generation only
+            "e2e_tok/s": per["tps_e2e"].mean() if len(per) else None,
+            "cached_turns": int(tgroup["cached"].sum()) if len(tgroup) else 0,
             "wall_s/dlg": group["wall_s"].mean(), "adapt_s/dlg": group["adapt_s"].mean(),
         })
     return pd.DataFrame(out)
 
 
-def to_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
-    """A dependency-free markdown table (pandas' to_markdown needs tabulate)."""
-    if frame.empty:
-        return "_(no rows)_\n"
-    cols = list(frame.columns)
-
-    def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return "–"
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 # -- Split of tokens per dialogue into what the reader should see (Fig. 2 / 5 / 6) -----------
-STACKS = ("F", "G", "compressor+router", "adaptation")
-"""Stacks of tokens per dialogue: serving tokens of F, of G, of the compressor/router, and all
-adaptation tokens (any model) on top, so the reader sees where a method's tokens go."""
+STACKS = ("F", "G", "compressor+router", "adaptation", "training")
+"""Stacks of tokens per dialogue: serving tokens of F, of G, of the compressor/router, the
+adaptation tokens (inference calls spent adapting, any model) and the training tokens
+(forward + backward passes of mining/LoRA/History-FT, contract 2), so the reader sees where
+a method's tokens go. Totals with the last stack are labelled "incl. training"."""
 
 
 def token_stacks(dialogues: pd.DataFrame) -> pd.DataFrame:
-    """Per dialogue: serving tokens of F / G / compressor+router and adaptation tokens.
+    """Per dialogue: serving tokens of F / G / compressor+router, adaptation and training tokens.
 
     ``dialogues`` is a :func:`dialogue_frame`; DialogueRecord.tokens already include adaptation,
-    so adaptation is subtracted from each role before stacking (the stacks sum to the total).
+    so adaptation is subtracted from each role before stacking (the stacks sum to
+    ``tokens_total_incl_training``). Missing counts stay NaN.
     """
     out = dialogues.copy()
     adapt = sum(out[f"adapt_tokens_{r}"] for r in TOKEN_ROLES)
@@ -122,47 +196,88 @@ def token_stacks(dialogues: pd.DataFrame) -> pd.DataFrame:
     out["compressor+router"] = (out["tokens_compressor"] + out["tokens_router"]
                                 - out["adapt_tokens_compressor"] - out["adapt_tokens_router"])
     out["adaptation"] = adapt
+    out["training"] = out["tokens_training"] if "tokens_training" in out else 0.0
     return out
+
+
+PER_MILLION = 1_000_000  # prices are quoted in USD per 1M tokens (conf/model/*.yaml)
+
+
+def _price(prices: dict[str, Any], role: str) -> dict[str, Any] | None:
+    price = prices.get(role) if isinstance(prices, dict) else None
+    return dict(price) if price else None
 
 
 def cost_stacks(dialogues: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """USD per dialogue in the same stacks as :func:`token_stacks`.
 
-    ``prices`` is ``model.prices`` from the run config: USD per 1M tokens per role with
-    ``prompt``/``completion`` keys. Roles without a price are not costed; their names are
-    returned so the figure can say so (never priced as 0 silently).
+    ``prices`` is ``model.prices`` from the run config: USD per 1M tokens per role
+    (``F``, ``G``, ``compressor``, ``router``) with ``prompt``/``completion`` keys, and
+    ``train: {forward: m_f, backward: m_b}``: a training token of role R costs m × R's prompt
+    price (contract 2). Token classes used without a price are not costed; their names are
+    returned so tables/figures say so (never priced as 0 silently).
     """
-    per_million = 1_000_000  # prices are quoted per 1M tokens (conf/model/*.yaml)
     out = dialogues.copy()
-    unpriced = []
+    unpriced: list[str] = []
 
     def usd(role: str, prefix: str) -> pd.Series:
-        price = prices.get(role) if isinstance(prices, dict) else None
+        price = _price(prices, role)
+        prompt = out[f"{prefix}tokens_{role}_prompt"].fillna(0.0)
+        completion = out[f"{prefix}tokens_{role}_completion"].fillna(0.0)
         if not price:
-            used = out[f"{prefix}tokens_{role}_prompt"] + out[f"{prefix}tokens_{role}_completion"]
-            if (used > 0).any() and role not in unpriced:
+            if ((prompt + completion) > 0).any() and role not in unpriced:
                 unpriced.append(role)
             return pd.Series(0.0, index=out.index)
-        return (out[f"{prefix}tokens_{role}_prompt"] * float(price.get("prompt", 0.0))
-                + out[f"{prefix}tokens_{role}_completion"] * float(price.get("completion", 0.0))) / per_million
+        return (prompt * float(price.get("prompt", 0.0))
+                + completion * float(price.get("completion", 0.0))) / PER_MILLION
 
     serve = {r: usd(r, "") - usd(r, "adapt_") for r in TOKEN_ROLES}
     out["F"] = serve["F"]
     out["G"] = serve["G"]
     out["compressor+router"] = serve["compressor"] + serve["router"]
     out["adaptation"] = sum(usd(r, "adapt_") for r in TOKEN_ROLES)
+    train_price = _price(prices, "train") or {}
+    training = pd.Series(0.0, index=out.index)
+    for role in ("F", "G"):
+        for kind in TRAIN_PASSES:
+            col = f"train_tokens_{role}_{kind}"
+            if col not in out or not (out[col].fillna(0.0) > 0).any():
+                continue
+            base = _price(prices, role)
+            if not base or kind not in train_price:
+                name = f"train.{kind} ({role})"
+                if name not in unpriced:
+                    unpriced.append(name)
+                continue
+            training = training + out[col].fillna(0.0) * float(train_price[kind]) * float(
+                base.get("prompt", 0.0)) / PER_MILLION
+    out["training"] = training
     out["usd_total"] = out[list(STACKS)].sum(axis=1)
     return out, unpriced
 
 
+def rank_inversions(frame: pd.DataFrame, label: str, tokens: str, usd: str) -> list[str]:
+    """Pairs where a method is cheaper in USD although it uses more tokens, with the reason the
+    stacks give (which token classes are cheap): cost figures must say why, not just rank."""
+    means = frame.groupby(label)[[tokens, usd]].mean().dropna()
+    notes = []
+    for a, ra in means.iterrows():
+        for b, rb in means.iterrows():
+            if a != b and ra[usd] < rb[usd] and ra[tokens] > rb[tokens]:
+                notes.append(f"{a} costs less than {b} while using {ra[tokens] / rb[tokens]:.1f}x its "
+                             f"tokens: its tokens are priced lower (model.prices per token class)")
+    return notes
+
+
 # -- Fig. 1: how much content each turn carries ----------------------------------------------
 def content_tokens_per_turn(turns: pd.DataFrame) -> pd.DataFrame:
-    """Tokens a turn adds to the dialogue (user message + answer), per turn record.
+    """Tokens a *served* turn adds to the dialogue (user message + answer), per turn record.
 
     The answer's tokens are the backend's own count. The user message is not counted by any
     backend on its own (prompt counts include the whole history and the chat template), so
     it is estimated as its words × the run's measured answer tokens per word. Returns the
     turn frame with ``content_tokens`` added. Expects ``run_key`` when several runs are mixed.
+    This is the served-tokens variant of Fig. 1; :func:`data_tokens_per_turn` is the paper's.
     """
     out = turns.copy()
     keys = ["run_key"] if "run_key" in out.columns else ["method", "dataset"]
@@ -172,38 +287,76 @@ def content_tokens_per_turn(turns: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def relative_tokens_per_turn(turns: pd.DataFrame) -> pd.DataFrame:
-    """Mean content tokens at each turn divided by the mean at the first turn, per dataset."""
-    frame = content_tokens_per_turn(turns)
-    frame = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
-    means = frame.groupby(["dataset", "turn"])["content_tokens"].agg(["mean", "count"]).reset_index()
+def relative_to_first_turn(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean ``value`` at each turn divided by the mean at the first turn, per dataset, with
+    ``n`` (dialogues reaching that turn)."""
+    means = frame.groupby(["dataset", "turn"])[value].agg(["mean", "count"]).reset_index()
     first = means[means["turn"] == 0].set_index("dataset")["mean"]
     means["relative"] = means["mean"] / means["dataset"].map(first)
-    return means.rename(columns={"mean": "content_tokens", "count": "n"})
+    return means.rename(columns={"mean": value, "count": "n"})
 
 
-# -- Similarity from judge scores (Table 1 / 3) ----------------------------------------------
+def relative_tokens_per_turn(turns: pd.DataFrame) -> pd.DataFrame:
+    """Served variant: mean content tokens at each turn / the mean at turn 1, per dataset."""
+    frame = content_tokens_per_turn(turns)
+    frame = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
+    return relative_to_first_turn(frame, "content_tokens")
+
+
+def data_tokens_per_turn(dialogues: Iterable[Any], count: Any) -> pd.DataFrame:
+    """Fig. 1 as in the paper, a property of the data: per (dataset, dialogue, turn) the tokens
+    of the user message plus the dataset's reference assistant text, counted with ``count``
+    (F's tokenizer: ``text -> int``). Turns without reference text count the user only and
+    are flagged (``has_reference``). No generation."""
+    rows = []
+    for d in dialogues:
+        for turn, t in enumerate(d.turns):
+            reference = getattr(t, "reference", None) or getattr(t, "assistant", None) or ""
+            rows.append({"dataset": d.dataset, "dialogue_id": d.id, "turn": turn,
+                         "tokens": int(count(t.user)) + (int(count(reference)) if reference else 0),
+                         "has_reference": bool(reference)})
+    return pd.DataFrame(rows, columns=["dataset", "dialogue_id", "turn", "tokens", "has_reference"])
+
+
+# -- Scores from judge lines: one path for every consumer ---------------------------------------
 SCORE_OK = "ok"
+PERCENT = 100.0  # bounded [0, 1] scores are reported in percent (paper Table 1)
+SUBSETS = ("all", "post_switch")
+UNKNOWN_PANEL = "unnamed"  # score lines written without a panel name (hand-made files)
 
 
-def score_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Judge score lines (``scores.jsonl``) as a frame; missing optional columns are added."""
+def score_frame(rows: Iterable[dict[str, Any]], panel: str | None = None) -> pd.DataFrame:
+    """Judge score lines (``scores.jsonl``) as a frame; missing optional columns are added,
+    ``metric`` is filled (:func:`score_metric`) and a line without ``panel`` gets ``panel``
+    (or ``unnamed``): score identity includes the panel."""
     frame = pd.DataFrame(list(rows))
-    for col in ("run_id", "dialogue_id", "turn", "method", "judge", "judge_kind", "prompt_id",
-                "status", "score", "score_norm", "post_switch"):
+    for col in ("run_id", "dialogue_id", "turn", "method", "panel", "judge", "judge_kind", "prompt_id",
+                "metric", "status", "score", "score_norm", "post_switch", "finish_reason"):
         if col not in frame.columns:
             frame[col] = pd.Series(dtype=object)
+    if not frame.empty:
+        frame["metric"] = score_metric(frame)
+        frame["panel"] = frame["panel"].where(frame["panel"].notna(), panel or UNKNOWN_PANEL).astype(str)
+        frame["score_norm"] = pd.to_numeric(frame["score_norm"], errors="coerce")
     return frame
 
 
 def score_metric(scores: pd.DataFrame) -> pd.Series:
     """What each score line measures: its ``metric`` (the judge prompt's name, e.g. ``similarity``
-    for both similarity_v1 and the embedding proxy, ``ability_memory``); lines without one fall
-    back to the prompt id minus its version suffix."""
+    for both similarity_v1 and the embedding proxy, ``ability_memory``, MATH's ``accuracy`` and
+    ``answer_agreement``); lines without one fall back to the prompt id minus its version."""
     from_prompt = scores["prompt_id"].astype(str).str.replace(r"_v\d+$", "", regex=True)
     if "metric" not in scores.columns:
         return from_prompt
     return scores["metric"].where(scores["metric"].notna(), from_prompt).astype(str)
+
+
+def panels(scores: pd.DataFrame, metric: str | None = None) -> list[str]:
+    """Panels with lines (of ``metric``) in ``scores``, sorted."""
+    if scores.empty:
+        return []
+    rows = scores if metric is None else scores[score_metric(scores) == metric]
+    return sorted(rows["panel"].dropna().astype(str).unique())
 
 
 def excluded_counts(scores: pd.DataFrame) -> dict[str, int]:
@@ -212,38 +365,85 @@ def excluded_counts(scores: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in bad["status"].value_counts().sort_index().items()}
 
 
-PERCENT = 100.0  # similarity is reported in percent (paper Table 1)
+def select_scores(scores: pd.DataFrame, *, panel: str, metric: str, subset: str = "all",
+                  judge: str | None = None) -> pd.DataFrame:
+    """The lines of ONE panel and ONE metric (all statuses), optionally post-switch turns only
+    and/or one judge. Every aggregate starts here, so no consumer can mix panels."""
+    if not panel:
+        raise ValueError("a score aggregate needs a panel name (scores of different panels are "
+                         "never mixed)")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset={subset!r}; one of {SUBSETS}")
+    if scores.empty:
+        return scores
+    rows = scores[(scores["panel"].astype(str) == str(panel)) & (score_metric(scores) == metric)]
+    if subset == "post_switch":
+        rows = rows[rows["post_switch"].fillna(False).astype(bool)]
+    if judge is not None:
+        rows = rows[rows["judge"] == judge]
+    return rows
 
 
-def similarity_per_turn(scores: pd.DataFrame, by: list[str], scale: float = PERCENT) -> pd.DataFrame:
-    """Similarity per turn: mean over judges of the ``ok`` scores' ``score_norm``, × ``scale``.
+def score_per_turn(scores: pd.DataFrame, *, panel: str, metric: str, by: list[str],
+                   subset: str = "all", judge: str | None = None, scale: float = PERCENT,
+                   value: str | None = None) -> pd.DataFrame:
+    """Per (dialogue, turn): the mean over the panel's judges of the ``ok`` ``score_norm`` ×
+    ``scale``, in column ``value`` (default: the metric's name).
 
-    ``by`` identifies a dialogue (e.g. run key + dialogue id); output has one row per
-    (dialogue, turn) with ``similarity`` and ``n_judges``.
+    ``by`` identifies a dialogue (e.g. run key + dialogue id). ``n_judges`` counts the judges
+    that scored the turn, ``n_judges_panel`` the judges with any line for it (the panel's
+    configured judges: every judge writes a line per unit, ok or not); ``partial`` marks a
+    turn judged by fewer judges than configured. Turns no judge scored are absent.
     """
-    ok = scores[(scores["status"] == SCORE_OK) & scores["score_norm"].notna()].copy()
+    value = value or metric
+    columns = [*by, "turn", value, "n_judges", "n_judges_panel", "partial"]
+    rows = select_scores(scores, panel=panel, metric=metric, subset=subset, judge=judge)
+    ok = rows[(rows["status"] == SCORE_OK) & rows["score_norm"].notna()].copy() if not rows.empty else rows
     if ok.empty:
-        return pd.DataFrame(columns=[*by, "turn", "similarity", "n_judges"])
+        return pd.DataFrame(columns=columns)
     ok["score_norm"] = ok["score_norm"].astype(float)
     per_turn = (ok.groupby([*by, "turn"], dropna=False)
-                .agg(similarity=("score_norm", "mean"), n_judges=("judge", "nunique")).reset_index())
-    per_turn["similarity"] = per_turn["similarity"] * scale
-    return per_turn
+                .agg(**{value: ("score_norm", "mean"), "n_judges": ("judge", "nunique")}).reset_index())
+    configured = rows.groupby([*by, "turn"], dropna=False)["judge"].nunique().rename("n_judges_panel")
+    per_turn = per_turn.merge(configured.reset_index(), on=[*by, "turn"], how="left")
+    per_turn[value] = per_turn[value] * scale
+    per_turn["partial"] = per_turn["n_judges"] < per_turn["n_judges_panel"]
+    return per_turn[columns]
 
 
-def similarity_per_dialogue(scores: pd.DataFrame, by: list[str], scale: float = PERCENT) -> pd.DataFrame:
-    """Similarity per dialogue: mean over judges per turn, then mean over turns, × ``scale``.
+def score_per_dialogue(scores: pd.DataFrame, *, panel: str, metric: str, by: list[str],
+                       subset: str = "all", judge: str | None = None, scale: float = PERCENT,
+                       value: str | None = None) -> pd.DataFrame:
+    """Per dialogue: the mean over its scored turns of :func:`score_per_turn`.
 
-    Only ``ok`` rows with a ``score_norm`` count. ``by`` are the columns that identify a
-    dialogue (e.g. run key + dialogue id); each output row is one dialogue with
-    ``similarity``, ``n_turns`` (turns with at least one ok score) and ``n_judges``.
+    THE aggregate every consumer uses (report tables and figures, ``judge_summary``, W&B,
+    the Optuna objective, the notebook). Output: ``by`` + ``value`` (default: the metric's
+    name), ``n_turns`` (turns with at least one ok score), ``n_judges`` (most judges on a
+    turn), ``partial_turns`` (turns judged by fewer judges than the panel has).
     """
-    per_turn = similarity_per_turn(scores, by, scale)
+    value = value or metric
+    columns = [*by, value, "n_turns", "n_judges", "partial_turns"]
+    per_turn = score_per_turn(scores, panel=panel, metric=metric, by=by, subset=subset, judge=judge,
+                              scale=scale, value=value)
     if per_turn.empty:
-        return pd.DataFrame(columns=[*by, "similarity", "n_turns", "n_judges"])
+        return pd.DataFrame(columns=columns)
     return (per_turn.groupby(by, dropna=False)
-            .agg(similarity=("similarity", "mean"), n_turns=("turn", "count"), n_judges=("n_judges", "max"))
-            .reset_index())
+            .agg(**{value: (value, "mean"), "n_turns": ("turn", "count"), "n_judges": ("n_judges", "max"),
+                    "partial_turns": ("partial", "sum")})
+            .reset_index()[columns])
+
+
+def similarity_per_turn(scores: pd.DataFrame, by: list[str], scale: float = PERCENT, *,
+                        panel: str, metric: str = "similarity") -> pd.DataFrame:
+    """:func:`score_per_turn` with the similarity column name (Table 1 wording)."""
+    return score_per_turn(scores, panel=panel, metric=metric, by=by, scale=scale, value="similarity")
+
+
+def similarity_per_dialogue(scores: pd.DataFrame, by: list[str], scale: float = PERCENT, *,
+                            panel: str, metric: str = "similarity", subset: str = "all") -> pd.DataFrame:
+    """:func:`score_per_dialogue` with the similarity column name (Table 1 wording)."""
+    return score_per_dialogue(scores, panel=panel, metric=metric, by=by, subset=subset, scale=scale,
+                              value="similarity")
 
 
 def mean_std(values: pd.Series) -> tuple[float | None, float | None, int]:
@@ -255,12 +455,51 @@ def mean_std(values: pd.Series) -> tuple[float | None, float | None, int]:
     return float(values.mean()), (float(values.std(ddof=1)) if n > 1 else None), n
 
 
+def score_summary(scores: pd.DataFrame, *, panel: str, metric: str, by: list[str],
+                  subset: str = "all", judge: str | None = None,
+                  scale: float = PERCENT) -> dict[str, Any]:
+    """One panel's headline for one metric: mean ± std over dialogues of
+    :func:`score_per_dialogue`, with n dialogues / turns, excluded lines and partial turns."""
+    lines = select_scores(scores, panel=panel, metric=metric, subset=subset, judge=judge)
+    per = score_per_dialogue(scores, panel=panel, metric=metric, by=by, subset=subset, judge=judge,
+                             scale=scale, value="value")
+    mean, std, n = mean_std(per["value"]) if not per.empty else (None, None, 0)
+    return {"mean": mean, "std": std, "n_dialogues": n,
+            "n_turns": int(per["n_turns"].sum()) if not per.empty else 0,
+            "partial_turns": int(per["partial_turns"].sum()) if not per.empty else 0,
+            "excluded": int((lines["status"] != SCORE_OK).sum()) if not lines.empty else 0}
+
+
+def score_keys(scores: pd.DataFrame, *, panel: str, metric: str, area: str,
+               by: list[str]) -> dict[str, Any]:
+    """Flat ``area/name`` keys of one panel and metric (all turns and post-switch), shared by
+    ``judge_summary`` (the Optuna objective) and W&B so they can never disagree."""
+    out: dict[str, Any] = {}
+    for subset in SUBSETS:
+        summary = score_summary(scores, panel=panel, metric=metric, by=by, subset=subset)
+        if subset != "all" and summary["n_dialogues"] == 0:
+            continue
+        suffix = "" if subset == "all" else f"_{subset}"
+        out[f"{area}/judge_mean{suffix}"] = summary["mean"]
+        out[f"{area}/judge_std{suffix}"] = summary["std"]
+        out[f"{area}/n_dialogues{suffix}"] = summary["n_dialogues"]
+        out[f"{area}/excluded{suffix}"] = summary["excluded"]
+        out[f"{area}/partial_turns{suffix}"] = summary["partial_turns"]
+    return out
+
+
+METRIC_AREAS = {"similarity": "sim"}  # W&B/summary key area per metric (others: the metric name)
+
+
 def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
-                scores: pd.DataFrame | None = None,
-                similarity_metric: str | None = None) -> dict[str, float | int | None]:
+                scores: pd.DataFrame | None = None, *, panel: str | None = None,
+                metrics: Iterable[str] | None = None) -> dict[str, float | int | None]:
     """One run's headline numbers with ``area/name`` keys (W&B summary, run comparisons).
 
-    ``similarity_metric`` names the similarity score lines (``report.similarity_metric``).
+    Score keys come from :func:`score_keys`: for every panel in ``scores`` under
+    ``panel/<name>/<area>/...``, and for ``panel`` (the run's own, ``judge.name``) also
+    unprefixed (``sim/judge_mean``), exactly the keys ``judge_summary`` returns.
+    ``metrics`` limits which score metrics are summarised (default: all present).
     """
     dframe = dialogue_frame(dialogues)
     tframe = turn_frame(turns)
@@ -270,32 +509,32 @@ def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
             for part in ("prompt", "completion"):
                 out[f"tokens/{role.lower()}_{part}"] = float(dframe[f"tokens_{role}_{part}"].mean())
         out["tokens/total"] = float(dframe["tokens_total"].mean())
+        out["tokens/total_incl_training"] = float(dframe["tokens_total_incl_training"].mean())
         out["tokens/adaptation"] = float(sum(dframe[f"adapt_tokens_{r}"] for r in TOKEN_ROLES).mean())
+        out["tokens/training"] = float(dframe["tokens_training"].mean())
         out["time/wall_s"] = float(dframe["wall_s"].mean()) if dframe["wall_s"].notna().any() else None
     if not tframe.empty:
         out["speed/tps"] = throughput(tframe)
+        per = dialogue_throughput(tframe, ["dialogue_id"], dframe if not dframe.empty else None)
+        out["speed/tps_e2e"] = float(per["tps_e2e"].mean()) if per["tps_e2e"].notna().any() else None
+        out["turns/cached"] = int(tframe["cached"].sum())
         out["turns/served_by_g"] = float(tframe["served_by"].str.startswith("G").mean())
         out["turns/errors"] = int((tframe["status"] != "ok").sum())
-    if scores is not None and not scores.empty and similarity_metric:
-        sim = scores[score_metric(scores) == similarity_metric]
-        per_dialogue = similarity_per_dialogue(sim, ["dialogue_id"])
-        mean, std, n = mean_std(per_dialogue["similarity"])
-        # same keys as the judge panel's summary (somabench.judges.aggregate.metrics_from)
-        out.update({"sim/judge_mean": mean, "sim/judge_std": std, "sim/n_dialogues": n,
-                    "sim/excluded": int((sim["status"] != SCORE_OK).sum())})
-        post = sim[sim["post_switch"].fillna(False).astype(bool)]
-        if not post.empty:
-            mean, std, n = mean_std(similarity_per_dialogue(post, ["dialogue_id"])["similarity"])
-            out.update({"sim/judge_mean_post_switch": mean, "sim/judge_std_post_switch": std,
-                        "sim/n_dialogues_post_switch": n})
+    if scores is not None and not scores.empty:
+        wanted = set(metrics) if metrics is not None else set(score_metric(scores))
+        for name in panels(scores):
+            present = set(score_metric(scores[scores["panel"] == name]))
+            for metric in sorted(present & wanted):
+                keys = score_keys(scores, panel=name, metric=metric, area=METRIC_AREAS.get(metric, metric),
+                                  by=["run_id", "dialogue_id"])
+                out.update({f"panel/{name}/{k}": v for k, v in keys.items()})
+                if name == panel:
+                    out.update(keys)
     return out
 
 
-def dialogue_throughput(turns: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Throughput per dialogue (its completion tokens / its generation seconds), so reports
-    can show mean ± std over dialogues; ``by`` identifies a dialogue (e.g. run key + id)."""
-    rows = []
-    for key, group in turns.groupby(by, dropna=False):
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
-                     "tps": throughput(group)})
-    return pd.DataFrame(rows, columns=[*by, "tps"])
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """Kept for callers of the run summary; renders through the one table module."""
+    from somabench.report.tables import frame_markdown
+
+    return frame_markdown(frame, floatfmt)

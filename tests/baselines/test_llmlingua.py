@@ -72,6 +72,45 @@ def test_labels_cannot_be_swapped() -> None:
     with pytest.raises(ValueError, match="different method name"):
         LLMLingua1Offline(compose(["method=llmlingua1_offline",
                                    "method.compressor.use_llmlingua2=true"]).method, None)
+    # LLMLingua-2's algorithm with a model that is not an LLMLingua-2 model is not LLMLingua-2
+    with pytest.raises(ValueError, match="LLMLingua-2 compressor model"):
+        LLMLingua2(compose(["method=llmlingua2", "method.compressor.model_id=HuggingFaceTB/SmolLM2-135M"]).method,
+                   None)
+    from somabench.report.collect import label_problem
+
+    assert label_problem("llmlingua2", {"compressor": {"use_llmlingua2": False}}) is not None
+    assert label_problem("llmlingua1_offline", dict(compose(["method=llmlingua1_offline"]).method)) is None
+
+
+def test_counting_model_counts_every_pass() -> None:
+    """Every forward call counts its new, unpadded positions (context-level filter included)."""
+    import torch
+    from somabench.baselines.llmlingua2 import CountingModel
+
+    model = CountingModel(lambda *args, **kwargs: "out")
+    model(torch.ones(1, 7, dtype=torch.long))  # a context-level perplexity pass, no mask
+    model(torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 10))  # 3 new after 7 cached
+    model(input_ids=torch.ones(2, 4, dtype=torch.long),
+          attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))  # a padded batch
+    assert model.take() == (7 + 3 + 6, 3) and model.take() == (0, 0)
+
+
+def test_reference_answers_read_cost_fs_tokens(tmp_path: Path) -> None:
+    """history_source=reference: turn t pays F's tokens of the Original's answer to turn t-1."""
+    from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
+    from somabench.reference import reference_key
+
+    cfg = compose(["method=llmlingua1_offline", "model=tiny", "dataset=mathmt", f"paths.output_root={tmp_path}"])
+    ref_dir = Path(cfg.paths.reference_root) / reference_key(cfg)
+    turns = [TurnRecord(run_id="ref", dialogue_id="d0", dataset="mathmt", turn=t, method="original",
+                        served_by="F", model_id="f", user="u", response="a", rendered_prompt="p",
+                        prompt_hash="0", tokens={"F": Usage(100 * (t + 1), 20)}) for t in range(2)]
+    RecordStore(ref_dir).append_dialogue(turns, DialogueRecord("ref", "d0", "mathmt", "original", 2))
+    method = LLMLingua1Offline.__new__(LLMLingua1Offline)
+    method.ctx = type("Ctx", (), {"cfg": cfg})()
+    method.name, method._reference_usage = "llmlingua1_offline", None
+    assert method.reference_usage("d0", 1) == Usage(200, 20)
+    assert method.reference_usage("d0", 5) == Usage(None, None)  # missing, never 0
 
 
 @pytest.mark.slow

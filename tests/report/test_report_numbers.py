@@ -26,7 +26,7 @@ from somabench.report.collect import load_local
 
 def _rows(spec):
     """spec: (dialogue, turn, judge, status, score_norm)."""
-    return score_frame([{"run_id": "r", "dialogue_id": d, "turn": t, "judge": j, "status": s,
+    return score_frame([{"run_id": "r", "dialogue_id": d, "turn": t, "panel": "p", "judge": j, "status": s,
                          "score_norm": v, "prompt_id": "similarity_v1", "metric": "similarity",
                          "post_switch": False} for d, t, j, s, v in spec])
 
@@ -38,14 +38,19 @@ def test_similarity_means_judges_per_turn_then_turns_and_skips_non_ok():
         ("b", 0, "j1", "api_error", None), ("b", 0, "j2", "ok", 0.9),  # turn 0: 0.9
         ("b", 1, "j1", "skipped", None), ("b", 1, "j2", "skipped", None),  # turn 1: no ok score
     ])
-    per_dialogue = similarity_per_dialogue(scores, ["dialogue_id"]).set_index("dialogue_id")
+    per_dialogue = similarity_per_dialogue(scores, ["dialogue_id"], panel="p").set_index("dialogue_id")
     assert per_dialogue.loc["a", "similarity"] == pytest.approx(60.0)  # (0.7 + 0.5) / 2 * 100
     assert per_dialogue.loc["b", "similarity"] == pytest.approx(90.0)
     assert per_dialogue.loc["a", "n_turns"] == 2 and per_dialogue.loc["b", "n_turns"] == 1
     assert excluded_counts(scores) == {"api_error": 1, "skipped": 2, "unparsed": 1}
-    per_turn = similarity_per_turn(scores, ["dialogue_id"]).set_index(["dialogue_id", "turn"])
+    per_turn = similarity_per_turn(scores, ["dialogue_id"], panel="p").set_index(["dialogue_id", "turn"])
     assert per_turn.loc[("a", 0), "similarity"] == pytest.approx(70.0)
     assert per_turn.loc[("a", 0), "n_judges"] == 2
+    assert bool(per_turn.loc[("a", 1), "partial"]) and not bool(per_turn.loc[("a", 0), "partial"])
+    assert per_dialogue.loc["a", "partial_turns"] == 1 and per_dialogue.loc["b", "partial_turns"] == 1
+    with pytest.raises(ValueError, match="panel"):
+        similarity_per_dialogue(scores, ["dialogue_id"], panel="")
+    assert similarity_per_dialogue(scores, ["dialogue_id"], panel="other").empty  # never another panel's
 
 
 def test_mean_std_is_sample_std_like_the_paper_avg_column():
@@ -103,11 +108,12 @@ def test_run_metrics_keys_and_values(outputs):
 
     run_dir = outputs / "tiny_exp" / "tiny" / "mathmt" / "soma"
     scores = score_frame(pd.read_json(run_dir / "scores.jsonl", lines=True).to_dict("records"))
-    out = run_metrics(load_dialogues(run_dir), load_turns(run_dir), scores, similarity_metric="similarity")
+    out = run_metrics(load_dialogues(run_dir), load_turns(run_dir), scores, panel="p1")
     assert out["sim/judge_mean"] == pytest.approx((260 / 3 + 90) / 2)  # 86.67 and 90.0
     assert out["sim/excluded"] == 1
     assert out["sim/judge_mean_post_switch"] == pytest.approx(82.5)
     assert out["tokens/total"] == pytest.approx(360.0)
-    assert out["speed/tps"] == pytest.approx(20.0)
+    assert out["speed/tps"] == pytest.approx(20.0) and out["speed/tps_e2e"] == pytest.approx(20.0)
+    assert out["panel/p1/sim/judge_mean"] == out["sim/judge_mean"]
     assert out["turns/served_by_g"] == pytest.approx(4 / 6)
     assert not any(isinstance(v, float) and math.isnan(v) for v in out.values())

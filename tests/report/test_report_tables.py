@@ -16,6 +16,7 @@ Hand computation for the fixture (tests/report/report_fixtures.py), similarity %
 from __future__ import annotations
 
 import io
+import math
 
 import pandas as pd
 import pytest
@@ -51,10 +52,10 @@ def test_make_table_cells_avg_best_and_missing():
                        excluded={"unparsed": 2})
     assert table.rows == ["B", "A", "C"]  # given order first, then the rest sorted
     assert table.columns == ["x", "y", AVG]
-    assert table.cells[("A", "x")] == pytest.approx((2.0, 2 ** 0.5, 2))
-    assert table.cells[("B", "x")] == pytest.approx((5.0, 2 ** 0.5, 2))
+    assert table.cells[("A", "x")][:3] == pytest.approx((2.0, 2 ** 0.5, 2))
+    assert table.cells[("B", "x")][:3] == pytest.approx((5.0, 2 ** 0.5, 2))
     assert table.cells[("A", "y")][:2] == (10.0, 0.0)
-    assert table.cells[("A", AVG)] == pytest.approx((6.0, 32 ** 0.5, 2))  # mean/std of 2.0 and 10.0
+    assert table.cells[("A", AVG)][:3] == pytest.approx((6.0, 32 ** 0.5, 2))  # mean/std of 2.0 and 10.0
     assert ("B", AVG) not in table.cells  # B has no y: no Avg
     assert table.best() == {"x": {"B", "C"}, "y": set(), AVG: set()}  # tie at 5.0; single cells not bold
     md = table.to_markdown()
@@ -76,13 +77,34 @@ def test_latex_and_csv_renderings():
     assert r"Sim \% $\uparrow$ & 50\%" in tex and r"\caption{T \& U}" in tex
     assert "\\toprule" in tex and "\\bottomrule" in tex
     csv = pd.read_csv(io.StringIO(table.to_csv()), comment="#")
-    assert csv.to_dict("records") == [{"row": "a_b", "column": "50%", "mean": 1.5, "std": pytest.approx(0.7071, abs=1e-4),
-                                       "n": 2, "best": False}]
+    record = csv.to_dict("records")[0]
+    assert {k: record[k] for k in ("row", "column", "mean", "n", "best")} == {
+        "row": "a_b", "column": "50%", "mean": 1.5, "n": 2, "best": False}
+    assert record["std"] == pytest.approx(0.7071, abs=1e-4) and math.isnan(record["ci_lo"])
+
+
+def test_make_table_bootstrap_ci_and_partial_flag():
+    """Two dialogues per cell: the percentile CI is [min, max] (see test_stats), the Avg CI
+    resamples within each column, and a cell with partial turns is flagged."""
+    from somabench.report.tables import PARTIAL, StatsKnobs
+
+    frame = pd.DataFrame({"m": ["A", "A", "A", "A"], "d": ["x", "x", "y", "y"], "v": [2.0, 4.0, 10.0, 10.0],
+                          "partial_turns": [0, 1, 0, 0], "run_key": ["k"] * 4})
+    table = make_table(frame, value="v", row="m", column="d", title="T", metric="S", higher_is_better=True,
+                       decimals_mean=1, decimals_std=2, stats=StatsKnobs(4000, 0, 0.95),
+                       partial_col="partial_turns")
+    x, y, avg = (table.cells[("A", c)] for c in ("x", "y", AVG))
+    assert (x.mean, x.lo, x.hi, x.flag) == (3.0, 2.0, 4.0, PARTIAL)
+    assert (y.lo, y.hi, y.flag) == (10.0, 10.0, "")
+    assert avg.mean == 6.5 and (avg.lo, avg.hi) == (6.0, 7.0)  # (2|3|4 + 10) / 2
+    md = table.to_markdown()
+    assert "| A | 3.0 [2.0, 4.0]† | 10.0 [10.0, 10.0] | 6.5 [6.0, 7.0] |" in md
+    assert "95% bootstrap CI" in md and "†: some turns" in md
 
 
 def test_table1_matches_hand_computation(report):
     out, _ = report
-    cells = _cells(out / "table1_similarity_tiny.csv")
+    cells = _cells(out / "table1_similarity_tiny_p1.csv")
     expect = {("Surrogate", "MATH"): (65.0, 2.357), ("Surrogate", "MT-Bench"): (72.5, 10.607),
               ("SOMA", "MATH"): (88.333, 2.357), ("SOMA", "MT-Bench"): (87.5, 3.536),
               ("SOMA w/o ADL", "MATH"): (75.0, 7.071),
@@ -92,31 +114,48 @@ def test_table1_matches_hand_computation(report):
         assert cells.loc[key, "std"] == pytest.approx(std, abs=1e-3), key
         assert cells.loc[key, "n"] == 2
     assert ("SOMA w/o ADL", AVG) not in cells.index
-    assert "Original" not in cells.index.get_level_values("row")  # the reference is not a row
+    assert "Original" not in cells.index.get_level_values("row")  # the reference run is not judged
     assert set(cells[cells["best"]].index) == {("SOMA", "MATH"), ("SOMA", "MT-Bench"), ("SOMA", AVG)}
-    md = (out / "table1_similarity_tiny.md").read_text()
-    assert "| SOMA | **88.3 ± 2.36** | **87.5 ± 3.54** | **87.9 ± 0.59** |" in md
-    assert "| Surrogate | 65.0 ± 2.36 | 72.5 ± 10.61 | 68.8 ± 5.30 |" in md
-    assert "| SOMA w/o ADL | 75.0 ± 7.07 | – | – |" in md
+    # two dialogues per cell: the 95 % percentile bootstrap CI is [lower, higher dialogue]
+    assert cells.loc[("SOMA", "MATH"), ["ci_lo", "ci_hi"]].tolist() == pytest.approx([260 / 3, 90.0])
+    assert cells.loc[("Surrogate", "MT-Bench"), ["ci_lo", "ci_hi"]].tolist() == pytest.approx([65.0, 80.0])
+    md = (out / "table1_similarity_tiny_p1.md").read_text()
+    assert "| SOMA | **88.3 [86.7, 90.0]†** | **87.5 [85.0, 90.0]** | **87.9 [" in md
+    assert "| Surrogate | 65.0 [63.3, 66.7]† | 72.5 [65.0, 80.0] | 68.8 [" in md
+    assert "| SOMA w/o ADL | 75.0 [70.0, 80.0] | – | – |" in md
     assert "Excluded rows: 2 (1 api_error, 1 unparsed)." in md
-    assert "n = 2 (per cell in the CSV)" in md
+    assert "n = 2 (per cell, and the std, in the CSV)" in md
+    assert "2 of 26 scored turns were scored by fewer judges than the panel has" in md
     assert ("Runs: tiny/mathmt/soma, tiny/mathmt/soma_wo_adl, tiny/mathmt/surrogate, tiny/mtbench/soma, "
             "tiny/mtbench/surrogate.") in md
-    assert (out / "table1_similarity_tiny.tex").read_text().count(r"\textbf") == 3
+    assert (out / "table1_similarity_tiny_p1.tex").read_text().count(r"\textbf") == 3
+
+
+def test_paired_comparison_with_soma(report):
+    out, _ = report
+    paired = pd.read_csv(out / "table1_similarity_vs_soma_tiny_p1.csv").set_index(["row", "column"])
+    # Surrogate - SOMA on MATH: d1 66.67 - 86.67 = -20, d2 63.33 - 90 = -26.67; 2 pairs -> p = 2/4
+    row = paired.loc[("Surrogate", "MATH")]
+    assert row["diff"] == pytest.approx(-70 / 3) and row["n"] == 2 and row["p"] == pytest.approx(0.5)
+    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx((-80 / 3, -20.0))
+    pooled = paired.loc[("Surrogate", "All (paired on dataset, dialogue)")]
+    assert pooled["n"] == 4 and pooled["p"] == pytest.approx(2 / 16)  # all four diffs negative
+    md = (out / "table1_similarity_vs_soma_tiny_p1.md").read_text()
+    assert "-23.3 [-26.7, -20.0], p 0.500 (n=2)" in md
 
 
 def test_post_switch_and_per_judge_tables(report):
     out, _ = report
-    post = _cells(out / "table1_similarity_post_switch_tiny.csv")
+    post = _cells(out / "table1_similarity_post_switch_tiny_p1.csv")
     assert post.loc[("SOMA", "MATH"), "mean"] == pytest.approx(82.5)
     assert post.loc[("SOMA", "MT-Bench"), ["mean", "std"]].tolist() == pytest.approx([75.0, 7.0711], abs=1e-3)
     assert "Surrogate" not in post.index.get_level_values("row")  # never switched
-    judge = pd.read_csv(out / "similarity_by_judge_tiny.csv", comment="#").set_index(["judge", "row", "column"])
+    judge = pd.read_csv(out / "similarity_by_judge_tiny_p1.csv", comment="#").set_index(["judge", "row", "column"])
     # j1 alone: Surrogate MATH d1 (0.8, 0.5, 0.9) -> 73.33, d2 (0.4, 0.6, 0.8) -> 60.0
     assert judge.loc[("j1", "Surrogate", "MATH"), "mean"] == pytest.approx(200 / 3)
     # j2 alone: d1 (0.6, -, 0.7) -> 65.0, d2 (0.6, 0.6, 0.8) -> 66.67
     assert judge.loc[("j2", "Surrogate", "MATH"), "mean"] == pytest.approx((65 + 200 / 3) / 2)
-    md = (out / "similarity_by_judge_tiny.md").read_text()
+    md = (out / "similarity_by_judge_tiny_p1.md").read_text()
     assert "judge j1" in md and "judge j2" in md
     assert md.count("Excluded rows: 0.") == 1 and "Excluded rows: 2 (1 api_error, 1 unparsed)." in md
 
@@ -131,8 +170,9 @@ def test_efficiency_and_ability_tables(report):
     cost = _cells(out / "cost_per_dialogue_tiny.csv")
     assert cost.loc[("SOMA", "MATH"), "mean"] == pytest.approx((22.0 + 22.8) / 2 / 1000)  # USD per 1k dialogues
     tps = _cells(out / "throughput_tiny.csv")
-    assert tps.loc[("Original", "MATH"), "mean"] == pytest.approx(40 / 1.5)
-    abilities = _cells(out / "abilities_tiny.csv")
+    assert tps.loc[("Original", "MATH · gen"), "mean"] == pytest.approx(40 / 1.5)
+    assert tps.loc[("Original", "MATH · e2e"), "mean"] == pytest.approx(40 / 1.5)  # no other stage
+    abilities = _cells(out / "abilities_tiny_p1.csv")
     assert abilities.loc[("Surrogate", "memory"), ["mean", "std"]].tolist() == pytest.approx([6.0, 2 ** 0.5])
     assert abilities.loc[("SOMA", "reasoning"), ["mean", "std"]].tolist() == pytest.approx([7.0, 0.0])
     assert abilities.loc[("SOMA", AVG), "mean"] == pytest.approx((8.5 + 7.0 + 8.0) / 3)

@@ -101,6 +101,7 @@ def test_offline_run_logs_config_tables_summary_and_artifact(outputs, tmp_path, 
     cfg = compose(["logger=wandb", "method=surrogate", "dataset=mathmt", "task_name=tiny_exp",
                    f"paths.output_root={outputs}"])
     with open_dict(cfg):  # an endpoint whose URL carries a key, named by an *_env key
+        cfg.judge.name = "p1"  # the panel that scored the fixture run
         cfg.model.F.api_key_env = "SOMABENCH_TEST_API_KEY"
         cfg.model.F.base_url = "https://x/v1?k=sk-never-logged-42"
     logger = start(cfg, run_dir)
@@ -124,6 +125,7 @@ def test_offline_run_logs_config_tables_summary_and_artifact(outputs, tmp_path, 
         if r.WhichOneof("record_type") == "summary":
             summary.update({u.key: json.loads(u.value_json) for u in r.summary.update if u.key})
     assert summary["sim/judge_mean"] == pytest.approx((260 / 3 + 90) / 2)
+    assert summary["panel/p1/sim/judge_mean"] == summary["sim/judge_mean"]
     assert summary["sim/excluded"] == 1 and summary["run/status"] == "success"
     assert summary["tokens/total"] == pytest.approx(360.0)
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
@@ -156,7 +158,7 @@ def test_artifact_download_gives_the_same_numbers(outputs, report_cfg, tmp_path)
             else:
                 path.write_text(content)
     keys = ["label", "dataset", "dialogue_id"]
-    columns = [*keys, "tokens_total", "similarity", "excluded_unparsed", "excluded_api_error"]
+    columns = [*keys, "tokens_total", "similarity@p1", "excluded_unparsed", "excluded_api_error"]
     local = dialogue_data(load_local(outputs / "tiny_exp", report_cfg), report_cfg)
     remote = dialogue_data(load_local(download, report_cfg), report_cfg)
     local = local[columns].sort_values(keys).reset_index(drop=True)

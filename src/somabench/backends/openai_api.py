@@ -101,6 +101,8 @@ class OpenAIBackend(BackendBase):
         system_prompt: prepended as a system message when the messages have none.
         max_tokens_field: request field for the length limit (``max_tokens``, or
             ``max_completion_tokens`` for endpoints that require it).
+        extra_body: extra request fields sent as is (provider reasoning controls such as
+            OpenRouter's ``reasoning: {effort: low}``); judges set it per judge.
     """
 
     kind = "openai"
@@ -120,6 +122,7 @@ class OpenAIBackend(BackendBase):
         system_prompt: str | None = None,
         revision: str | None = None,
         max_tokens_field: str = "max_tokens",
+        extra_body: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
         import openai
@@ -143,6 +146,7 @@ class OpenAIBackend(BackendBase):
         self.api_key_env = api_key_env
         self.system_prompt = system_prompt
         self.max_tokens_field = max_tokens_field
+        self.extra_body = dict(extra_body or {})  # provider fields, e.g. reasoning controls
         self._semaphore = threading.BoundedSemaphore(self.concurrency)
         self._client = openai.OpenAI(
             api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout, max_retries=0
@@ -238,6 +242,8 @@ class OpenAIBackend(BackendBase):
             payload["temperature"] = 0.0
         if gen.stop:
             payload["stop"] = list(gen.stop)
+        if self.extra_body:
+            payload["extra_body"] = dict(self.extra_body)
         return payload
 
     def _request(self, messages: list[Message], gen: GenerationConfig) -> Completion:

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(cfg.paths.cache_dir) / "wandb" / "_".join(p for p in (entity, project, group) if p))
     data = load(args.source, cfg.report, download_dir=download)
     out = Path(args.out) if args.out else Path(cfg.paths.results_dir) / data.experiment()
-    result = build_report(data, cfg.report, out)
+    result = build_report(data, cfg.report, out, cache_dir=str(cfg.paths.cache_dir))
     if not args.quiet:
         print(f"report for {data.source} -> {out}")
         print(f"wrote {len(result.written)} artifact(s):")

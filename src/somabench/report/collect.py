@@ -165,6 +165,38 @@ def _label_variants(runs: list[RunInfo], names: dict[str, str], pool_keys: list[
                 run.label = f"{run.label} ({parts})"
 
 
+def label_problem(method: str, method_cfg: dict[str, Any]) -> str | None:
+    """Why a run's config must not carry its method's name (``Method.label_problem``, the check
+    the method makes at construction), or None. Records written before a guard existed, or
+    edited by hand, are caught here too (label guards both ways: runtime and report)."""
+    from somabench.registry import load_builtin, methods
+
+    try:
+        load_builtin()
+        cls = methods.get(method)
+    except Exception:  # noqa: BLE001 - an unknown or unimportable method has no guard here
+        return None
+    guard = getattr(cls, "label_problem", None)
+    if guard is None or not method_cfg:
+        return None
+    try:
+        return guard(method_cfg)
+    except Exception as exc:  # noqa: BLE001 - a config the guard cannot read is suspicious
+        return f"label check failed ({type(exc).__name__}: {exc})"
+
+
+def _guard_labels(runs: list[RunInfo], warnings: list[str]) -> None:
+    for run in runs:
+        if run.kind != "run":
+            continue
+        problem = label_problem(run.method, run.config.get("method") or {})
+        if problem:
+            run.label = f"{run.method} (config does not match its name)"
+            message = f"{run.key}: relabelled '{run.label}': {problem}"
+            warnings.append(message)
+            log.warning(message)
+
+
 def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
     header = _read_json(run_dir / RUN_HEADER) if (run_dir / RUN_HEADER).exists() else {}
     config = header.get("config") or {}
@@ -238,6 +270,7 @@ def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> 
     if not runs:
         raise SystemExit(f"error: no run directories (with {TURNS_FILE}) under {root}")
     _label_variants(runs, dict(report_cfg.methods), list(report_cfg.pool_keys))
+    _guard_labels(runs, warnings)
     turns_f, dialogues_f, scores_f = _frames(runs, records, warnings)
     return ReportData(source=source or str(root), runs=runs, turns=turns_f, dialogues=dialogues_f,
                       scores=scores_f, warnings=warnings)
@@ -273,7 +306,9 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
         if run.kind == "run":
             rows = _read_scores(run.path)
             if rows:
-                frame = score_frame(rows).assign(**tags, dataset=run.dataset, method=run.method)
+                judged = _read_json(run.path / "judge.json") if (run.path / "judge.json").exists() else {}
+                frame = score_frame(rows, panel=judged.get("panel")).assign(
+                    **tags, dataset=run.dataset, method=run.method)
                 finished = {d.dialogue_id for d in dialogues}
                 score_parts.append(frame[frame["dialogue_id"].isin(finished)])
     turns_f = pd.concat(turn_parts, ignore_index=True) if turn_parts else pd.DataFrame()

@@ -21,8 +21,11 @@ from somabench.metrics import (
     cost_stacks,
     dialogue_throughput,
     mean_std,
+    panels,
+    rank_inversions,
     relative_tokens_per_turn,
     score_metric,
+    score_per_dialogue,
     token_stacks,
 )
 
@@ -51,6 +54,12 @@ MARKER = 3                 # marker size of line plots (points)
 TICK_ROTATION = 30         # degrees, for long category labels
 TICK_ROTATION_MANY = 45    # degrees, when more than MAX_UNROTATED labels share an axis
 MAX_UNROTATED = 6          # grouped bars: rotate dataset labels beyond this many groups
+ROW_HEIGHT = 0.28          # inches per bar row in horizontal bar charts
+MIN_PLOT_HEIGHT = 1.6      # inches: a horizontal bar chart is never flatter than this
+LABEL_WRAP = 22            # characters per line of a method label on a bar axis
+CMAP_SMALL = 10            # tab10 holds this many distinct colours
+CMAP_MEDIUM = 20           # tab20 holds this many
+LIGHT_ALPHA = 0.45         # the first of two side-by-side bars (e.g. generation-only throughput)
 
 
 class Skip(Exception):
@@ -97,18 +106,40 @@ def order_labels(cfg: Any, frame: pd.DataFrame) -> list[str]:
     return pairs.sort_values(["rank", "method", "label"])["label"].tolist()
 
 
+def distinct_colors(cfg: Any, n: int) -> list[Any]:
+    """``n`` colours, all different: tab10 up to 10, tab20 up to 20, then evenly spaced hues."""
+    if n <= CMAP_SMALL:
+        cmap = plt.get_cmap(cfg.figures.cmap)
+        return [cmap(i) for i in range(n)]
+    if n <= CMAP_MEDIUM:  # tab20's dark shades first, then the light ones (neighbours differ)
+        cmap = plt.get_cmap(cfg.figures.get("cmap_many", "tab20"))
+        order = [*range(0, CMAP_MEDIUM, 2), *range(1, CMAP_MEDIUM, 2)]
+        return [cmap(order[i]) for i in range(n)]
+    cmap = plt.get_cmap("hsv")
+    return [cmap(i / n) for i in range(n)]
+
+
 def label_colors(cfg: Any, labels: list[str], frame: pd.DataFrame | None = None) -> dict[str, Any]:
-    """A method keeps its colour in every figure (position in the method order); when one
-    figure shows several variants of a method, its labels are coloured one by one instead."""
-    cmap = plt.get_cmap(cfg.figures.cmap)
+    """One colour per label, never shared, for any number of labels. A method keeps its colour
+    across figures (position in the configured method order, when each label is one method)."""
     if frame is not None:
         methods = frame.drop_duplicates("label").set_index("label")["method"].reindex(labels)
         if methods.notna().all() and methods.is_unique:
             order = list(cfg.methods)
             unknown = sorted(m for m in methods if m not in order)
-            index = {m: i for i, m in enumerate([*order, *unknown])}
-            return {label: cmap(index[m] % cmap.N) for label, m in methods.items()}
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+            everyone = [*order, *unknown]
+            colors = distinct_colors(cfg, len(everyone))
+            index = {m: i for i, m in enumerate(everyone)}
+            return {label: colors[index[m]] for label, m in methods.items()}
+    colors = distinct_colors(cfg, len(labels))
+    return {label: colors[i] for i, label in enumerate(labels)}
+
+
+def wrap(label: str) -> str:
+    """A method label broken into lines of at most LABEL_WRAP characters (axes stay wide)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(label), LABEL_WRAP)) or str(label)
 
 
 def n_text(ns: pd.Series) -> str:
@@ -164,10 +195,47 @@ def relative_tokens_per_turn_figure(turns: pd.DataFrame, cfg: Any) -> Any:
     ax.axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
     ax.set_xlabel("turn")
     ax.set_ylabel("tokens per turn / tokens at turn 1")
-    ax.set_title("Relative tokens per turn (Original)")
+    ax.set_title("Served variant: relative tokens per served turn (Original)\n"
+                 "answers capped at max_new_tokens; user tokens estimated from words")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(bottom=0)
     ax.legend(title="dataset (dialogues)", loc="best")
+    return fig
+
+
+def data_tokens_per_turn_figure(cfg: Any, out: Path, cache_dir: str | None) -> Any:
+    """Fig. 1 from the data: mean tokens per turn (user + the dataset's reference answer, F's
+    tokenizer) over every dialogue of each dataset, / turn 1; n (dialogues) per point."""
+    from somabench.report import fig1_data
+
+    fcfg = cfg.fig1
+    try:
+        counts, source = fig1_data.build(fcfg, cache_dir, out)
+    except fig1_data.Fig1Unavailable as exc:
+        raise Skip(str(exc)) from exc
+    rel = fig1_data.relative(counts, fcfg.get("max_turns"), int(fcfg.min_dialogues))
+    datasets = [d for d in order_datasets(cfg, rel["dataset"].unique().tolist()) if (rel["dataset"] == d).sum() >= 2]
+    if not datasets:
+        raise Skip("no dataset has >= 2 turns with enough dialogues (report.fig1.min_dialogues)")
+    fig, axes = _figure(cfg, 2, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
+    colors = distinct_colors(cfg, len(datasets))
+    for color, name in zip(colors, datasets, strict=True):
+        part = rel[rel["dataset"] == name].sort_values("turn")
+        axes[0].plot(part["turn"] + 1, part["relative"], marker="o", markersize=MARKER, color=color,
+                     label=f"{dataset_name(cfg, name)} (n={int(part['n'].iloc[0])})")
+        axes[1].plot(part["turn"] + 1, part["n"], marker="o", markersize=MARKER, color=color)
+    axes[0].axhline(1.0, color="grey", linewidth=0.6, linestyle=":")
+    axes[0].set_ylabel("tokens per turn / tokens at turn 1")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("Relative tokens per turn (data)")
+    axes[1].set_ylabel("n (dialogues reaching the turn)")
+    axes[1].set_yscale("log")
+    axes[1].set_title("n per point")
+    for ax in axes:
+        ax.set_xlabel("turn")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"user + reference answer tokens ({source} tokenizer), every dialogue of each dataset")
+    fig.legend(loc="outside right center", frameon=False, title="dataset (dialogues at turn 1)")
     return fig
 
 
@@ -181,60 +249,72 @@ def compact(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _bar_height(cfg: Any, n_rows: int) -> float:
+    """Height scale of a horizontal bar panel with ``n_rows`` bars (labels never squeeze it)."""
+    return max(MIN_PLOT_HEIGHT, ROW_HEIGHT * n_rows + 1.0) / cfg.figures.panel_height
+
+
 def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str], cfg: Any,
              unit_fmt: str | None) -> list[Any]:
+    """Horizontal stacked bars, one row per label (top = first), total printed at the bar end."""
     colors = dict(cfg.figures.stack_colors)
     means = frame.groupby("label")[stacks].mean().reindex(labels)
-    x = np.arange(len(labels))
-    bottom = np.zeros(len(labels))
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
     handles = []
     for stack in stacks:
         values = means[stack].fillna(0.0).to_numpy()
-        handles.append(ax.bar(x, values, bottom=bottom, color=colors.get(stack), label=stack, width=BAR_WIDTH))
-        bottom += values
-    top = bottom.max() if len(bottom) else 0
-    for xi, total in zip(x, bottom, strict=True):
-        ax.text(xi, total + top * TOTAL_LABEL_OFFSET, compact(total) if unit_fmt is None else format(total, unit_fmt),
-                ha="center", va="bottom",
-                fontsize=cfg.figures.font_size - 2)
-    ax.set_xticks(x, labels)
-    ax.set_ylim(0, top * (1 + TOP_HEADROOM) if top > 0 else 1)
-    _rotate(ax)
+        handles.append(ax.barh(y, values, left=left, color=colors.get(stack), label=stack, height=BAR_WIDTH))
+        left += values
+    top = left.max() if len(left) else 0
+    for yi, total in zip(y, left, strict=True):
+        ax.text(total + top * TOTAL_LABEL_OFFSET, yi, compact(total) if unit_fmt is None else format(total, unit_fmt),
+                ha="left", va="center", fontsize=cfg.figures.font_size - 2)
+    ax.set_yticks(y, [wrap(lb) for lb in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * (1 + TOP_HEADROOM) if top > 0 else 1)
     return handles
 
 
 def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, by_dataset: bool,
                                prices: dict[str, Any] | None = None) -> Any:
     """Fig. 2 (mean over datasets) or Fig. 5/6 (one panel per dataset): tokens per dialogue per
-    method, stacked F / G / compressor+router / adaptation. With ``prices``: USD per dialogue."""
+    method, stacked F / G / compressor+router / adaptation / training (horizontal bars). With
+    ``prices``: USD per dialogue, with a note wherever a method is cheaper despite more tokens."""
     frame = dialogues[dialogues["family"] == family] if not dialogues.empty else dialogues
     if frame.empty:
         raise Skip(f"no dialogue records for family {family}")
     subtitle = ""
+    notes: list[str] = []
     if prices is not None:
         if not prices:
             raise Skip(f"no model.prices in the run config of family {family}")
         frame, unpriced = cost_stacks(frame, prices)
         per = int(cfg.cost_per_dialogues)
         frame[list(STACKS)] = frame[list(STACKS)] * per
-        ylabel, unit_fmt = f"USD per {per:,} dialogues", f".{cfg.tables.decimals_cost}f"
+        xlabel, unit_fmt = f"USD per {per:,} dialogues", f".{cfg.tables.decimals_cost}f"
         subtitle = f"prices: {prices.get('label', 'from config')}"
         if unpriced:
-            subtitle += f"; not priced: {', '.join(unpriced)}"
+            subtitle += f"; NOT priced: {', '.join(unpriced)}"
+        tokens = token_stacks(dialogues[dialogues["family"] == family])
+        tokens["tokens_all"] = tokens[list(STACKS)].sum(axis=1)
+        joined = frame.assign(tokens_all=tokens["tokens_all"])
+        notes = rank_inversions(joined, "label", "tokens_all", "usd_total")
     else:
         frame = token_stacks(frame)
-        ylabel, unit_fmt = "tokens per dialogue", None
-    stacks = [s for s in STACKS if (frame[s] != 0).any()] or list(STACKS[:1])
+        xlabel, unit_fmt = "tokens per dialogue", None
+    stacks = [s for s in STACKS if (frame[s].fillna(0) != 0).any()] or list(STACKS[:1])
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
     what = "Cost" if prices is not None else "Tokens per dialogue"
     if by_dataset:
-        fig, axes = _figure(cfg, len(datasets))
+        fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(cfg, len(labels)))
         for ax, name in zip(axes, datasets, strict=True):
             part = frame[frame["dataset"] == name]
-            handles = _stacked(ax, part, [lb for lb in labels if lb in set(part["label"])], stacks, cfg, unit_fmt)
-            ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())})")
-            ax.set_ylabel(ylabel)
+            shown = [lb for lb in labels if lb in set(part["label"])]
+            handles = _stacked(ax, part, shown, stacks, cfg, unit_fmt)
+            ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())} dialogues)")
+            ax.set_xlabel(xlabel)
         fig.suptitle(f"{what} by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
     else:
         per_dataset = frame.groupby(["label", "dataset"])[stacks].mean().reset_index()
@@ -242,13 +322,19 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         partial = {lb for lb in labels if coverage.get(lb, 0) < len(datasets)}
         shown = {lb: f"{lb}*" if lb in partial else lb for lb in labels}
         per_dataset["label"] = per_dataset["label"].map(shown)
-        fig, (ax,) = _figure(cfg, extra_width=max(0.0, WIDTH_PER_BAR * len(labels) - cfg.figures.panel_width / 2))
+        fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE,
+                             height_scale=_bar_height(cfg, len(labels)))
         handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt)
-        ax.set_ylabel(ylabel)
-        title = f"{what} ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''})"
+        ax.set_xlabel(xlabel)
+        n = frame.groupby("label").size()
+        title = (f"{what} ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''}; "
+                 f"{n_text(n)} dialogues per method)")
         if partial:
             subtitle = "; ".join(filter(None, [subtitle, "* fewer datasets than the others"]))
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
+    if notes:
+        fig.text(0.0, -0.02, "\n".join(notes), ha="left", va="top", fontsize=cfg.figures.font_size - 2,
+                 wrap=True)
     _legend_below(fig, handles, stacks, cfg)
     return fig
 
@@ -283,37 +369,97 @@ def _grouped_bars(ax: Any, frame: pd.DataFrame, value: str, err: str | None, lab
     return handles
 
 
-def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str) -> Any:
-    """Fig. 7 / 8: completion tokens per generation second per method and dataset
-    (mean ± std over dialogues of each dialogue's throughput)."""
-    if turns.empty:
-        raise Skip("no turn records")
-    per_dialogue = dialogue_throughput(turns[turns["family"] == family], DIALOGUE).dropna(subset=["tps"])
-    if per_dialogue.empty:
-        raise Skip(f"no turn with generation seconds > 0 for family {family}")
-    frame = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps")
-    labels = order_labels(cfg, frame)
-    datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
-    fig, (ax,) = _grouped_figure(cfg, len(labels) * len(datasets))
-    handles = _grouped_bars(ax, frame, "mean", "std", labels, datasets, label_colors(cfg, labels, frame), cfg)
-    ax.set_ylabel("throughput (completion tokens / s)")
-    ax.set_title(f"Throughput ({family}; mean ± std over dialogues)")
-    _legend_below(fig, handles, labels, cfg)
+def _errors(stats: pd.DataFrame) -> np.ndarray | None:
+    """Asymmetric error bars (mean - lo, hi - mean) from CI columns, or None without them."""
+    if "lo" not in stats or stats["lo"].isna().all():
+        return None
+    return np.vstack([(stats["mean"] - stats["lo"]).to_numpy(dtype=float),
+                      (stats["hi"] - stats["mean"]).to_numpy(dtype=float)])
+
+
+def _method_panels(cfg: Any, stats: pd.DataFrame, values: list[tuple[str, str]], xlabel: str,
+                   bounded: float | None, title: str, knobs: Any) -> Any:
+    """One panel per dataset, one horizontal bar per method (its own colour) with CI error bars
+    and n in the method's label; ``values`` = (column prefix, legend name) pairs drawn side by
+    side, the first hatched and light (e.g. generation vs end-to-end throughput). ``bounded``
+    fixes the x axis to [0, bounded] (bounded scores start at 0)."""
+    from matplotlib.patches import Patch
+
+    labels = order_labels(cfg, stats)
+    datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
+    colors = label_colors(cfg, labels, stats)
+    fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(cfg, len(labels) * len(values)))
+    height = BAR_WIDTH / len(values)
+    styles = [{"alpha": 1.0, "hatch": None}] if len(values) == 1 else \
+        [{"alpha": LIGHT_ALPHA, "hatch": "///"}, *[{"alpha": 1.0, "hatch": None}] * (len(values) - 1)]
+    for ax, name in zip(axes, datasets, strict=True):
+        part = stats[stats["dataset"] == name].set_index("label")
+        shown = [lb for lb in labels if lb in part.index]
+        part = part.reindex(shown)
+        y = np.arange(len(shown))
+        for i, ((prefix, _), style) in enumerate(zip(values, styles, strict=True)):
+            cols = part[[f"{prefix}mean", f"{prefix}lo", f"{prefix}hi"]].rename(
+                columns=lambda c, p=prefix: c[len(p):])
+            offset = (i - (len(values) - 1) / 2) * height
+            ax.barh(y + offset, cols["mean"].to_numpy(dtype=float), height=height,
+                    xerr=_errors(cols), capsize=2, alpha=style["alpha"], hatch=style["hatch"],
+                    color=[colors[lb] for lb in shown], edgecolor=[colors[lb] for lb in shown],
+                    error_kw={"elinewidth": 0.8})
+        his = part[[f"{p}hi" for p, _ in values]].to_numpy(dtype=float)
+        top = float(np.nanmax(his)) if np.isfinite(his).any() else 1.0
+        ax.set_xlim(0, bounded if bounded is not None else top * (1 + TOP_HEADROOM))
+        ax.set_yticks(y, [wrap(f"{lb} (n={int(n)})") for lb, n in zip(shown, part["n"], strict=True)])
+        ax.invert_yaxis()
+        ax.set_title(dataset_name(cfg, name))
+        ax.set_xlabel(xlabel)
+    ci = f"{knobs.confidence:.0%} bootstrap CI" if knobs is not None else "std"
+    fig.suptitle(f"{title}\nbars: mean over dialogues, whiskers: {ci}; n = dialogues")
+    if len(values) > 1:
+        handles = [Patch(facecolor="grey", alpha=style["alpha"], hatch=style["hatch"], label=legend)
+                   for (_, legend), style in zip(values, styles, strict=True)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(values), frameon=False)
     return fig
 
 
+def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str, dialogues: pd.DataFrame | None = None,
+                      knobs: Any = None) -> Any:
+    """Fig. 7 / 8: generation (light) and end-to-end (solid) throughput per method and dataset,
+    mean [CI] over dialogues of each dialogue's throughput."""
+    if turns.empty:
+        raise Skip("no turn records")
+    per_dialogue = dialogue_throughput(turns[turns["family"] == family], DIALOGUE, dialogues).dropna(subset=["tps"])
+    if per_dialogue.empty:
+        raise Skip(f"no turn with generation seconds > 0 for family {family}")
+    gen = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps", knobs)
+    e2e = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps_e2e", knobs)
+    stats = gen.merge(e2e, on=["label", "method", "dataset"], suffixes=("", "_e2e"))
+    stats = stats.rename(columns={c: f"gen_{c}" for c in ("mean", "std", "lo", "hi")})
+    stats = stats.rename(columns={f"{c}_e2e": f"e2e_{c}" for c in ("mean", "std", "lo", "hi")})
+    return _method_panels(cfg, stats, [("gen_", "generation only"),
+                                       ("e2e_", "end to end (compress, route, gate, adaptation)")],
+                          "completion tokens / s", None, f"Throughput ({family})", knobs)
+
+
 # -- Fig. 3 / 9 ------------------------------------------------------------------------------
-def cell_stats(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+def cell_stats(frame: pd.DataFrame, keys: list[str], value: str, knobs: Any = None) -> pd.DataFrame:
+    """Per cell: mean, std, n and (with ``knobs``, ``report.stats``) the bootstrap CI."""
+    from somabench.stats import bootstrap_ci
+
     rows = []
     for key, group in frame.groupby(keys):
         mean, std, n = mean_std(group[value])
+        lo = hi = None
+        if knobs is not None and n:
+            ci = bootstrap_ci(group[value], n_boot=knobs.n_boot, seed=knobs.seed, confidence=knobs.confidence)
+            lo, hi = ci.lo, ci.hi
         rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                     "mean": mean, "std": std, "n": n})
-    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n"])
+                     "mean": mean, "std": std, "n": n, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n", "lo", "hi"])
 
 
-def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
-    """Fig. 3 / 9: similarity of SOMA and its ablations per dataset (mean ± std over dialogues)."""
+def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str, knobs: Any = None) -> Any:
+    """Fig. 3 / 9: similarity of SOMA and its ablations per dataset, mean [CI] over dialogues,
+    on a 0–100 axis (small differences must not look large)."""
     wanted = list(cfg.ablation.methods)
     frame = similarity[(similarity["family"] == family) & similarity["method"].isin(wanted)] \
         if not similarity.empty else similarity
@@ -322,39 +468,42 @@ def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str) -> Any:
         missing = [m for m in wanted if m not in present]
         raise Skip(f"needs similarity scores for at least two of {wanted} (family {family}); "
                    f"missing: {', '.join(missing)}")
-    stats = cell_stats(frame, ["label", "method", "dataset"], "similarity")
-    labels = order_labels(cfg, stats)
-    datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
-    fig, (ax,) = _grouped_figure(cfg, len(labels) * len(datasets))
-    handles = _grouped_bars(ax, stats, "mean", "std", labels, datasets, label_colors(cfg, labels, stats), cfg)
-    low = float((stats["mean"] - stats["std"].fillna(0)).min())
-    ax.set_ylim(max(0.0, low - YPAD * (PERCENT - low)), PERCENT)
-    ax.set_ylabel("similarity to Original (%)")
-    ax.set_title(f"Ablation ({family}; {n_text(stats['n'])} dialogues per bar)")
-    _legend_below(fig, handles, labels, cfg)
-    return fig
+    stats = cell_stats(frame, ["label", "method", "dataset"], "similarity", knobs)
+    return _method_panels(cfg, stats, [("", "similarity")], "similarity to Original (%)", PERCENT,
+                          f"Ablation ({family})", knobs)
 
 
 # -- Fig. 10 ---------------------------------------------------------------------------------
-def ability_frame(scores: pd.DataFrame, cfg: Any) -> pd.DataFrame:
-    """Per (family, label, ability): ability score (0–scale) per dialogue, ok rows only."""
+def ability_frame(scores: pd.DataFrame, cfg: Any, panel: str | None = None) -> pd.DataFrame:
+    """Per (family, label, ability): ability score (0–scale) per dialogue of ONE panel (default:
+    the only one), through ``somabench.metrics.score_per_dialogue``."""
     prefix = str(cfg.ability_prefix)
+    columns = ["family", "label", "method", "ability", "run_key", "dialogue_id", "score"]
     if scores.empty:
-        return pd.DataFrame(columns=["family", "label", "method", "ability", "dialogue_id", "score"])
-    scores = scores.assign(_metric=score_metric(scores))
-    rows = scores[scores["_metric"].str.startswith(prefix)]
-    ok = rows[(rows["status"] == "ok") & rows["score_norm"].notna()].copy()
-    if ok.empty:
-        return pd.DataFrame(columns=["family", "label", "method", "ability", "dialogue_id", "score"])
-    ok["ability"] = ok["_metric"].str.removeprefix(prefix)
-    ok["score"] = ok["score_norm"].astype(float) * float(cfg.ability_scale)
-    per_turn = ok.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id", "turn"])["score"].mean()
-    return per_turn.groupby(["family", "label", "method", "ability", "run_key", "dialogue_id"]).mean().reset_index()
+        return pd.DataFrame(columns=columns)
+    metrics = sorted(m for m in set(score_metric(scores)) if m.startswith(prefix))
+    if panel is None:
+        names = panels(scores)
+        if len(names) > 1:
+            raise ValueError(f"scores hold panels {names}: name one")
+        panel = names[0] if names else None
+    parts = []
+    for metric in metrics if panel else []:
+        per = score_per_dialogue(scores, panel=panel, metric=metric,
+                                 by=["family", "label", "method", "run_key", "dialogue_id"],
+                                 scale=float(cfg.ability_scale), value="score")
+        if not per.empty:
+            parts.append(per.assign(ability=metric.removeprefix(prefix)))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
 
 
-def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str) -> Any:
+def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str, panel: str | None = None) -> Any:
     """Fig. 10: MT-Bench-101 ability profile per method (radar; bars below 3 abilities)."""
-    frame = ability_frame(scores, cfg)
+    if panel is None and len(panels(scores)) > 1:
+        raise Skip("scores of several panels: draw one figure per panel")
+    frame = ability_frame(scores, cfg, panel)
     frame = frame[frame["family"] == family]
     if frame.empty:
         raise Skip(f"no ok ability scores (metric {cfg.ability_prefix}*) for family {family}: judge "

@@ -1,9 +1,11 @@
-"""One table function: a long frame (one row per unit, e.g. per dialogue) -> md / LaTeX / CSV.
+"""The one table module: a long frame (one row per unit, e.g. per dialogue) -> md / LaTeX / CSV.
 
-Why one function: every table in results/ must look the same and say the same things —
-the direction of the metric (↑/↓), mean ± std over units, the best cell per column in bold,
-how many units each cell has, how many rows were excluded (and why), and which runs the
-numbers came from. The idea follows lm-eval's ``make_table`` (STYLE.md rule 15).
+Why one module: every table in results/ (and ``judge_summary.md``, the run summary) must look
+the same and say the same things — the direction of the metric (↑/↓), the mean with its 95 %
+bootstrap CI over units (``somabench.stats``), the best cell per column in bold, how many units
+each cell has, how many rows were excluded (and why), cells resting on fewer judges than the
+panel has, and which runs the numbers came from. The idea follows lm-eval's ``make_table``
+(STYLE.md rule 15). :func:`frame_markdown` renders a plain frame (summaries) the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from somabench.metrics import mean_std
@@ -23,6 +26,51 @@ log = logging.getLogger(__name__)
 AVG = "Avg"
 UP, DOWN = "↑", "↓"
 DASH = "–"
+PARTIAL = "†"  # cell with turns judged by fewer judges than the panel has
+
+
+class Cell(NamedTuple):
+    """One table cell: mean, sample std and n over units, its CI, and a flag/text override."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    lo: float | None = None
+    hi: float | None = None
+    flag: str = ""
+    text: str | None = None
+    """Pre-rendered text (paired-comparison cells); the numbers stay in the CSV."""
+
+
+@dataclass(frozen=True)
+class StatsKnobs:
+    """``report.stats`` (conf/report/default.yaml): how CIs are computed."""
+
+    n_boot: int
+    seed: int
+    confidence: float
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> StatsKnobs:
+        return cls(int(cfg.n_boot), int(cfg.seed), float(cfg.confidence))
+
+
+def frame_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """A plain frame as a markdown table (pandas' to_markdown needs tabulate); missing -> –."""
+    if frame.empty:
+        return "_(no rows)_\n"
+    cols = [str(c) for c in frame.columns]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return DASH
+        if isinstance(v, float | np.floating):
+            return format(float(v), floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -35,8 +83,8 @@ class Table:
     higher_is_better: bool
     rows: list[str]
     columns: list[str]
-    cells: dict[tuple[str, str], tuple[float | None, float | None, int]]
-    """(row, column) -> (mean, std, n). Missing cells are absent."""
+    cells: dict[tuple[str, str], Cell]
+    """(row, column) -> Cell(mean, std, n, lo, hi, flag). Missing cells are absent."""
     decimals_mean: int
     decimals_std: int
     excluded: dict[str, int] = field(default_factory=dict)
@@ -44,6 +92,11 @@ class Table:
     run_ids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unit_name: str = "dialogues"
+    confidence: float | None = None
+    """CI level of the cells (None: no CI, cells show mean ± std)."""
+    bold_best: bool = True
+    describe: str | None = None
+    """Replaces the footer's first line (what a cell is) for tables of another kind."""
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -53,9 +106,11 @@ class Table:
     def best(self) -> dict[str, set[str]]:
         """Rows holding the best mean per column (ties all count), compared at display precision."""
         out: dict[str, set[str]] = {}
+        if not self.bold_best:
+            return {col: set() for col in self.columns}
         for col in self.columns:
-            vals = {r: round(c[0], self.decimals_mean) for r in self.rows
-                    if (c := self.cells.get((r, col))) and c[0] is not None}
+            vals = {r: round(c.mean, self.decimals_mean) for r in self.rows
+                    if (c := self.cells.get((r, col))) and c.mean is not None}
             if len(vals) < 2:
                 out[col] = set()
                 continue
@@ -64,26 +119,44 @@ class Table:
         return out
 
     def n_range(self) -> tuple[int, int]:
-        ns = [c[2] for (r, col), c in self.cells.items() if col != AVG]
+        ns = [c.n for (r, col), c in self.cells.items() if col != AVG]
         return (min(ns), max(ns)) if ns else (0, 0)
 
-    def _fmt(self, cell: tuple[float | None, float | None, int] | None, latex: bool = False) -> str:
-        if cell is None or cell[0] is None:
+    def _fmt(self, cell: Cell | None, latex: bool = False) -> str:
+        if cell is not None and cell.text is not None:
+            return cell.text
+        if cell is None or cell.mean is None:
             return DASH if not latex else "--"
-        mean, std, _ = cell
-        pm = r" $\pm$ " if latex else " ± "
-        std_text = format(std, f".{self.decimals_std}f") if std is not None and not math.isnan(std) else (
-            "--" if latex else DASH)
-        return f"{mean:.{self.decimals_mean}f}{pm}{std_text}"
+        dm = self.decimals_mean
+        if self.confidence is not None and cell.lo is not None and cell.hi is not None:
+            text = f"{cell.mean:.{dm}f} [{cell.lo:.{dm}f}, {cell.hi:.{dm}f}]"
+        else:
+            pm = r" $\pm$ " if latex else " ± "
+            std = cell.std
+            std_text = format(std, f".{self.decimals_std}f") if std is not None and not math.isnan(std) else (
+                "--" if latex else DASH)
+            text = f"{cell.mean:.{dm}f}{pm}{std_text}"
+        return text + (cell.flag if not latex else cell.flag.replace(PARTIAL, r"$^\dagger$"))
 
     def footer(self) -> list[str]:
         """The lines every rendering carries: n, exclusions, runs, notes."""
         lo, hi = self.n_range()
         n_text = f"{lo}" if lo == hi else f"{lo}–{hi}"
-        lines = [f"{self.metric} {self.arrow}: mean ± std over {self.unit_name} (sample std); "
-                 f"best per column in bold; {self.unit_name} per cell: n = {n_text} (per cell in the CSV)."]
+        if self.confidence is not None:
+            what = (f"mean [{self.confidence:.0%} bootstrap CI] over {self.unit_name} "
+                    f"(percentile bootstrap, somabench.stats)")
+        else:
+            what = f"mean ± std over {self.unit_name} (sample std)"
+        lines = [self.describe or (f"{self.metric} {self.arrow}: {what}; best per column in bold; "
+                                   f"{self.unit_name} per cell: n = {n_text} (per cell, and the std, "
+                                   f"in the CSV).")]
         if AVG in self.columns:
-            lines.append(f"{AVG}: mean ± std of the row's column means; {DASH} when a column is missing.")
+            lines.append(f"{AVG}: mean of the row's column means" + (
+                " with a CI from resampling dialogues within each column" if self.confidence is not None
+                else " ± std of the column means") + f"; {DASH} when a column is missing.")
+        if any(c.flag == PARTIAL for c in self.cells.values()):
+            lines.append(f"{PARTIAL}: some turns of the cell were judged by fewer judges than the panel "
+                         f"has (see the CSV's partial_turns).")
         if self.excluded:
             total = sum(self.excluded.values())
             parts = ", ".join(f"{v} {k}" for k, v in sorted(self.excluded.items()))
@@ -139,9 +212,11 @@ class Table:
                 cell = self.cells.get((row, col))
                 if cell is None:
                     continue
-                rows.append({"row": row, "column": col, "mean": cell[0], "std": cell[1], "n": cell[2],
-                             "best": row in best[col]})
-        return pd.DataFrame(rows, columns=["row", "column", "mean", "std", "n", "best"])
+                rows.append({"row": row, "column": col, "mean": cell.mean, "std": cell.std, "n": cell.n,
+                             "ci_lo": cell.lo, "ci_hi": cell.hi, "best": row in best[col],
+                             "flag": cell.flag, "text": cell.text})
+        return pd.DataFrame(rows, columns=["row", "column", "mean", "std", "n", "ci_lo", "ci_hi", "best",
+                                           "flag", "text"])
 
     def to_csv(self) -> str:
         """Long CSV preceded by ``#`` lines (title, footer); read with ``pd.read_csv(comment="#")``."""
@@ -164,31 +239,52 @@ def make_table(frame: pd.DataFrame, *, value: str, row: str, column: str, title:
                row_order: list[str] | None = None, column_order: list[str] | None = None,
                average: bool = True, excluded: dict[str, int] | None = None,
                run_col: str | None = "run_key", notes: list[str] | None = None,
-               unit_name: str = "dialogues") -> Table:
+               unit_name: str = "dialogues", stats: StatsKnobs | None = None,
+               partial_col: str | None = None) -> Table:
     """Aggregate a long frame into a :class:`Table`.
 
     ``frame`` holds one row per unit (a dialogue, usually) with the ``row`` label, the
     ``column`` label and the ``value``; rows with a missing value are not units. Each cell is
-    mean ± sample std over its units. ``average`` adds an Avg column: mean ± std over the
-    row's column means (the paper's Avg), only when the row has every column.
+    the mean over its units with sample std, and with ``stats`` a percentile bootstrap CI
+    (``somabench.stats``; seeded, so tables are reproducible). ``average`` adds an Avg column:
+    the mean of the row's column means (the paper's Avg), only when the row has every column;
+    its CI resamples units within each column. ``partial_col`` (e.g. ``partial_turns``) flags
+    cells whose units have a non-zero count there with :data:`PARTIAL`.
     """
+    from somabench.stats import bootstrap_means
+
     data = frame.dropna(subset=[value])
     rows = _ordered(data[row].unique().tolist(), row_order)
     cols = _ordered(data[column].unique().tolist(), column_order)
-    cells: dict[tuple[str, str], tuple[float | None, float | None, int]] = {}
+    cells: dict[tuple[str, str], Cell] = {}
+    samples: dict[tuple[str, str], np.ndarray] = {}
+    tail = (1.0 - stats.confidence) / 2.0 if stats is not None else 0.0
     for (r, c), group in data.groupby([row, column], sort=False):
-        cells[(r, c)] = mean_std(group[value])
+        mean, std, n = mean_std(group[value])
+        lo = hi = None
+        if stats is not None and n:
+            values = group[value].astype(float).to_numpy()
+            draws = bootstrap_means(values, stats.n_boot, np.random.default_rng(stats.seed))
+            samples[(r, c)] = draws
+            lo, hi = (float(q) for q in np.quantile(draws, [tail, 1.0 - tail]))
+        flag = PARTIAL if partial_col and partial_col in group and group[partial_col].fillna(0).sum() > 0 else ""
+        cells[(r, c)] = Cell(mean, std, n, lo, hi, flag)
     if average and len(cols) > 1:
         for r in rows:
-            means = [cells[(r, c)][0] for c in cols if (r, c) in cells]
+            means = [cells[(r, c)].mean for c in cols if (r, c) in cells]
             if len(means) == len(cols):
-                cells[(r, AVG)] = mean_std(pd.Series(means))
+                mean, std, n = mean_std(pd.Series(means))
+                lo = hi = None
+                if stats is not None:
+                    draws = np.mean([samples[(r, c)] for c in cols], axis=0)
+                    lo, hi = (float(q) for q in np.quantile(draws, [tail, 1.0 - tail]))
+                cells[(r, AVG)] = Cell(mean, std, n, lo, hi)
         cols = [*cols, AVG]
     run_ids = sorted(data[run_col].astype(str).unique().tolist()) if run_col and run_col in data else []
     return Table(title=title, metric=metric, higher_is_better=higher_is_better, rows=rows, columns=cols,
                  cells=cells, decimals_mean=decimals_mean, decimals_std=decimals_std,
                  excluded=dict(excluded or {}), run_ids=run_ids, notes=list(notes or []),
-                 unit_name=unit_name)
+                 unit_name=unit_name, confidence=stats.confidence if stats is not None else None)
 
 
 def write_tables(tables: dict[str, Table], out_dir: Path, stem: str, key_name: str) -> list[Path]:

@@ -118,14 +118,18 @@ class WandbLogger:
     def _log_results(self) -> None:
         import wandb
 
-        from somabench.metrics import run_metrics, score_frame, score_metric, similarity_per_turn
+        from somabench.metrics import panels, run_metrics, score_frame, similarity_per_turn
 
         turns = load_turns(self.run_dir)
         dialogues = load_dialogues(self.run_dir)
-        scores = score_frame(_read_jsonl(self.run_dir / SCORES_FILE))
+        panel = str(self.cfg.judge.name) if self.cfg.get("judge") else None
+        scores = score_frame(_read_jsonl(self.run_dir / SCORES_FILE), panel=panel)
         report = self.cfg.report
-        sim_scores = scores[score_metric(scores) == str(report.similarity_metric)] if not scores.empty else scores
-        per_turn_sim = similarity_per_turn(sim_scores, ["dialogue_id"]) if not sim_scores.empty else None
+        metric = str(report.similarity_metric)
+        # the run's own panel (judge.name), through the same aggregate as the report and summary
+        shown = panel if panel in panels(scores, metric) else None
+        per_turn_sim = similarity_per_turn(scores, ["dialogue_id"], panel=shown, metric=metric) \
+            if shown else None
 
         turn_rows = [_turn_row(t) for t in turns]
         frame = pd.DataFrame(turn_rows)
@@ -145,7 +149,7 @@ class WandbLogger:
             payload["figures/per_turn"] = wandb.Image(figure)
         if payload:
             self.run.log(payload)
-        metrics = run_metrics(dialogues, turns, scores, similarity_metric=str(report.similarity_metric))
+        metrics = run_metrics(dialogues, turns, scores, panel=panel)
         self.run.summary.update({k: v for k, v in metrics.items() if v is not None})
 
     def _figure(self, turns: list[Any], per_turn_sim: pd.DataFrame | None) -> Any:
