@@ -20,6 +20,8 @@ LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
 # A bare module name in a code span (`drift.py`) must name some module of the repo.
 BARE_RE = re.compile(r"`(\w+\.py)\b")
 CODE_DIRS = ("src", "baselines", "judges", "tests")
+# Where a command writes (``--out results/x``): an output target, created by running it.
+OUTPUT_ARG_RE = re.compile(r"--out(?:put)?[ =]\S+")
 # Files a user creates (git-ignored), cited on purpose as "put your settings here".
 USER_CREATED = {"conf/local/default.yaml"}
 
@@ -60,7 +62,7 @@ def _exists(rel: str) -> bool:
 def cited_paths(text: str) -> set[str]:
     """Repo-relative paths cited anywhere in ``text`` (prose, code spans, code blocks)."""
     out: set[str] = set()
-    for raw in PATH_RE.findall(text):
+    for raw in PATH_RE.findall(OUTPUT_ARG_RE.sub("", text)):
         cleaned = _clean(raw)
         if cleaned:
             out.update(_expand_braces(cleaned))
@@ -137,6 +139,7 @@ def test_layout_tree_matches_repo() -> None:
     ("`baselines/llmlingua2.py:LegacyCacheLM`", {"baselines/llmlingua2.py"}),
     ("conf/method/<name>.yaml and results/<experiment>/", set()),
     ("https://x.org/tests/foo.py and somabench.baselines/x", set()),
+    ("python -m somabench report outputs/x --out results/new_run", set()),
     ("`src/somabench/bench/{soma,judges}.py`",
      {"src/somabench/bench/soma.py", "src/somabench/bench/judges.py"}),
 ])
