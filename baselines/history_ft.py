@@ -20,9 +20,9 @@ from typing import Any
 
 from somabench.baselines.history_prefix import HistoryPrefix
 
+from somabench.config import progress_enabled
 from somabench.methods import Session
 from somabench.records import Usage
-from somabench.runner import progress_enabled
 from somabench.soma.lora import EarlyStopping, LoraConfig, SessionAdapter, make_example
 
 log = logging.getLogger(__name__)

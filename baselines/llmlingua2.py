@@ -250,11 +250,8 @@ class CompressedHistory(Method):
             from pathlib import Path
 
             from somabench.records import load_turns
+            from somabench.reference import reference_key
 
-            try:
-                from somabench.reference import reference_key
-            except ImportError:  # older layout
-                from somabench.runner import reference_key  # type: ignore[attr-defined,no-redef]
             ref_dir = Path(self.ctx.cfg.paths.reference_root) / reference_key(self.ctx.cfg)
             self._reference_usage = {(r.dialogue_id, r.turn): r.tokens.get("F", Usage())
                                      for r in load_turns(ref_dir)} if ref_dir.exists() else {}

@@ -163,7 +163,7 @@ class Soma(SwitchingMethod):
         recorded as ``neighbor_index_s`` outside ``seconds_total`` (it is not per-dialogue work).
         Training compute goes to ``train_tokens`` (contract 2), per stage.
         """
-        from somabench.runner import progress_enabled
+        from somabench.config import progress_enabled
 
         g = self._g()
         w = self.switch_cfg.warm_window
