@@ -14,11 +14,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from somabench.rundir import DIALOGUES_FILE, TURNS_FILE
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", "TurnRecord", "DialogueRecord")
 
 SCHEMA_VERSION = 1  # bump on rename/removal/meaning change and add a migration below
 TurnStatus = Literal["ok", "api_error", "skipped"]
@@ -106,15 +107,14 @@ class TurnRecord:
     kind: str = "turn"
     """Line type in mixed streams: always ``turn``."""
 
+    USAGE_FIELDS: ClassVar[tuple[str, ...]] = ("tokens",)
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnRecord:
-        data = migrate(dict(data))
-        data["tokens"] = {k: Usage(**v) for k, v in (data.get("tokens") or {}).items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return _from_json(cls, data)
 
 
 @dataclass
@@ -155,16 +155,23 @@ class DialogueRecord:
     kind: str = "dialogue"
     """Line type in mixed streams: always ``dialogue``."""
 
+    USAGE_FIELDS: ClassVar[tuple[str, ...]] = ("tokens", "adaptation_tokens")
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DialogueRecord:
-        data = migrate(dict(data))
-        for key in ("tokens", "adaptation_tokens"):
-            data[key] = {k: Usage(**v) for k, v in (data.get(key) or {}).items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return _from_json(cls, data)
+
+
+def _from_json(cls: type[R], data: dict[str, Any]) -> R:
+    """A record from its JSON line: migrated, ``Usage`` maps rebuilt, unknown keys dropped."""
+    data = migrate(dict(data))
+    for key in cls.USAGE_FIELDS:
+        data[key] = {k: Usage(**v) for k, v in (data.get(key) or {}).items()}
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from somabench.backends import build_backend
 from somabench.backends.base import Backend, BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
-from somabench.config import progress_enabled
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import ERRORS_FILE, MODEL_ROLES, config_hash
@@ -269,4 +268,4 @@ def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
     return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True)
 
 
-__all__ = ["ROLES", "RunContext", "Runner", "config_hash", "progress_enabled"]
+__all__ = ["ROLES", "RunContext", "Runner"]
