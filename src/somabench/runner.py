@@ -93,6 +93,17 @@ class _Live:
     turns: list[TurnRecord] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     error: str | None = None
+    start_seconds: float = 0.0
+    """Wall seconds of ``Method.start`` (calibration, per-dialogue setup): end-to-end cost."""
+
+
+def _plan_seconds(started: float, plan: TurnPlan) -> float:
+    """Wall seconds of ``Method.plan`` (compression, routing, gating, adaptation done while
+    planning), without a generation the method made itself (counted as ``generate``)."""
+    elapsed = time.perf_counter() - started
+    if plan.completion is not None and not plan.completion.cached:
+        elapsed -= plan.completion.seconds
+    return round(max(elapsed, 0.0), 6)
 
 
 class Runner:
@@ -134,10 +145,12 @@ class Runner:
             ref = self.reference.get(dialogue.id) if self.reference is not None else None
             session = Session(dialogue=dialogue, history_mode=self.history_mode, reference=ref)
             live = _Live(session)
+            started = time.perf_counter()
             try:
                 self.method.start(session)
             except BackendError as exc:
                 live.error = f"start: {exc}"
+            live.start_seconds = round(time.perf_counter() - started, 6)
             lives.append(live)
         n_turns = max(len(d.turns) for d in batch)
         inner = _bar(total=n_turns, desc=f"turns ({self.method.name})", enabled=progress, leave=False)
@@ -147,7 +160,10 @@ class Runner:
             plans: list[tuple[_Live, TurnPlan]] = []
             for live in active:
                 try:
-                    plans.append((live, self.method.plan(live.session, turn)))
+                    started = time.perf_counter()
+                    plan = self.method.plan(live.session, turn)
+                    plan.seconds["plan"] = _plan_seconds(started, plan)  # end-to-end throughput
+                    plans.append((live, plan))
                 except BackendError as exc:
                     live.error = f"turn {turn}: {exc}"
             self._generate(plans)
@@ -155,7 +171,9 @@ class Runner:
                 if live.error:
                     continue
                 completion = plan.completion
+                started = time.perf_counter()
                 self.method.observe(live.session, turn, plan, completion)
+                plan.seconds["observe"] = round(time.perf_counter() - started, 6)
                 live.turns.append(self._turn_record(live.session, turn, plan, completion))
                 self._advance_history(live.session, turn, completion.text)
             inner.update(1)
@@ -242,7 +260,8 @@ class Runner:
             adaptation=session.adaptation, adaptation_tokens=dict(session.adaptation_tokens),
             train_tokens={role: dict(c) for role, c in session.train_tokens.items()},
             seconds={"wall": round(time.perf_counter() - live.started, 6),
-                     "generate": round(gen_seconds, 6), "adapt": round(adapt_seconds, 6)},
+                     "generate": round(gen_seconds, 6), "adapt": round(adapt_seconds, 6),
+                     "start": live.start_seconds},
             n_errors=sum(t.status != "ok" for t in live.turns), config_hash=self.cfg_hash,
             seed=self.cfg.seed,
         )

@@ -167,3 +167,44 @@ def test_fig1_counts_every_bundled_dialogue_with_fs_tokenizer(report_cfg, tmp_pa
     # the first turn's mean is the hand-checkable definition: mean tokens of turn 1 over dialogues
     first = counts[(counts["dataset"] == "remedi") & (counts["turn"] == 0)]["tokens"].mean()
     assert remedi.loc[0, "tokens"] == pytest.approx(first)
+
+
+def test_runner_times_start_plan_and_observe(tmp_path):
+    """The runner records what end-to-end throughput needs: Method.start / plan / observe wall
+    seconds (a method's compression, routing, gating and adaptation happen in them)."""
+    import time
+
+    from somabench.config import compose
+    from somabench.data import Dialogue, Turn
+    from somabench.methods import Method, TurnPlan
+    from somabench.records import RecordStore
+    from somabench.runner import RunContext, Runner
+
+    class Slow(Method):
+        name = "slow"
+
+        def start(self, session):  # noqa: ANN001
+            time.sleep(0.05)
+
+        def plan(self, session, turn):  # noqa: ANN001
+            time.sleep(0.05)  # e.g. compressing the history
+            return TurnPlan(role="G", messages=[{"role": "user", "content": session.user(turn)}])
+
+        def observe(self, session, turn, plan, completion):  # noqa: ANN001
+            time.sleep(0.02)
+
+    cfg = compose(["model.F.backend=fake", "model.G.backend=fake", "cache.enabled=false",
+                   f"paths.output_root={tmp_path}"])
+    ctx = RunContext(cfg)
+    store = RecordStore(tmp_path / "run")
+    runner = Runner(cfg, ctx, Slow(None, ctx), store, run_id="r", reference=None, reference_key=None,
+                    history_mode="own")
+    dialogue = Dialogue(id="d", dataset="x", turns=(Turn("a b", None), Turn("c d", None)))
+    runner.serve([dialogue], batch_size=1)
+    [record] = store.dialogues()
+    turns = store.turns()
+    assert record.seconds["start"] >= 0.05
+    assert all(t.seconds["plan"] >= 0.05 and t.seconds["observe"] >= 0.02 for t in turns)
+    frame = turn_frame(turns).assign(dialogue_id="d")
+    out = dialogue_throughput(frame, ["dialogue_id"], dialogue_frame([record])).iloc[0]
+    assert out["tps_e2e"] < out["tps"]  # planning, observing and start cost wall time
