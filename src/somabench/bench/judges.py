@@ -109,7 +109,8 @@ def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
                 for _ in range(int(bench.repeats))]
         rows = runs[-1]["rows"]
         rates = [len(r["rows"]) / r["seconds"] for r in runs]
-        statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "unparsed", "api_error")}
+        statuses = {s: sum(r["status"] == s for r in rows)
+                    for s in ("ok", "unparsed", "truncated", "api_error")}
         out[str(concurrency)] = {
             "turns": len(rows), "repeats": len(runs),
             "seconds": [round(r["seconds"], 3) for r in runs],
