@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from somabench.errors import ConfigError
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.report.collect import find_run_dirs, load_local, parse_wandb_source
 
@@ -79,15 +80,15 @@ def test_find_run_dirs_skips_wandb_and_errors_are_clear(outputs, report_cfg, tmp
     (outputs / "tiny_exp" / "tiny" / "mathmt" / "soma" / "wandb" / "x").mkdir(parents=True)
     (outputs / "tiny_exp" / "tiny" / "mathmt" / "soma" / "wandb" / "x" / "records.jsonl").write_text("")
     assert all("wandb" not in p.parts for p in find_run_dirs(outputs))
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_local(tmp_path / "nope", report_cfg)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no run directories"):
+    with pytest.raises(ConfigError, match="no run directories"):
         load_local(tmp_path / "empty", report_cfg)
 
 
 def test_parse_wandb_source():
     assert parse_wandb_source("wandb:team/proj/grp") == ("team", "proj", "grp")
     assert parse_wandb_source("wandb:team/proj") == ("team", "proj", None)
-    with pytest.raises(SystemExit, match="wandb:<entity>/<project>/<group>"):
+    with pytest.raises(ConfigError, match="wandb:<entity>/<project>/<group>"):
         parse_wandb_source("wandb:team")

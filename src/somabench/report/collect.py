@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from somabench.errors import ConfigError
 from somabench.metrics import dialogue_frame, score_frame, turn_frame
 from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
 from somabench.rundir import REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
@@ -247,7 +248,7 @@ def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> 
     """Load every run under ``root`` (an outputs dir, one experiment, a sweep dir or one run)."""
     root = Path(root)
     if not root.exists():
-        raise SystemExit(f"error: {root} does not exist; pass an outputs dir, a multirun sweep dir "
+        raise ConfigError(f"{root} does not exist; pass an outputs dir, a multirun sweep dir "
                          f"or wandb:<entity>/<project>/<group>")
     warnings: list[str] = []
     runs: list[RunInfo] = []
@@ -268,7 +269,7 @@ def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> 
         if info.reference_dir is not None and info.reference_dir.resolve() not in seen:
             pending.append(info.reference_dir)
     if not runs:
-        raise SystemExit(f"error: no run directories (with {TURNS_FILE}) under {root}")
+        raise ConfigError(f"no run directories (with {TURNS_FILE}) under {root}")
     _label_variants(runs, dict(report_cfg.methods), list(report_cfg.pool_keys))
     _guard_labels(runs, warnings)
     turns_f, dialogues_f, scores_f = _frames(runs, records, warnings)
@@ -339,7 +340,7 @@ def parse_wandb_source(source: str) -> tuple[str, str, str | None]:
     """``wandb:entity/project[/group]`` -> (entity, project, group)."""
     parts = source.removeprefix(WANDB_PREFIX).strip("/").split("/")
     if len(parts) not in (2, 3) or not all(parts):
-        raise SystemExit(f"error: W&B source '{source}' must look like wandb:<entity>/<project>/<group> "
+        raise ConfigError(f"W&B source '{source}' must look like wandb:<entity>/<project>/<group> "
                          f"(group optional)")
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
@@ -358,7 +359,7 @@ def load_wandb(source: str, report_cfg: Any, download_dir: Path) -> ReportData:
                 artifact.download(root=str(download_dir / run.id))
                 count += 1
     if not count:
-        raise SystemExit(f"error: no '{ARTIFACT_TYPE}' artifacts in {entity}/{project}"
+        raise ConfigError(f"no '{ARTIFACT_TYPE}' artifacts in {entity}/{project}"
                          f"{'/' + group if group else ''}; were the runs logged with logger=wandb and synced?")
     log.info("downloaded %d run artifact(s) from %s to %s", count, source, download_dir)
     return load_local(download_dir, report_cfg, source=source)
