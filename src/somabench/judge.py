@@ -128,7 +128,7 @@ def _main(argv: list[str]) -> int:
     summary = run_dir / SUMMARY_MD
     if summary.exists():  # stdout is the user interface; logs went to stderr
         print(summary.read_text(encoding="utf-8"))
-    print(f"objective (similarity %, all turns): {objective}")
+    print(f"objective ({cfg.judge.get('objective', 'similarity')} %, all turns): {objective}")
     return 0
 
 
