@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from somabench.rundir import now
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -162,7 +164,7 @@ def microbenchmark(settings: dict[str, Any]) -> dict[str, Any]:
     return {"fp32_s": round(fp32, 6), "bf16_s": round(bf16, 6),
             "speedup_bf16": round(fp32 / bf16, 4) if bf16 > 0 else None,
             "threads": torch.get_num_threads(), "probe_s": round(time.perf_counter() - started, 3),
-            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "measured": now()}
 
 
 @contextlib.contextmanager

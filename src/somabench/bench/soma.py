@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from somabench import dtype as dtypes
 from somabench.config import compose, conf_dir
+from somabench.rundir import now
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "bench": BENCH_NAME, "format": BENCH_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "bench": BENCH_NAME, "format": BENCH_FORMAT, "created": now(),
         "overrides": list(overrides), "settings": OmegaConf.to_container(settings, resolve=True),
         "machine": {**dtypes.machine(), "torch_threads": torch.get_num_threads(),
                     "load_avg_before": dtypes.load_average()},

@@ -21,7 +21,7 @@ import pandas as pd
 from somabench.errors import ConfigError
 from somabench.metrics import dialogue_frame, score_frame, turn_frame
 from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
-from somabench.rundir import REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
+from somabench.rundir import JUDGE_HEADER, REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
         if run.kind == "run":
             rows = _read_scores(run.path)
             if rows:
-                judged = _read_json(run.path / "judge.json") if (run.path / "judge.json").exists() else {}
+                judged = _read_json(run.path / JUDGE_HEADER) if (run.path / JUDGE_HEADER).exists() else {}
                 frame = score_frame(rows, panel=judged.get("panel")).assign(
                     **tags, dataset=run.dataset, method=run.method)
                 finished = {d.dialogue_id for d in dialogues}
