@@ -32,8 +32,9 @@ def test_notebook_executes(outputs, report_cfg, tmp_path, monkeypatch, kind):
     outputs_by_type = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs_by_type if o.output_type == "error"]
     text = "\n".join(o.get("text", "") for o in outputs_by_type if o.output_type == "stream")
-    assert "14 dialogues from 7 runs" in text
+    assert "14 dialogues from 7 runs" in text and "shown: p1" in text
     markdown = "\n".join(o["data"].get("text/markdown", "") for o in outputs_by_type if "data" in o)
-    assert "| SOMA | **88.3 ± 2.36** | **87.5 ± 3.54** | **87.9 ± 0.59** |" in markdown
+    # the same cell as the report's Table 1 (test_report_tables): one path, one number
+    assert "| SOMA | **88.3 [86.7, 90.0]†** | **87.5 [85.0, 90.0]** | **87.9 [" in markdown
     assert "Excluded rows: 2 (1 api_error, 1 unparsed)." in markdown
     assert any("image/png" in o.get("data", {}) for o in outputs_by_type)
