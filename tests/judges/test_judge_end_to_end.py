@@ -20,7 +20,7 @@ def test_tiny_run_embedding_then_local_panel(tmp_path: Path, tiny_cfg_overrides,
                                              capsys: pytest.CaptureFixture) -> None:
     cfg = compose([o for o in tiny_cfg_overrides if not o.startswith("judge=")]
                   + ["method=surrogate", "judge=embedding"])
-    objective = run_task(cfg)
+    objective = run_task(cfg)["sim/judge_mean"]  # the task returns its metrics
     run_dir = Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
     rows = [json.loads(x) for x in (run_dir / SCORES_FILE).read_text().splitlines()]
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
