@@ -264,8 +264,8 @@ def rank_inversions(frame: pd.DataFrame, label: str, tokens: str, usd: str) -> l
     for a, ra in means.iterrows():
         for b, rb in means.iterrows():
             if a != b and ra[usd] < rb[usd] and ra[tokens] > rb[tokens]:
-                notes.append(f"{a} costs less than {b} while using {ra[tokens] / rb[tokens]:.1f}x its "
-                             f"tokens: its tokens are priced lower (model.prices per token class)")
+                notes.append(f"{a} costs less than {b} with {ra[tokens] / rb[tokens]:.1f}x its tokens "
+                             f"(its token classes are priced lower: model.prices)")
     return notes
 
 

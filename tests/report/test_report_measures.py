@@ -146,7 +146,7 @@ def test_missing_counts_are_missing_not_zero():
 def test_cost_rank_inversion_is_explained():
     frame = pd.DataFrame({"label": ["A", "B"], "tokens": [1700.0, 1000.0], "usd": [0.5, 1.0]})
     notes = rank_inversions(frame, "label", "tokens", "usd")
-    assert len(notes) == 1 and notes[0].startswith("A costs less than B while using 1.7x its tokens")
+    assert len(notes) == 1 and notes[0].startswith("A costs less than B with 1.7x its tokens")
 
 
 # -- Fig. 1 from the data --------------------------------------------------------------------------
@@ -208,3 +208,17 @@ def test_runner_times_start_plan_and_observe(tmp_path):
     frame = turn_frame(turns).assign(dialogue_id="d")
     out = dialogue_throughput(frame, ["dialogue_id"], dialogue_frame([record])).iloc[0]
     assert out["tps_e2e"] < out["tps"]  # planning, observing and start cost wall time
+
+
+@pytest.mark.parametrize("n", [3, 11, 20, 31])
+def test_every_method_gets_its_own_colour(report_cfg, n):
+    from somabench.report.figures import label_colors
+
+    labels = [f"method {i}" for i in range(n)]
+    frame = pd.DataFrame({"label": labels, "method": [f"m{i}" for i in range(n)]})
+    colors = label_colors(report_cfg, labels, frame)
+    assert len({tuple(round(c, 4) for c in colors[lb]) for lb in labels}) == n
+    # the configured methods (11 in conf/report) never share a colour either
+    known = list(report_cfg.methods)
+    colors = label_colors(report_cfg, known, pd.DataFrame({"label": known, "method": known}))
+    assert len({tuple(colors[m]) for m in known}) == len(known)

@@ -332,9 +332,8 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         if partial:
             subtitle = "; ".join(filter(None, [subtitle, "* fewer datasets than the others"]))
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
-    if notes:
-        fig.text(0.0, -0.02, "\n".join(notes), ha="left", va="top", fontsize=cfg.figures.font_size - 2,
-                 wrap=True)
+    if notes:  # above the plot: constrained layout keeps it clear of the axes and the legend
+        fig.suptitle("Note: " + "\n".join(notes), fontsize=cfg.figures.font_size - 1, color="firebrick")
     _legend_below(fig, handles, stacks, cfg)
     return fig
 
