@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from somabench.config import compose, conf_dir
+from somabench.bench import load_settings
+from somabench.config import compose
 from somabench.rundir import now
 
 log = logging.getLogger(__name__)
@@ -135,19 +136,12 @@ def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
             "met": speedup >= settings.goals.batch_speedup_min}
 
 
-def load_settings(overrides: list[str]) -> Any:
-    """conf/bench/foundation.yaml with ``key=value`` overrides (``bench.`` prefix optional)."""
-    settings = OmegaConf.load(conf_dir() / "bench" / f"{BENCH_NAME}.yaml")
-    dotlist = [o.removeprefix("bench.") for o in overrides]
-    return OmegaConf.merge(settings, OmegaConf.from_dotlist(dotlist)) if dotlist else settings
-
-
 def run(out_dir: Path, overrides: list[str]) -> int:
     """Contract 1: measure, write ``out_dir/foundation.json``; 0 = it ran (goals met or not are
     data: ``summary``)."""
     from somabench import dtype as dtypes
 
-    settings = load_settings(list(overrides))
+    settings = load_settings(BENCH_NAME, list(overrides))
     machine = {**dtypes.machine(), "load_avg_before": dtypes.load_average()}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -24,7 +24,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from somabench.config import compose, conf_dir
+from somabench.bench import load_settings
+from somabench.config import compose
 from somabench.records import DialogueRecord, RecordStore, TurnRecord
 from somabench.rundir import RUN_HEADER, SCORES_FILE, now, write_json_atomic
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 BENCH_NAME = "judges"
 BENCH_FORMAT = 2  # 2: contract-1 layout (machine, dtype, medians); 1 was judges/bench.py
-BENCH_PREFIX = "bench."  # optional prefix of the overrides of conf/bench/judges.yaml
 REF_KEY = "bench-reference"
 
 
@@ -176,18 +176,11 @@ def run_bench(bench: DictConfig) -> dict[str, Any]:
     return report
 
 
-def load_settings(overrides: list[str], path: Path | None = None) -> DictConfig:
-    """conf/bench/judges.yaml (or ``path``) with ``key=value`` overrides (``bench.`` optional)."""
-    bench = OmegaConf.load(path or conf_dir() / "bench" / f"{BENCH_NAME}.yaml")
-    dotlist = [o.removeprefix(BENCH_PREFIX) for o in overrides]
-    return OmegaConf.merge(bench, OmegaConf.from_dotlist(dotlist)) if dotlist else bench
-
-
 def run(out_dir: Path, overrides: list[str]) -> int:
     """Contract 1: measure every enabled mode, write ``out_dir/judges.json``; 0 = ok."""
     for noisy in ("somabench.judges.panel", "somabench.judges.aggregate", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    report = run_bench(load_settings(list(overrides)))
+    report = run_bench(load_settings(BENCH_NAME, list(overrides)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{BENCH_NAME}.json"
