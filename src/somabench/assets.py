@@ -22,6 +22,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from somabench.errors import AssetMissingError
+
 log = logging.getLogger(__name__)
 
 CONVERTED_MARKER = "somabench_asset.json"  # written last: its presence means "complete"
@@ -90,8 +92,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-class AssetError(RuntimeError):
-    """A missing or corrupt asset; the message carries the command that fixes it."""
+class AssetError(AssetMissingError):
+    """A missing or corrupt asset; the message carries the command that fixes it (the CLI
+    prints it as one line, exit code 4)."""
 
 
 def default_cache_dir() -> Path:
@@ -288,13 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         for fam, names in FAMILIES.items():
             print(f"family {fam}: {', '.join(names)}")
         return 0
-    try:
-        for name in expand(args.names):
-            report = fetch(name, args.cache_dir, force=args.force)
-            print(f"{report['asset']}: {report['action']} -> {report['path']}")
-    except AssetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    for name in expand(args.names):  # an AssetError is printed as one line by somabench.cli
+        report = fetch(name, args.cache_dir, force=args.force)
+        print(f"{report['asset']}: {report['action']} -> {report['path']}")
     return 0
 
 

@@ -55,7 +55,6 @@ DATASET_EXIT_CODE = 3
 FOREIGN: dict[str, int] = {
     "somabench.data.schema:DatasetError": DATASET_EXIT_CODE,
     "somabench.registry:RegistryError": ConfigError.exit_code,
-    "somabench.assets:AssetError": AssetMissingError.exit_code,
     "somabench.backends:ModelLoadError": AssetMissingError.exit_code,
     "somabench.judges.base:JudgeError": RunFailedError.exit_code,
     "somabench.judges.prompting:PromptError": ConfigError.exit_code,
