@@ -32,6 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from somabench import dtype as dtypes
+from somabench.bench import SETTINGS_PREFIX as BENCH_PREFIX
 from somabench.config import compose, conf_dir
 from somabench.rundir import now
 
@@ -39,13 +40,13 @@ log = logging.getLogger(__name__)
 
 BENCH_NAME = "soma"
 BENCH_FORMAT = 2  # 2: contract-1 layout (machine, dtype, modes); 1 was soma/bench.py
-BENCH_PREFIX = "bench."  # overrides with this prefix change conf/bench/soma.yaml, not the runs
 ADAPTATION_STAGES = ("mining_s", "f_queries_s", "lora_s", "gate_s")
 SERVING_STAGES = ("serving_f_s", "serving_g_s")
 
 
 def load_settings(overrides: list[str]) -> tuple[DictConfig, list[str]]:
-    """conf/bench/soma.yaml with ``bench.*`` overrides applied; the rest are run overrides."""
+    """conf/bench/soma.yaml with ``bench.*`` overrides applied; the rest are run overrides
+    (this bench starts real runs, so unlike the others a plain ``key=value`` is a run override)."""
     settings = OmegaConf.load(conf_dir() / "bench" / f"{BENCH_NAME}.yaml")
     ours = [o[len(BENCH_PREFIX):] for o in overrides if o.startswith(BENCH_PREFIX)]
     if ours:
