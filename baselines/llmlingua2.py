@@ -273,7 +273,12 @@ class CompressedHistory(Method):
             plan.context = {"history_turns": 0, "compressed": False}
             plan.extra = {"compressor": self.compressor_label}
             return plan
+        started = time.perf_counter()
+        first = self._compressor is None
+        _ = self.compressor  # loaded once per run: one-time setup, not a cost of this turn
         plan = self._compressed_plan(session, turn, query, history)
+        if first:
+            plan.seconds["setup"] = round(time.perf_counter() - started - plan.seconds["compress"], 6)
         if self.cfg.history_source == "reference":
             plan.tokens["F"] = self.reference_usage(session.id, turn - 1)
             plan.extra["reference_tokens"] = {

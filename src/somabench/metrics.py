@@ -22,6 +22,9 @@ LEGACY_STAGES = ("compress", "route")
 PLAN_KEYS = ("plan", "observe")
 """Runner-measured wall seconds of ``Method.plan`` / ``Method.observe`` for a turn (they
 include compression, routing, gating and any adaptation the method does while planning)."""
+SETUP_KEY = "setup"
+"""One-time setup inside a turn's plan (loading a compressor model on first use): a cost of
+the run, not of the turn, so it is left out of end-to-end seconds."""
 
 
 def _count(value: int | None) -> float:
@@ -79,7 +82,8 @@ def turn_seconds_e2e(seconds: dict[str, float]) -> float:
     (their adaptation is then added per dialogue from ``adapt_s``)."""
     gen = float(seconds.get("generate_share", 0.0) or 0.0)
     if "plan" in seconds:
-        return gen + sum(float(seconds.get(k, 0.0) or 0.0) for k in PLAN_KEYS)
+        planned = sum(float(seconds.get(k, 0.0) or 0.0) for k in PLAN_KEYS)
+        return gen + max(planned - float(seconds.get(SETUP_KEY, 0.0) or 0.0), 0.0)
     return gen + sum(float(seconds.get(k, 0.0) or 0.0) for k in LEGACY_STAGES)
 
 
