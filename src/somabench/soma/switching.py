@@ -566,6 +566,7 @@ class SwitchingMethod(Method):
                      "seconds_total": box["seconds"]}
             for key, value in spent.items():
                 session.adaptation[key] = round(session.adaptation.get(key, 0.0) + value, 6)
+            log.info("dialogue %s: %s %.1fs", session.id, stage, box["seconds"])  # stage progress
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
