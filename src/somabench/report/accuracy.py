@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 TASK_METRICS = {"accuracy": "Accuracy %", "answer_agreement": "Answer agreement %"}
 BY = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
-UNIT = ["dataset", "dialogue_id"]
 PERCENT = 100.0
 DODGE = 0.08  # turns: horizontal offset between methods so their error bars do not overlap
 
@@ -102,22 +101,25 @@ def answer_found(lines: pd.DataFrame) -> pd.DataFrame:
 
 def per_turn_points(lines: pd.DataFrame, cfg: Any, metric: str) -> pd.DataFrame:
     """Per (label, dataset, turn index): metric % with its bootstrap CI over dialogues, and
-    the share of those turns G served."""
-    ok = lines[(score_metric(lines) == metric) & (lines["status"] == SCORE_OK)]
+    the share of that turn's served answers (every line, scored or not) that G gave."""
+    mine = lines[score_metric(lines) == metric]
+    ok = mine[mine["status"] == SCORE_OK]
     if ok.empty:
         return pd.DataFrame(columns=["label", "method", "dataset", "turn", "mean", "lo", "hi",
                                      "n", "g_share"])
-    ok = ok.assign(value=ok["score_norm"].astype(float) * PERCENT,
-                   by_g=ok["served_by"].astype(str).str.startswith("G").astype(float) * PERCENT)
-    per = ok.groupby([*BY, "turn"], dropna=False)[["value", "by_g"]].mean().reset_index()
+    ok = ok.assign(value=ok["score_norm"].astype(float) * PERCENT)
+    per = ok.groupby([*BY, "turn"], dropna=False)["value"].mean().reset_index()
+    keys = ["label", "method", "dataset", "turn"]
+    g_share = (mine["served_by"].astype(str).str.startswith("G").astype(float) * PERCENT) \
+        .groupby([mine[k] for k in keys]).mean()
     rows = []
     knobs = _stats(cfg)
-    for (label, method, dataset, turn), part in per.groupby(["label", "method", "dataset", "turn"]):
+    for (label, method, dataset, turn), part in per.groupby(keys):
         ci = bootstrap_ci(part["value"], n_boot=knobs.n_boot, seed=knobs.seed,
                           confidence=knobs.confidence)
         rows.append({"label": label, "method": method, "dataset": dataset, "turn": int(turn) + 1,
                      "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n,
-                     "g_share": float(part["by_g"].mean())})
+                     "g_share": float(g_share.loc[(label, method, dataset, turn)])})
     return pd.DataFrame(rows)
 
 
