@@ -92,7 +92,8 @@ def test_tiny_family_deviations(model: str) -> None:
     m = compose([f"model={model}", "method=soma"]).method
     assert m.switch.warm_window == 2 and m.switch.acceptance.batch == 2
     assert m.mining.max_context_tokens == 128 and m.summary.budget_tokens == 96
-    assert compose([f"model={model}", "method=history_ft"]).method.train.max_steps == 6
+    assert m.mining.steps == 10 * m.switch.warm_window  # 10 steps per warm turn
+    assert compose([f"model={model}", "method=history_ft"]).method.train.max_length == 384
 
 
 def test_family_budgets_do_not_touch_other_methods() -> None:
