@@ -11,13 +11,16 @@ import pytest
 @pytest.fixture
 def switching_overrides(tmp_path: Path) -> Callable[[str], list[str]]:
     """Overrides for a 5-turn math session (W=2 warm + m=2 gate hits + 1 G turn) whose gate
-    always passes (a fixed threshold below any cosine), so the switch happens at turn 3."""
+    always passes (a fixed threshold below any cosine, no Cor. 1 acceptance test: a 2-step
+    adapter need not beat the base G), so the switch happens at turn 3. The switch rule itself
+    is tested in tests/soma/test_switching*.py and tests/soma/test_soma_e2e.py."""
 
     def overrides(method: str) -> list[str]:
         return [
             f"method={method}", "model=tiny", "dataset=mathmt", "dataset.tasks=[math]",
             "limit=1", "dataset.truncate_turns=5", "generation.max_new_tokens=8", "judge=none",
             "progress=false", "method.switch.gate.threshold=-1.0",
+            "method.switch.acceptance.enabled=false",
             f"paths.output_root={tmp_path / 'outputs'}",
             f"cache.path={tmp_path / 'cache' / 'requests.sqlite'}",
         ]
