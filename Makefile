@@ -54,7 +54,7 @@ vllm-env: $(VLLM_STAMP)  ## .venv-vllm: vLLM (CPU build; CUDA vllm where a GPU e
 	@echo "$(VLLM_VENV) ready: $(VLLM_VENV)/bin/python -m somabench ... (docs/models.md, vLLM)"
 
 test-vllm: assets $(VLLM_STAMP)  ## tests needing a real vLLM engine/server (marker vllm), in .venv-vllm
-	$(VLLM_VENV)/bin/python -m pytest -m vllm -q -p no:cacheprovider tests/vllm
+	$(VLLM_VENV)/bin/python -m pytest -m vllm -q -p no:cacheprovider --timeout=1200 tests/vllm
 
 bench: assets  ## benchmarks -> results/bench/*.json
 	$(BIN)/python -m somabench bench

@@ -100,7 +100,7 @@ def test_dtype_and_max_model_len_reach_the_engine(engine: Any) -> None:
     assert engine.dtype_name == "float32"
     assert engine.max_model_len == ENGINE["max_model_len"]
     info = engine.describe()
-    assert info["dtype_reason"].startswith("explicit") and info["engine"] == "vllm (cpu)"
+    assert info["dtype_reason"].startswith("explicit") and info["engine"] == f"vllm ({engine.device})"
     assert str(engine.llm.llm_engine.model_config.dtype) == "torch.float32"
 
 

@@ -151,7 +151,7 @@ def test_the_switched_turn_hook_serves_the_session_adapter(trained: dict[str, An
     plan = TurnPlan(role="G", messages=user(QUESTION))
     out = serve_switched_turn(ctx, session, plan, GEN, adapter_a)
     assert out.text == trained["hf"]["A"][QUESTION]
-    assert plan.extra["g_serve"] == {"engine": "vllm (cpu)", "adapter_id": trained["ids"]["A"]}
+    assert plan.extra["g_serve"] == {"engine": f"vllm ({server.engine.device})", "adapter_id": trained["ids"]["A"]}
     assert session.state["g_serve_adapter"] == trained["ids"]["A"]
     path = Path(server.engine.adapters[trained["ids"]["A"]])
     release_session(ctx, session)
