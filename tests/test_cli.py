@@ -96,3 +96,13 @@ def test_old_entry_points_are_aliases(tmp_path: Path) -> None:
     assert out.returncode == 0 and "re-judge" in out.stdout
     out = somabench([str(tmp_path / "nowhere"), "judge=embedding"], tmp_path, module="somabench.judge")
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "run.json" in out.stderr
+
+
+def test_a_command_whose_module_is_absent_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from somabench import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "plan", cli.Command(
+        "somabench.no_such_plan:main", "dry-run", missing="plan is not installed yet"))
+    assert main(["plan", "experiment=x"]) == 2
+    assert capsys.readouterr().err == "error: plan is not installed yet\n"
