@@ -85,3 +85,36 @@ def test_cli_unknown_key_exits_with_suggestion() -> None:
                          text=True, cwd=root, timeout=120)
     assert out.returncode != 0
     assert "Did you mean 'limit'" in out.stderr
+
+
+# STYLE 5 without ConfigStore schemas: struct mode rejects a misspelled override at compose
+# (above), but a YAML overlay merged by the defaults list may add any key. This test makes a
+# misspelled key in an overlay fail instead. New keys by design are listed here.
+OVERLAY_NEW_KEYS = {"hparams_search": {"optimized_metric", "token_penalty"}}
+_ABSENT = object()
+
+
+def _leaves(node: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        out += _leaves(value, dotted + ".") if isinstance(value, dict) and value else [dotted]
+    return out
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug", "hparams_search"])
+def test_overlays_set_only_existing_keys(group: str) -> None:
+    from omegaconf import OmegaConf
+
+    problems = []
+    for path in sorted((CONF / group).glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        picks = [f"{k.removeprefix('override /')}={v}" for entry in raw.get("defaults", [])
+                 if isinstance(entry, dict) for k, v in entry.items() if k.startswith("override /")]
+        base = compose(picks)  # the groups the overlay picks, without the overlay itself
+        body = {k: v for k, v in raw.items() if k not in ("defaults", "hydra")}
+        unknown = [k for k in _leaves(body) if k not in OVERLAY_NEW_KEYS.get(group, set())
+                   and OmegaConf.select(base, k, default=_ABSENT) is _ABSENT]
+        if unknown:
+            problems.append(f"{path.relative_to(CONF)} sets unknown key(s) {unknown}")
+    assert not problems, "\n".join(problems)
