@@ -303,7 +303,7 @@ class OpenAICompatServer:
     def on_request(self, body: dict[str, Any]) -> None:
         """Hook called with every chat request body (the test double records them)."""
 
-    def respond(self, handler: ChatHandler, body: dict[str, Any]) -> None:
+    def handle_chat(self, handler: ChatHandler, body: dict[str, Any]) -> None:
         """Answer one chat request through ``handler`` (the backend's completion)."""
         handler.send_json(200, self.answer_backend(body))
 
@@ -392,7 +392,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             with app._lock:
                 app._stats["by_model"][str(body.get("model"))] += 1
             app.on_request(body)
-            app.respond(self, body)
+            app.handle_chat(self, body)
         except RequestError as exc:
             self.send_error_json(exc.status, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not crash

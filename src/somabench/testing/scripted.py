@@ -159,7 +159,7 @@ class ScriptedServer(RecordingServer):
         prompt_words = sum(_words(m["content"]) for m in messages)
         return self.completion_body(text, "stop", prompt_words, _words(text))
 
-    def respond(self, handler: ChatHandler, body: dict[str, Any]) -> None:
+    def handle_chat(self, handler: ChatHandler, body: dict[str, Any]) -> None:
         behavior = self._next_behavior()
         if behavior.kind == "drop":
             handler.close_connection = True
