@@ -95,19 +95,25 @@ def guard(func: Callable[[list[str]], int], argv: Sequence[str], debug: bool = F
 
     Bugs (errors without an exit code in ``somabench.errors``) keep their traceback, and so
     does everything under ``--debug`` / ``HYDRA_FULL_ERROR=1``."""
-    from somabench.errors import exit_code
-
     try:
         return int(func(list(argv)) or 0)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        code = exit_code(exc)
-        if code is None or debug or debug_requested():
+        code = readable_exit(exc, debug)
+        if code is None:
             raise
         print(error_line(exc), file=sys.stderr)
         return code
+
+
+def readable_exit(exc: BaseException, debug: bool = False) -> int | None:
+    """The exit code to report ``exc`` with as one line, or None to keep its traceback."""
+    from somabench.errors import exit_code
+
+    code = exit_code(exc)
+    return None if code is None or debug or debug_requested() else code
 
 
 def _resolve(target: str) -> Callable[[list[str]], int]:
@@ -173,10 +179,8 @@ def run(argv: list[str]) -> int:
         try:
             return run_job(cfg)
         except Exception as exc:
-            from somabench.errors import exit_code
-
-            code = exit_code(exc)
-            if code is None or debug_requested():
+            code = readable_exit(exc)
+            if code is None:
                 raise
             # Raised past Hydra's error report (it catches Exception only): one line, no trace.
             print(error_line(exc), file=sys.stderr)
