@@ -97,7 +97,7 @@ def test_every_lazy_entry_resolves_to_its_base_class() -> None:
     load_builtin()
     optional = {"vllm": "vllm", "llamacpp": "llama_cpp", "llmlingua2": "llmlingua",
                 "routellm": "routellm"}
-    for kind, registry in ALL.items():
+    for registry in ALL.values():
         for name in registry.names():
             module = optional.get(name)
             if module and importlib.util.find_spec(module) is None:
