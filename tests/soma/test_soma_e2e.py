@@ -1,53 +1,102 @@
-"""method=soma end to end on the real tiny models (F = Qwen2.5-Coder-0.5B, G = SmolLM2-135M)."""
+"""method=soma end to end on the real tiny models (F = Qwen2.5-Coder-0.5B, G = SmolLM2-135M).
+
+One 5-turn dialogue (W = 2 warm + m = |B| = 2 gate turns + 1 G turn) through every stage:
+mining, F on V(P), LoRA, the calibrated cosine gate (threshold from the warm null, not fixed),
+the acceptance test measured on the un-adapted vs adapted G, the switch, summary serving, and
+the drift monitor (enabled, checking every turn). Budgets are shrunk (2 candidates, 2 mining
+steps, 2 LoRA steps, 8-token answers) so it fits the fast suite.
+
+The acceptance test runs with ``required=false`` (Delta, |B|, sigma measured and recorded, not
+blocking): a 2-step adapter on tiny models does not reliably beat the base G (measured: Delta
+0 to -0.4 on this dialogue), so requiring it would make the switch, and summary serving,
+untestable here. That Delta blocks the switch is tested in tests/soma/test_switching*.py.
+"""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from somabench.config import compose
 from somabench.records import load_dialogues, load_turns
 from somabench.task import run_task
 
-# The smallest dialogue that can switch: W=2 warm + m=2 gate turns + 1 G turn. Mining and LoRA
-# are shrunk (2 candidates, 2 steps, 1 epoch) so the test exercises every stage quickly; the
-# gate threshold is fixed below any cosine so the switch is deterministic (calibration itself
-# is tested in test_switching.py).
 SMALL = ["method=soma", "dataset.tasks=[math]", "dataset.truncate_turns=5",
-         "method.soft_prompt.n_candidates=2", "method.mining.steps=2", "method.lora.epochs=1",
+         "method.soft_prompt.n_candidates=2", "method.mining.steps=2",
+         "method.lora.max_steps=2", "method.lora.gap_max_new_tokens=8",
          "method.mining.max_context_tokens=96", "method.mining.max_answer_tokens=8",
-         "method.lora.max_seq_tokens=128", "method.switch.gate.threshold=-1.0",
-         "method.switch.drift.enabled=false"]
+         "method.lora.max_seq_tokens=128", "method.switch.acceptance.required=false"]
 
 
-@pytest.mark.slow
-def test_soma_one_dialogue_switches_and_records_costs(tiny_cfg_overrides, tiny_assets) -> None:
+def f_prompts(cache_path: str) -> list[str]:
+    """Every prompt F was sent (the request cache stores each completion with its prompt)."""
+    with sqlite3.connect(cache_path) as conn:
+        rows = conn.execute("SELECT value FROM cache").fetchall()
+    return [json.loads(v)["rendered_prompt"] for (v,) in rows]
+
+
+def test_soma_one_dialogue_every_stage(tiny_cfg_overrides, tiny_assets) -> None:
     cfg = compose(tiny_cfg_overrides + SMALL)
+    sw = cfg.method.switch
+    assert sw.gate.threshold == "auto" and sw.drift.enabled and sw.expected_turns is None
     run_task(cfg)
     run_dir = Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
     turns = sorted(load_turns(run_dir), key=lambda t: t.turn)
-    assert [t.served_by for t in turns] == ["F", "F", "F", "F", "G+lora"]
+    [dialogue] = load_dialogues(run_dir)
+    a = dialogue.adaptation
+    info = a["switch"]
+
+    # the switch happened on the calibrated gate, G+LoRA served the last turn
     assert [t.gate["phase"] for t in turns] == ["warm", "warm", "gate", "gate", "switched"]
-    assert turns[2].gate["hits"] == 1 and turns[3].gate["switched"]
-    assert turns[3].gate["switch_turn"] == 3 and turns[2].extra["candidate"] is not None
+    assert [t.served_by for t in turns] == ["F", "F", "F", "F", "G+lora"]
+    calib = info["calibration"]
+    assert calib["method"] in ("null_quantile", "max_null") and calib["n_null"] > 3
+    assert calib["null_turn_pairs"] == 1  # W = 2 (recorded)
+    assert all(t.gate["threshold"] == round(calib["threshold"], 6) for t in turns[2:])
+    assert all(t.gate["score"] > t.gate["threshold"] for t in turns[2:4])
+    assert info["switch_turn"] == 3 and info["expected_turns"]["oracle"] is False
+
+    # acceptance test: old (adapter off) and new G on the same gate contexts
+    acc = info["acceptance"]
+    assert acc["applicable"] and acc["batch"] == 2 and acc["batch_turns"] == [2, 3]
+    assert acc["sigma_source"] in ("warm", "prior") and acc["n_sigma"] <= 2
+    gaps_old, gaps_new = np.array(acc["gaps_old"]), np.array(acc["gaps_new"])
+    assert acc["Delta"] == pytest.approx(gaps_old.mean() - gaps_new.mean(), abs=1e-5)
+    for t in turns[2:4]:
+        assert t.extra["candidate"] and t.extra["candidate_old"] is not None
+        assert t.gate["gap_new"] == pytest.approx(1 - t.gate["score"], abs=1e-5)
+    assert turns[3].gate["Delta"] == pytest.approx(acc["Delta"], abs=1e-5)
+
+    # drift monitor: checked on every turn after the first, no rollback on this on-topic dialogue
+    assert turns[0].gate["drift_similarity"] is None
+    assert all(t.gate["drift_similarity"] is not None for t in turns[1:])
+    assert info["rollbacks"] == []
+
+    # summary serving
     last = turns[4]
     assert last.context["verbatim_turns"] == 1 and last.context["summarized_turns"] == 3
     assert 0 < last.context["summary_tokens"] <= cfg.method.summary.budget_tokens
     assert "Summary of the earlier conversation" in last.rendered_prompt
-    assert turns[0].response not in last.rendered_prompt or last.context["summary"]
-    [dialogue] = load_dialogues(run_dir)
-    a = dialogue.adaptation
-    for key in ("mining_s", "f_queries_s", "lora_s", "gate_s", "seconds_total", "mining_cpu_s"):
+
+    # stages, compute and tokens
+    for key in ("mining_s", "f_queries_s", "lora_s", "gate_s", "drift_s", "seconds_total"):
         assert a[key] > 0, key
-    assert a["mining_steps"] == 2 and a["lora_steps"] > 0 and set(a["hardness"]) == {"0", "1"}
-    assert a["knobs"]["M"] == 2 and a["knobs"]["W"] == 2 and a["knobs"]["theory"]["M"] == 3
-    assert len(a["verbalized"]) == 2 and a["f_queries"] == 4
-    assert a["lora_examples"] == 6 and a["lora_examples_mined"] == 4
+    assert a["mining_steps"] == 2 and 0 < a["lora_steps"] <= 2 and set(a["hardness"]) == {"0", "1"}
+    assert a["knobs"]["M"] == 2 and a["knobs"]["W"] == 2 and a["knobs"]["B"] == 2
+    train = dialogue.train_tokens["G"]
+    assert train["forward"] > 0 and train["backward"] > 0
+    assert set(a["train_tokens_by_stage"]) == {"mining", "lora"}
     assert a["adapter_id"].startswith("lora-")
-    assert a["switch"]["switch_turn"] == 3
+    # V(P) was sent to F: F answered V(P_m) (+) D (+) q for 2 candidates x 2 warm turns
+    assert len(a["verbalized"]) == 2 and a["f_queries"] == 4
+    sent = f_prompts(cfg.cache.path)
+    assert all(any(v in p for p in sent) for v in a["verbalized"])
     f_adapt = dialogue.adaptation_tokens["F"]
     assert f_adapt.prompt > 0 and f_adapt.completion > 0
     served_f = sum(t.tokens["F"].prompt for t in turns if "F" in t.tokens)
     assert dialogue.tokens["F"].prompt == served_f + f_adapt.prompt  # adaptation counted
-    assert dialogue.adaptation_tokens["G"].prompt > 0  # gate candidates
+    assert dialogue.adaptation_tokens["G"].prompt > 0  # gate candidates, old and new

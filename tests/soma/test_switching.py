@@ -118,7 +118,7 @@ def test_consecutive_hits_and_one_time_switch() -> None:
 
 # -- Cor. 1 / Thm. 2 -----------------------------------------------------------------------------
 def acc_cfg(**over: Any) -> AcceptanceConfig:
-    base = {"enabled": True, "epsilon": 0.2, "delta": 0.05, "sigma_delta": "auto",
+    base = {"enabled": True, "required": True, "epsilon": 0.2, "delta": 0.05, "sigma_delta": "auto",
             "sigma_prior": 0.1, "b": 0.5, "batch": "auto", "min_batch": 1, "max_batch": 24}
     return AcceptanceConfig.from_cfg({**base, **over})
 
@@ -170,6 +170,19 @@ def test_switch_needs_both_the_cosine_gate_and_delta() -> None:
     for t in range(2, 8):
         assert not ctl.score_gate(state, t, 0.3, gap_old=0.9, gap_new=0.1)
     assert state.accepted is True and not state.switched
+
+
+def test_acceptance_recorded_but_not_required() -> None:
+    ctl = SwitchController(switch_cfg(gate__threshold=0.5, acceptance__batch=2,
+                                      acceptance__required=False))
+    state = ctl.new_state(adapts=True)
+    ctl.calibrate(state, [])
+    ctl.size_acceptance(state, applicable=True, warm_deltas=[])
+    assert not ctl.score_gate(state, 2, 0.9, gap_old=0.1, gap_new=0.5)
+    assert ctl.score_gate(state, 3, 0.9, gap_old=0.1, gap_new=0.5)  # Delta = -.4, not required
+    record = state.acceptance.record(ctl.cfg.acceptance)
+    assert record["Delta"] == pytest.approx(-0.4) and record["passed"] is False
+    assert record["required"] is False
 
 
 def test_no_adaptation_means_acceptance_not_applicable() -> None:

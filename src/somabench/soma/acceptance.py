@@ -50,6 +50,7 @@ def _auto_or_float(value: Any) -> float | None:
 @dataclass(frozen=True)
 class AcceptanceConfig:
     enabled: bool
+    required: bool  # False: Delta, |B|, sigma are measured and recorded but do not block
     epsilon: float  # target improvement (App. B.2: 0.05 - 0.12)
     delta: float  # failure probability (Sec. 5: confidence 0.95)
     sigma_delta: float | None  # None: estimate on the warm window
@@ -62,7 +63,8 @@ class AcceptanceConfig:
     @classmethod
     def from_cfg(cls, cfg: Any) -> AcceptanceConfig:
         batch = cfg["batch"]
-        out = cls(enabled=bool(cfg["enabled"]), epsilon=float(cfg["epsilon"]),
+        out = cls(enabled=bool(cfg["enabled"]), required=bool(cfg["required"]),
+                  epsilon=float(cfg["epsilon"]),
                   delta=float(cfg["delta"]), sigma_delta=_auto_or_float(cfg["sigma_delta"]),
                   sigma_prior=float(cfg["sigma_prior"]), b=float(cfg["b"]),
                   batch=None if batch == AUTO else int(batch),
@@ -160,13 +162,21 @@ class AcceptanceState:
         delta = self.delta
         return delta is not None and delta >= cfg.epsilon
 
+    def allows_switch(self, cfg: AcceptanceConfig) -> bool:
+        """Whether the acceptance test lets the switch happen (always, when not required)."""
+        return bool(self.passed(cfg)) or not cfg.required
+
+    def remaining_required(self, cfg: AcceptanceConfig) -> int:
+        return self.remaining() if cfg.required else 0
+
     def record(self, cfg: AcceptanceConfig) -> dict[str, Any]:
         """Dialogue-level record (``adaptation.switch.acceptance``)."""
         def r(x: float | None) -> float | None:
             return None if x is None else round(float(x), 6)
 
         return {
-            "enabled": cfg.enabled, "applicable": self.applicable, "epsilon": cfg.epsilon,
+            "enabled": cfg.enabled, "required": cfg.required, "applicable": self.applicable,
+            "epsilon": cfg.epsilon, "passed": self.passed(cfg) if self.applicable else None,
             "delta_confidence": cfg.delta, "b": cfg.b,
             "sigma": r(self.sigma), "sigma_source": self.sigma_source, "n_sigma": self.n_sigma,
             "warm_deltas": [r(d) for d in self.warm_deltas],

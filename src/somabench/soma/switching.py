@@ -249,7 +249,7 @@ class SwitchController:
     def turns_needed(self, adapts: bool) -> int:
         """The fewest turns in which a switch can leave G a turn: W + max(m, |B|) + 1."""
         acc = self.cfg.acceptance
-        batch = acc.batch_lower_bound if adapts and acc.enabled else 0
+        batch = acc.batch_lower_bound if adapts and acc.enabled and acc.required else 0
         return self.cfg.warm_window + max(self.cfg.gate.consecutive_hits, batch) + 1
 
     def new_state(self, expected_turns: int | None = None, source: str | None = None,
@@ -310,7 +310,7 @@ class SwitchController:
             # This turn and the next ones would need max(m - hits, |B| - n) more gate turns;
             # G would serve from turn + that on.
             need = max(self.cfg.gate.consecutive_hits - state.hits,
-                       state.acceptance.remaining(), 1)
+                       state.acceptance.remaining_required(self.cfg.acceptance), 1)
             if (state.expected_turns is not None and self.cfg.require_payoff
                     and turn + need >= state.expected_turns):
                 return Route("no_payoff", f"expected_turns ({state.expected_source}) = "
@@ -344,7 +344,8 @@ class SwitchController:
         if gap_old is not None and gap_new is not None and state.acceptance.applicable:
             state.acceptance.add(turn, gap_old, gap_new)
         state.accepted = state.acceptance.passed(self.cfg.acceptance)
-        if state.hits >= gate.consecutive_hits and state.accepted:
+        if state.hits >= gate.consecutive_hits and state.acceptance.allows_switch(
+                self.cfg.acceptance):
             state.switch_turn = turn
             state.phase = "switched"
             return True
