@@ -36,7 +36,9 @@ def report(report_cfg, tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
     build_outputs(root / "outputs")
     out = root / "results"
-    result = build_report(load_local(root / "outputs" / "tiny_exp", report_cfg), report_cfg, out)
+    cfg = report_cfg.copy()
+    cfg.figures.formats = ["png"]  # tables are under test here (test_report_cli checks every format)
+    result = build_report(load_local(root / "outputs" / "tiny_exp", cfg), cfg, out)
     return out, result
 
 

@@ -452,12 +452,13 @@ def _figures(result: ReportResult, data: ReportData, cfg: Any, knobs: StatsKnobs
          "tokens per served turn of the Original relative to turn 1 (capped completions)",
          lambda: figs.relative_tokens_per_turn_figure(turns, cfg)),
         (f"fig2_tokens_per_dialogue_{tag}", "Fig. 2", "tokens per dialogue per method, stacked by model",
-         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, knobs=knobs)),
         (f"fig2_cost_per_dialogue_{tag}", "Fig. 2 (cost)", "cost per method from model.prices, stacked by model",
-         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, prices=prices)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=False, prices=prices,
+                                                 knobs=knobs)),
         (f"fig5-6_tokens_by_dataset_{tag}", "Fig. 5 (LLaMA) / Fig. 6 (Qwen)",
          "tokens per dialogue per method, one panel per dataset",
-         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=True)),
+         lambda: figs.tokens_per_dialogue_figure(dialogues, cfg, family, by_dataset=True, knobs=knobs)),
         (f"fig7-8_throughput_{tag}", "Fig. 7 (LLaMA) / Fig. 8 (Qwen)",
          "generation and end-to-end throughput per method and dataset",
          lambda: figs.throughput_figure(turns, cfg, family, dialogues[dialogues["family"] == family]
@@ -481,7 +482,7 @@ def _panel_figures(result: ReportResult, data: ReportData, cfg: Any, knobs: Stat
     _draw(result, out, cfg, f"fig10_abilities_{tag}{ptag}", "Fig. 10",
           f"MT-Bench-101 ability profile per method (panel {panel})",
           lambda: figs.abilities_figure(data.scores, cfg, family, panel))
-    points = figs.warm_window_points(ww_sim, windows, cfg, family)
+    points = figs.warm_window_points(ww_sim, windows, cfg, family, knobs)
     _draw(result, out, cfg, f"fig11_warm_window_{tag}{ptag}", "Fig. 11",
           "similarity vs warm window W per dataset", lambda: figs.warm_window_figure(points, cfg, family))
 

@@ -254,9 +254,29 @@ def _bar_height(cfg: Any, n_rows: int) -> float:
     return max(MIN_PLOT_HEIGHT, ROW_HEIGHT * n_rows + 1.0) / cfg.figures.panel_height
 
 
+def _total_ci(frame: pd.DataFrame, labels: list[str], stacks: list[str], knobs: Any) -> np.ndarray | None:
+    """Per label: CI of the total (sum of the stacks) per dialogue; with several datasets, of the
+    mean of the dataset means (dialogues resampled within each dataset). Rows: lo, hi."""
+    from somabench.stats import bootstrap_means
+
+    if knobs is None or "dataset" not in frame:
+        return None
+    tail = (1.0 - knobs.confidence) / 2.0
+    totals = frame.assign(_total=frame[stacks].fillna(0.0).sum(axis=1))
+    out = np.full((2, len(labels)), np.nan)
+    for i, label in enumerate(labels):
+        part = totals[totals["label"] == label]
+        draws = [bootstrap_means(g["_total"].to_numpy(dtype=float), knobs.n_boot,
+                                 np.random.default_rng(knobs.seed)) for _, g in part.groupby("dataset")]
+        if draws:
+            out[:, i] = np.quantile(np.mean(draws, axis=0), [tail, 1.0 - tail])
+    return out
+
+
 def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str], cfg: Any,
-             unit_fmt: str | None) -> list[Any]:
-    """Horizontal stacked bars, one row per label (top = first), total printed at the bar end."""
+             unit_fmt: str | None, ci: np.ndarray | None = None) -> list[Any]:
+    """Horizontal stacked bars, one row per label (top = first), total printed at the bar end;
+    ``ci`` (rows lo, hi) draws whiskers on the totals."""
     colors = dict(cfg.figures.stack_colors)
     means = frame.groupby("label")[stacks].mean().reindex(labels)
     y = np.arange(len(labels))
@@ -266,9 +286,14 @@ def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str],
         values = means[stack].fillna(0.0).to_numpy()
         handles.append(ax.barh(y, values, left=left, color=colors.get(stack), label=stack, height=BAR_WIDTH))
         left += values
-    top = left.max() if len(left) else 0
-    for yi, total in zip(y, left, strict=True):
-        ax.text(total + top * TOTAL_LABEL_OFFSET, yi, compact(total) if unit_fmt is None else format(total, unit_fmt),
+    ends = left.copy()  # where each total's label goes: past the bar, or past its whisker
+    if ci is not None and np.isfinite(ci).any():
+        err = np.vstack([np.clip(left - ci[0], 0, None), np.clip(ci[1] - left, 0, None)])
+        ax.errorbar(left, y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        ends = np.maximum(left, np.nan_to_num(ci[1], nan=0.0))
+    top = ends.max() if len(ends) else 0
+    for yi, total, end in zip(y, left, ends, strict=True):
+        ax.text(end + top * TOTAL_LABEL_OFFSET, yi, compact(total) if unit_fmt is None else format(total, unit_fmt),
                 ha="left", va="center", fontsize=cfg.figures.font_size - 2)
     ax.set_yticks(y, [wrap(lb) for lb in labels])
     ax.invert_yaxis()
@@ -277,7 +302,7 @@ def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str],
 
 
 def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, by_dataset: bool,
-                               prices: dict[str, Any] | None = None) -> Any:
+                               prices: dict[str, Any] | None = None, knobs: Any = None) -> Any:
     """Fig. 2 (mean over datasets) or Fig. 5/6 (one panel per dataset): tokens per dialogue per
     method, stacked F / G / compressor+router / adaptation / training (horizontal bars). With
     ``prices``: USD per dialogue, with a note wherever a method is cheaper despite more tokens."""
@@ -304,6 +329,8 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         frame = token_stacks(frame)
         xlabel, unit_fmt = "tokens per dialogue", None
     stacks = [s for s in STACKS if (frame[s].fillna(0) != 0).any()] or list(STACKS[:1])
+    if knobs is not None:
+        subtitle = "; ".join(filter(None, [subtitle, f"whiskers: {knobs.confidence:.0%} bootstrap CI of the total"]))
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
     what = "Cost" if prices is not None else "Tokens per dialogue"
@@ -312,7 +339,7 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         for ax, name in zip(axes, datasets, strict=True):
             part = frame[frame["dataset"] == name]
             shown = [lb for lb in labels if lb in set(part["label"])]
-            handles = _stacked(ax, part, shown, stacks, cfg, unit_fmt)
+            handles = _stacked(ax, part, shown, stacks, cfg, unit_fmt, _total_ci(part, shown, stacks, knobs))
             ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())} dialogues)")
             ax.set_xlabel(xlabel)
         fig.suptitle(f"{what} by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
@@ -324,7 +351,8 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         per_dataset["label"] = per_dataset["label"].map(shown)
         fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE,
                              height_scale=_bar_height(cfg, len(labels)))
-        handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt)
+        handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt,
+                           _total_ci(frame, labels, stacks, knobs))
         ax.set_xlabel(xlabel)
         n = frame.groupby("label").size()
         title = (f"{what} ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''}; "
@@ -548,7 +576,8 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str, panel: str | N
 
 
 # -- Fig. 11 / 12 ----------------------------------------------------------------------------
-def warm_window_points(similarity: pd.DataFrame, windows: dict[str, float], cfg: Any, family: str) -> pd.DataFrame:
+def warm_window_points(similarity: pd.DataFrame, windows: dict[str, float], cfg: Any, family: str,
+                       knobs: Any = None) -> pd.DataFrame:
     """Similarity (mean ± std over dialogues) per dataset and warm window W.
 
     ``windows`` maps run_key -> W (see :func:`somabench.report.build.warm_windows`).
@@ -558,7 +587,7 @@ def warm_window_points(similarity: pd.DataFrame, windows: dict[str, float], cfg:
     frame = similarity[(similarity["family"] == family) & (similarity["method"] == cfg.warm_window.method)].copy()
     frame["W"] = frame["run_key"].map(windows)
     frame = frame.dropna(subset=["W"])
-    return cell_stats(frame, ["dataset", "W"], "similarity")
+    return cell_stats(frame, ["dataset", "W"], "similarity", knobs)
 
 
 def plateau_points(points: pd.DataFrame, cfg: Any) -> pd.DataFrame:
@@ -585,7 +614,9 @@ def warm_window_figure(points: pd.DataFrame, cfg: Any, family: str) -> Any:
     fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE)
     for name in order_datasets(cfg, multi):
         part = points[points["dataset"] == name].sort_values("W")
-        (line,) = ax.plot(part["W"], part["mean"], marker="o", markersize=MARKER, label=dataset_name(cfg, name))
+        errors = _errors(part) if "lo" in part else None
+        line = ax.errorbar(part["W"], part["mean"], yerr=errors, marker="o", markersize=MARKER, capsize=2,
+                           label=f"{dataset_name(cfg, name)} ({n_text(part['n'])})").lines[0]
         best = plateaus.loc[name]
         ax.plot(best["best_W"], part.set_index("W").loc[best["best_W"], "mean"], marker="o", markersize=8,
                 markerfacecolor="none", color=line.get_color())
