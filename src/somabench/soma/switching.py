@@ -483,7 +483,7 @@ class SwitchingMethod(Method):
     def has_adaptation(self, session: Session) -> bool:
         """Whether G currently carries this dialogue's adaptation (so old != new)."""
         raw = self.ctx.raw("G")
-        return (session.state.get("adapter") is not None
+        return (self.session_adapter(session) is not None
                 or getattr(raw, "adapter_id", None) is not None
                 or bool(lora_layers(getattr(raw, "model", None))))
 
@@ -498,7 +498,7 @@ class SwitchingMethod(Method):
         """
         raw = self.ctx.raw("G")
         saved = getattr(raw, "adapter_id", None)
-        adapter = session.state.get("adapter")
+        adapter = self.session_adapter(session)
         disabled = getattr(adapter, "disabled", None)
         if callable(disabled):
             with disabled():
