@@ -49,11 +49,10 @@ class RunFailedError(SomabenchError, RuntimeError):
     exit_code = 1
 
 
-DATASET_EXIT_CODE = 3
-# Errors defined next to the code that raises them (the data layer owns DatasetError); each is
-# looked up only if its module is already imported, so this module stays a leaf.
+DATASET_EXIT_CODE = 3  # somabench.data.schema.DatasetError (a SomabenchError) uses it
+# Errors of other layers that do not derive from SomabenchError; each is looked up only if its
+# module is already imported, so this module stays a leaf.
 FOREIGN: dict[str, int] = {
-    "somabench.data.schema:DatasetError": DATASET_EXIT_CODE,
     "somabench.registry:RegistryError": ConfigError.exit_code,
     "somabench.backends:ModelLoadError": AssetMissingError.exit_code,
     "somabench.judges.base:JudgeError": RunFailedError.exit_code,
@@ -76,7 +75,8 @@ def exit_code(exc: BaseException) -> int | None:
 
 
 def __getattr__(name: str) -> Any:
-    """``somabench.errors.DatasetError`` is the data layer's class (one class, two homes)."""
+    """``somabench.errors.DatasetError`` is the data layer's class (defined there, next to
+    the validator; one class, reachable from here with the other typed errors)."""
     if name == "DatasetError":
         from somabench.data.schema import DatasetError
 
