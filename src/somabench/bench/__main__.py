@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-BENCHMARKS: tuple[str, ...] = ("foundation", "soma", "judges")
+BENCHMARKS: tuple[str, ...] = ("foundation", "soma", "judges", "vllm")  # vllm: skipped without vLLM
 """Modules ``somabench.bench.<name>``, run in this order by default."""
 
 
