@@ -64,3 +64,14 @@ def test_tiny_real_generation_on_gpu(smollm2_path) -> None:
     assert out.prompt_tokens == backend.count_tokens(backend.render(messages))
     batch = backend.chat_batch([messages, messages], gen)
     assert [c.text for c in batch] == [out.text, out.text]
+
+
+@pytest.mark.skipif(HAVE_VLLM, reason="vllm is installed here: the bench really runs")
+def test_bench_vllm_without_vllm_writes_a_labelled_skip(tmp_path) -> None:
+    import json
+
+    from somabench.bench.vllm import run
+
+    assert run(tmp_path, []) == 0
+    report = json.loads((tmp_path / "vllm.json").read_text())
+    assert "make vllm-env" in report["skipped"] and "modes" not in report
