@@ -101,8 +101,27 @@ def turn_frame(turns: Iterable[TurnRecord]) -> pd.DataFrame:
         for role in TOKEN_ROLES:
             usage = t.tokens.get(role)
             row[f"tokens_{role}"] = _count(usage.total) if usage is not None else 0.0
+        row["tokens_missing"] = ",".join(r for r, u in t.tokens.items() if u.total is None)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def mark_missing(dialogues: pd.DataFrame, turns: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Add to each dialogue's ``tokens_missing`` the roles some of its turns could not count: a
+    dialogue total summed over turns would otherwise hide them (a sum of a missing and a known
+    count looks known)."""
+    if dialogues.empty or turns.empty or "tokens_missing" not in turns:
+        return dialogues
+    per = (turns[turns["tokens_missing"].astype(str) != ""].groupby(keys)["tokens_missing"]
+           .agg(lambda s: ",".join(sorted({r for v in s for r in str(v).split(",") if r}))))
+    if per.empty:
+        return dialogues
+    out = dialogues.copy()
+    index = pd.MultiIndex.from_frame(out[keys]) if len(keys) > 1 else pd.Index(out[keys[0]])
+    extra = pd.Series(per.reindex(index).to_numpy(), index=out.index).fillna("")
+    out["tokens_missing"] = [",".join(sorted({r for r in f"{a},{b}".split(",") if r}))
+                             for a, b in zip(out["tokens_missing"], extra, strict=True)]
+    return out
 
 
 def throughput(turns: pd.DataFrame) -> float | None:

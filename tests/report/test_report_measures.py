@@ -144,6 +144,14 @@ def test_missing_counts_are_missing_not_zero():
     assert row["tokens_G"] == 15 and row["tokens_total"] == 15  # the known counts only
     turns = turn_frame([_turn(0, {"generate_share": 1.0}, None)])  # type: ignore[arg-type]
     assert math.isnan(turns.iloc[0]["completion_tokens"])
+    # a turn whose router count is missing marks its dialogue even when the sum looks complete
+    from somabench.metrics import mark_missing
+
+    record = _turn(1, {"generate_share": 1.0}, 5)
+    record.tokens["router"] = Usage(None, None)
+    marked = mark_missing(frame.assign(run_key="k"), turn_frame([record]).assign(run_key="k"),
+                          ["run_key", "dialogue_id"])
+    assert marked.iloc[0]["tokens_missing"] == "F,router"
 
 
 def test_cost_rank_inversion_is_explained():

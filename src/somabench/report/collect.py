@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from somabench.errors import ConfigError
-from somabench.metrics import dialogue_frame, score_frame, turn_frame
+from somabench.metrics import dialogue_frame, mark_missing, score_frame, turn_frame
 from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
 from somabench.rundir import JUDGE_HEADER, REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
 
@@ -314,6 +314,7 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
                 score_parts.append(frame[frame["dialogue_id"].isin(finished)])
     turns_f = pd.concat(turn_parts, ignore_index=True) if turn_parts else pd.DataFrame()
     dialogues_f = pd.concat(dialogue_parts, ignore_index=True) if dialogue_parts else pd.DataFrame()
+    dialogues_f = mark_missing(dialogues_f, turns_f, ["run_key", "dialogue_id"])
     scores_f = pd.concat(score_parts, ignore_index=True) if score_parts else score_frame([])
     if not dialogues_f.empty:
         dup = dialogues_f.duplicated(["family", "label", "dataset", "dialogue_id"], keep="first")
