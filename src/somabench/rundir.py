@@ -78,6 +78,8 @@ def is_non_output(key: str) -> bool:
     parts = key.lstrip("+~").split(".")
     if parts[0] in NON_OUTPUT_KEYS:
         return True
+    if len(parts) >= 2 and parts[0] == "model" and parts[1] == "prices":
+        return True  # prices turn tokens into USD in reports; they never change an answer
     return (len(parts) == 3 and parts[0] == "model" and parts[1] in MODEL_ROLES
             and parts[2] in TRANSPORT_KEYS)
 
@@ -99,7 +101,7 @@ def output_config(config: Mapping[str, Any]) -> dict[str, Any]:
     data = {k: v for k, v in config.items() if not is_non_output(str(k))}
     model = data.get("model")
     if isinstance(model, Mapping):
-        model = dict(model)
+        model = {k: v for k, v in model.items() if not is_non_output(f"model.{k}")}
         for role in MODEL_ROLES:
             if isinstance(model.get(role), Mapping):
                 model[role] = {k: v for k, v in model[role].items() if k not in TRANSPORT_KEYS}

@@ -233,3 +233,14 @@ def test_every_method_gets_its_own_colour(report_cfg, n):
     known = list(report_cfg.methods)
     colors = label_colors(report_cfg, known, pd.DataFrame({"label": known, "method": known}))
     assert len({tuple(colors[m]) for m in known}) == len(known)
+
+
+def test_prices_are_not_part_of_a_runs_identity():
+    """Re-pricing (model.prices) changes reports, never records: same config hash, no variant."""
+    from somabench.config import compose
+    from somabench.rundir import config_hash, is_non_output
+
+    cfg = compose([])
+    repriced = compose(["model.prices.F.prompt=123.0", "model.prices.train.backward=9.0"])
+    assert config_hash(cfg) == config_hash(repriced)
+    assert is_non_output("model.prices.compressor.prompt") and not is_non_output("model.F.model_id")
