@@ -12,8 +12,9 @@ P_m (+) S_t), generated in one batch at the current adapter. The cosine term is 
 differentiable through text and a separate encoder, so it enters as a stop-gradient example
 weight: the optimized surrogate is ``omega_t * (1 + alpha * sg(gap_t)) * NLL_t`` (``omega_t`` =
 SOMA's hardness weight). Its gradient is ``omega_t (1 + alpha gap_t) grad NLL_t``: pairs whose
-meaning G still misses are pushed harder. The gaps are refreshed at every evaluation
-(``early_stopping.eval_every``), and the recorded loss is Eq. 4's value ``NLL + alpha * gap``.
+meaning G still misses are pushed harder. The gaps are refreshed at step 0 and at every
+evaluation before the last step (``early_stopping.eval_every``; ``gap_from_step`` in the history
+says which), and the recorded loss is Eq. 4's value ``NLL + alpha * gap``.
 
 Early stopping (App. B.2, "validation divergence"): the caller passes held-out warm pairs; every
 ``eval_every`` steps the validation divergence is the mean gap of G's greedy answers on them
@@ -393,22 +394,24 @@ class SessionAdapter:
         gaps: dict[int, float] = {}
         recent: list[tuple[Example, float]] = []
         best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-        bad = 0
+        bad, gap_step = 0, -1
 
         def evaluate(step: int) -> bool:
             """Refresh the Eq. 4 gaps, record, validate; True = stop."""
-            nonlocal best, bad
-            if use_gap:
+            nonlocal best, bad, gap_step
+            if use_gap and step < total:  # after the last step the gaps would train nothing
                 gaps.update(zip(map(id, examples), self._gaps(examples, encoder, stats),
                                 strict=True))
-            row: dict[str, float] = {"step": step}
+                gap_step = step
+            row: dict[str, float] = {"step": step, "gap_from_step": gap_step}
             if recent:
                 w = np.array([ex.weight for ex, _ in recent])
                 w = w / max(float(w.sum()), 1e-12)
                 row["nll"] = float(np.dot(w, [n for _, n in recent]))
-                row["gap"] = float(np.dot(w, [gaps.get(id(ex), float("nan")) for ex, _ in recent])) \
-                    if use_gap else float("nan")
-                row["eq4"] = row["nll"] + cfg.cos_alpha * row["gap"] if use_gap else row["nll"]
+                row["eq4"] = row["nll"]  # alpha = 0 (History-FT): Eq. 4 is the NLL
+                if use_gap:
+                    row["gap"] = float(np.dot(w, [gaps[id(ex)] for ex, _ in recent]))
+                    row["eq4"] = row["nll"] + cfg.cos_alpha * row["gap"]
             stop = False
             if held:
                 value = self._validation(held, encoder, stats)
