@@ -220,3 +220,15 @@ def test_calibrated_threshold_rejects_unrelated_candidates() -> None:
     assert calib["n_null"] == 1 + 2 * 2  # F x F, (adapted + un-adapted G) x other turn's F
     assert plans[2].gate["threshold"] == 0.3  # null max 0 -> clipped to min_threshold
     assert plans[3].gate["switched"]
+
+
+def test_history_prefix_short_dialogue_pays_like_a_deployment() -> None:
+    """History-Prefix (and History-FT) use the same code: no oracle for them either."""
+    from somabench.baselines.history_prefix import HistoryPrefix
+
+    _, ctx, session, plans = run(["apple a", "apple b", "apple c"], method_cls=HistoryPrefix,
+                                 base_off_topic=False)
+    assert [p.gate["phase"] for p in plans] == ["warm", "warm", "gate"]
+    assert ctx.backends["G"].calls == 2 + 1  # warm candidates (calibration) + a gate candidate
+    assert session.adaptation["switch"]["acceptance"]["applicable"] is False  # G not updated
+    assert session.adaptation_tokens["G"].prompt == 3 * 3
