@@ -82,10 +82,19 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
     when it was made with ``judge=none`` by a method that needs no reference."""
     from somabench.judges.panel import reference_dir_of
 
+    from somabench.records import load_turns
+
     ref = reference_dir_of(run_dir, cfg)
     if ref is not None and (ref / TURNS_FILE).exists():
-        return ref
-    log.info("%s has no Original reference yet: generating it (model.F, same dialogues)", run_dir)
+        # a shared reference made for other dialogues (another limit / dataset.tasks) is completed
+        missing = ({t.dialogue_id for t in load_turns(run_dir)}
+                   - {t.dialogue_id for t in load_turns(ref)})
+        if not missing:
+            return ref
+        log.info("%s lacks %d dialogue(s) of %s: completing it", ref, len(missing), run_dir)
+    else:
+        log.info("%s has no Original reference yet: generating it (model.F, same dialogues)",
+                 run_dir)
     from somabench.config import progress_enabled
     from somabench.data import load_dialogues
     from somabench.reference import ensure_reference
