@@ -565,11 +565,13 @@ def abilities_figure(scores: pd.DataFrame, cfg: Any, family: str, panel: str | N
         ax.set_rlabel_position(np.degrees(np.pi / len(abilities)))  # between the first two spokes
         ax.tick_params(axis="x", pad=RADAR_LABEL_PAD)
         ax.tick_params(axis="y", labelsize=cfg.figures.font_size - 2, labelcolor="dimgray")
-        ax.set_title(f"Ability profile ({family}; score 0–{scale:g}; {n_text(stats['n'])} dialogues)",
+        ax.set_title(f"Ability profile ({family}{f', panel {panel}' if panel else ''}; score 0–{scale:g}; "
+                     f"{n_text(stats['n'])} dialogues)",
                      pad=TITLE_PAD)
         fig.legend(handles, labels, loc="outside right center", frameon=False)
         return fig
-    ax.set_title(f"Ability profile ({family}; score 0–{scale:g}; {n_text(stats['n'])} dialogues)",
+    ax.set_title(f"Ability profile ({family}{f', panel {panel}' if panel else ''}; score 0–{scale:g}; "
+                     f"{n_text(stats['n'])} dialogues)",
                  pad=TITLE_PAD)
     _legend_below(fig, handles, labels, cfg)
     return fig

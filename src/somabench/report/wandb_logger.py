@@ -252,10 +252,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _turn_row(t: Any) -> dict[str, Any]:
     """A flat, W&B-table-friendly view of a TurnRecord (the full record is in the artifact)."""
+    from somabench.metrics import turn_seconds_e2e
+
     row: dict[str, Any] = {"dialogue_id": t.dialogue_id, "turn": t.turn, "method": t.method,
                            "served_by": t.served_by, "status": t.status, "cached": t.cached,
                            "user": t.user, "response": t.response, "history_mode": t.history_mode,
                            "generate_s": t.seconds.get("generate"), "throughput_tps": t.throughput_tps,
+                           "plan_s": t.seconds.get("plan"), "e2e_s": turn_seconds_e2e(t.seconds),
                            "batch_size": t.batch_size, "error": t.error or ""}
     for role in ("F", "G", "compressor", "router"):
         usage = t.tokens.get(role)
