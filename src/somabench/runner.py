@@ -77,6 +77,12 @@ class RunContext:
         return {role: b.describe() if hasattr(b, "describe") else b.fingerprint()
                 for role, b in self._raw.items()}
 
+    def close(self) -> None:
+        """Stop what backends started for this job (e.g. a llama.cpp server): it ends with the run."""
+        for backend in {id(b): b for b in self._raw.values()}.values():
+            if callable(getattr(backend, "close", None)):
+                backend.close()
+
     def cache_stats(self) -> str:
         return self.cache.stats() if self.cache else "cache: disabled"
 

@@ -210,6 +210,8 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                      models=ctx.describe_models() if ctx is not None else {})
         if wandb_run is not None:
             wandb_run.finish(status)
+        if ctx is not None:
+            ctx.close()
         if ctx is not None and ctx.cache is not None:
             ctx.cache.close()
         log.info("output dir: %s (status %s)", run_dir, status)
