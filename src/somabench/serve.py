@@ -418,7 +418,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     src.add_argument("--path", help="a local Hugging Face model directory")
     p.add_argument("--model-id", help="name clients must send as 'model' (default: the asset's "
                    "hub id, as in conf/model, or the directory name)")
-    p.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 | float32 | ...)")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto (per machine, somabench.dtype) | bfloat16 | float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--host", default=LOOPBACK_HOST, help="must be 127.0.0.1 (loopback only)")
