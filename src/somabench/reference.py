@@ -43,6 +43,7 @@ def reference_key(cfg: DictConfig) -> str:
         data["F"].pop(transport, None)
     for selection in SELECTION_KEYS:
         data["dataset"].pop(selection, None)
+    data["dataset"].pop("gold_answers", None)  # grading metadata (judge=task), not generation
     if data["F"].get("backend") == "hf":  # dtype: auto -> what this machine runs (bf16 != fp32)
         from somabench.dtype import resolve
 

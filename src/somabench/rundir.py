@@ -80,6 +80,8 @@ def is_non_output(key: str) -> bool:
         return True
     if len(parts) >= 2 and parts[0] == "model" and parts[1] == "prices":
         return True  # prices turn tokens into USD in reports; they never change an answer
+    if parts[:2] == ["dataset", "gold_answers"]:
+        return True  # where graders (judge=task) find gold answers; never shown to a model
     return (len(parts) == 3 and parts[0] == "model" and parts[1] in MODEL_ROLES
             and parts[2] in TRANSPORT_KEYS)
 
@@ -106,6 +108,9 @@ def output_config(config: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(model.get(role), Mapping):
                 model[role] = {k: v for k, v in model[role].items() if k not in TRANSPORT_KEYS}
         data["model"] = model
+    dataset = data.get("dataset")
+    if isinstance(dataset, Mapping):
+        data["dataset"] = {k: v for k, v in dataset.items() if not is_non_output(f"dataset.{k}")}
     return data
 
 

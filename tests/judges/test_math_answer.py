@@ -110,3 +110,18 @@ def test_without_last_number_fallback_a_cut_off_reply_is_unparsed(tmp_path: Path
     line = _rows(run_dir)[("accuracy", MATH_ID, 0)]
     assert line["status"] == "unparsed" and line["score"] is None
     assert "last_number_fallback is off" in line["error"]
+
+
+def test_gold_answers_declaration_changes_no_run_hash_or_reference() -> None:
+    """Runs and references made before mathmt declared gold answers still resume and share."""
+    from omegaconf import open_dict
+
+    from somabench.reference import reference_key
+    from somabench.rundir import config_hash
+
+    cfg = compose(["dataset=mathmt"])
+    older = cfg.copy()
+    with open_dict(older):
+        del older.dataset["gold_answers"]
+    assert config_hash(cfg) == config_hash(older)
+    assert reference_key(cfg) == reference_key(older)
