@@ -232,3 +232,21 @@ def test_history_prefix_short_dialogue_pays_like_a_deployment() -> None:
     assert ctx.backends["G"].calls == 2 + 1  # warm candidates (calibration) + a gate candidate
     assert session.adaptation["switch"]["acceptance"]["applicable"] is False  # G not updated
     assert session.adaptation_tokens["G"].prompt == 3 * 3
+
+
+class FailedAdapt(Plain):
+    """A method that adapts G, but this dialogue's adaptation attached nothing."""
+
+    def adapt(self, session: Session) -> None:
+        self.adapted.append(session.id)
+
+
+def test_failed_adaptation_is_never_served() -> None:
+    queries = [f"apple question {i}" for i in range(6)]
+    _, ctx, session, plans = run(queries, method_cls=FailedAdapt, base_off_topic=False,
+                                 gate__threshold=0.5)
+    assert all(p.role == "F" for p in plans)  # cosine hits, but old == new: Delta = 0 < eps
+    acc = session.adaptation["switch"]["acceptance"]
+    assert acc["applicable"] and acc["Delta"] == 0.0 and acc["warm_deltas"] == [0.0, 0.0]
+    assert session.adaptation["switch"]["adapted"] is False
+    assert ctx.backends["G"].calls == 2 + 4  # no un-adapted calls: it is the same G

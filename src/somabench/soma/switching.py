@@ -597,12 +597,13 @@ class SwitchingMethod(Method):
         with self.timed(session, "gate") as box:
             cand = self.candidate(session, turn)
             old = None
-            if state.acceptance.applicable:
+            if state.acceptance.applicable and self.has_adaptation(session):
                 with self.base_g(session):
                     old = self.candidate(session, turn)
-        for c in (cand, old):
-            if c is not None:
-                session.add_adaptation_tokens("G", usage_of(c))
+                session.add_adaptation_tokens("G", usage_of(old))
+            elif state.acceptance.applicable:
+                old = cand  # the adaptation failed: the un-adapted G is G (Delta = 0, no call)
+        session.add_adaptation_tokens("G", usage_of(cand))
         session.state["candidates"] = (cand, old)
         plan.seconds["gate_candidate"] = round(box["seconds"], 6)
         plan.extra.update(candidate=cand.text, candidate_status=cand.status,
@@ -625,10 +626,13 @@ class SwitchingMethod(Method):
         state = self._state(session)
         warm = self._warm(session)
         turns = list(range(min(self.switch_cfg.warm_window, len(warm))))
-        applicable = self.has_adaptation(session) and self.switch_cfg.acceptance.enabled
+        # Cor. 1 applies to every method that updates G; if its adaptation failed (nothing
+        # attached), old == new and Delta = 0 < epsilon: G is never served un-adapted.
+        applicable = self.adapts() and self.switch_cfg.acceptance.enabled
+        adapted = self.has_adaptation(session)
         new = self.candidates(session, turns) if (self.warm_candidates() or applicable) else []
         old: list[Completion] = []
-        if applicable:
+        if applicable and adapted:
             with self.base_g(session):
                 old = self.candidates(session, turns)
         for c in (*new, *old):
@@ -642,6 +646,8 @@ class SwitchingMethod(Method):
                 va, vb, vf = self._embed([new[i].text, old[i].text, warm[t]["reference"][0]])
                 gap_new, gap_old = gap_rows(np.stack([va, vb]), np.stack([vf, vf]))
                 deltas.append(float(gap_old - gap_new))
+            elif applicable and not adapted and got and warm[t]["reference"]:
+                deltas.append(0.0)
         texts = self.null_texts(session)
         null = cross_turn_scores([self._embed(t["reference"]) for t in texts],
                                  [self._embed(t.get("candidate", [])) for t in texts])
@@ -651,6 +657,7 @@ class SwitchingMethod(Method):
         info = session.adaptation["switch"]
         info["calibration"] = state.calibration
         info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
+        info["adapted"] = adapted
         log.info("dialogue %s: gate threshold %.3f (%s, %d null scores); acceptance %s",
                  session.id, threshold, state.calibration["method"], len(null),
                  f"|B|={state.acceptance.batch} sigma={state.acceptance.sigma:.3f} "
