@@ -201,7 +201,7 @@ class Soma(SwitchingMethod):
             verbalized_ids=[v.ids for v in result.verbalized],
             verbalized_initial=[v.text for v in result.verbalized_initial],
         )
-        log.info("dialogue %s: mining %d steps in %.1fs, J %.4f -> %.4f, ||P-P0||/||P0|| %.3f, "
+        log.info("dialogue %s: mining %d steps in %.1fs, J (same turn) %.4f -> %.4f, ||P-P0||/||P0|| %.3f, "
                  "V(P) changed %.0f%%", session.id, result.steps, box["seconds"],
                  result.final["J_first"], result.final["J_last"],
                  result.final["prompt_shift_mean"], 100 * result.final["verbalized_changed_mean"])

@@ -206,9 +206,13 @@ def mine(model: Any, tokenizer: Any, turns: list[TurnInput], index: NeighborInde
     shift = ((mined - initial).norm(dim=(1, 2)) / initial.norm(dim=(1, 2))).tolist()
     changed = [sum(a != b for a, b in zip(v.ids, v0.ids, strict=True)) / max(len(v.ids), 1)
                for v, v0 in zip(verbalized, verbalized_initial, strict=True)]
+    # J of the last step that read the same warm turn(s) as step 0: steps cycle through the
+    # turns, and J values of different turns are not comparable.
+    same = [j for j, ts in enumerate(history_turns) if ts == history_turns[0]] or [0]
     final = {
         "J_first": history[0] if history else float("nan"),
-        "J_last": history[-1] if history else float("nan"),
+        "J_last": history[same[-1]] if history else float("nan"),
+        "J_last_step": float(same[-1]),
         "l_sem_exp_last_step": sum(parts.get("l_sem_exp", [])) / max(len(parts.get("l_sem_exp", [])), 1),
         "h_tail_last_step": sum(parts.get("h_tail", [])) / max(len(parts.get("h_tail", [])), 1),
         "l_sem_exp_final": final_sem,
