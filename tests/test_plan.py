@@ -24,6 +24,7 @@ def test_every_recipe_passes_the_dry_run(experiment: str, capsys: pytest.Capture
 def test_table1_plan_lists_jobs_models_and_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     monkeypatch.setattr(plan, "gpu_count", lambda: 0)
+    monkeypatch.setattr(plan, "vllm_build", lambda: "cuda")  # as on a GPU node's install
     p = plan.build_plan(["experiment=table1_llama", "model.F.backend=vllm"])
     # 7 methods x 6 datasets, as conf/experiment/table1_llama.yaml's sweeper params say.
     assert len(p.jobs) == 42 and ["method=soma", "dataset=mtbench"] in p.jobs
