@@ -20,8 +20,9 @@ Early stopping (App. B.2, "validation divergence"): the caller passes held-out w
 ``eval_every`` steps the validation divergence is the mean gap of G's greedy answers on them
 (``metric: gap``) or their NLL (``metric: nll``); training stops after ``patience`` evaluations
 without improvement (or once the divergence is <= ``threshold``) and the best adapter weights are
-restored. Without held-out pairs (warm window too small) there is no early stopping and the
-stats say so.
+restored (step 0, the untrained adapter, is recorded but never chosen: early stopping ends
+training, it does not undo it). Without held-out pairs (warm window too small) there is no
+early stopping and the stats say so.
 
 Batching: ``batching: padded`` runs the pairs of one optimizer step as one left-padded batch
 (explicit position ids, so padding changes nothing); ``accumulate`` runs them one by one with
@@ -416,7 +417,9 @@ class SessionAdapter:
             if held:
                 value = self._validation(held, encoder, stats)
                 row[f"val_{es.metric}"] = value
-                if best is None or value < best[0]:
+                if step == 0:
+                    pass  # the base model's value, for the record: early stopping picks a trained step
+                elif best is None or value < best[0]:
                     best, bad = (value, step, lora_state(model)), 0
                 else:
                     bad += 1
