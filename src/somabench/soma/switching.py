@@ -87,6 +87,7 @@ from somabench.soma.acceptance import gaps as gap_rows
 from somabench.soma.drift import DriftConfig, DriftMonitor, DriftState
 
 log = logging.getLogger(__name__)
+STAGE_LOG_MIN_SECONDS = 1.0  # display only: quicker stage timings are logged at DEBUG
 
 GATE_KEYS = ("phase", "score", "threshold", "hits", "consecutive_required", "switched",
              "switch_turn", "rollback", "drift_similarity", "reason", "gap_old", "gap_new",
@@ -567,7 +568,8 @@ class SwitchingMethod(Method):
                      "seconds_total": box["seconds"]}
             for key, value in spent.items():
                 session.adaptation[key] = round(session.adaptation.get(key, 0.0) + value, 6)
-            log.info("dialogue %s: %s %.1fs", session.id, stage, box["seconds"])  # stage progress
+            level = logging.INFO if box["seconds"] >= STAGE_LOG_MIN_SECONDS else logging.DEBUG
+            log.log(level, "dialogue %s: %s %.1fs", session.id, stage, box["seconds"])
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
