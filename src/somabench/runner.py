@@ -82,6 +82,9 @@ class RunContext:
         for backend in {id(b): b for b in self._raw.values()}.values():
             if callable(getattr(backend, "close", None)):
                 backend.close()
+        server = getattr(self, "_session_adapter_server", None)  # model.G_serve (vllm_backend)
+        if server is not None:
+            server.engine.close()
 
     def cache_stats(self) -> str:
         return self.cache.stats() if self.cache else "cache: disabled"

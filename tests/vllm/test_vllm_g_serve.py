@@ -33,10 +33,21 @@ def test_post_switch_turns_are_served_by_vllm_with_the_session_adapter(
     from somabench.task import run_dir_of, run_task
 
     built: list[Any] = []
+    closed: list[bool] = []
+
+    class SharedEngine:
+        """The session's engine; the run's ``close()`` is recorded, not executed (later tests
+        still use the engine)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(engine, name)
+
+        def close(self) -> None:
+            closed.append(True)
 
     def from_cfg(cfg: Any, cache: Any = None) -> Any:
         assert cfg.model.G_serve.enable_lora and cfg.model.G_serve.model_id == cfg.model.G.model_id
-        server = vllm_backend.SessionAdapterServer(engine, tmp_path / "adapters", cache)
+        server = vllm_backend.SessionAdapterServer(SharedEngine(), tmp_path / "adapters", cache)
         built.append(server)
         return server
 
@@ -56,6 +67,6 @@ def test_post_switch_turns_are_served_by_vllm_with_the_session_adapter(
     assert len(adapter_ids) == 1 and next(iter(adapter_ids))
     assert all(r["extra"]["g_serve"]["engine"] == f"vllm ({engine.device})" for r in served)
     assert all(r["status"] == "ok" and r["tokens"]["G"]["completion"] for r in served)
-    assert len(built) == 1  # one engine for the run
+    assert len(built) == 1 and closed == [True]  # one engine for the run, closed at its end
     assert not built[0].engine.adapters  # released when the dialogue finished
     assert not any((tmp_path / "adapters").iterdir())  # and its exported copy deleted

@@ -166,6 +166,8 @@ class VLLMBackend(BackendBase):
         if core is not None and callable(getattr(core, "shutdown", None)):
             core.shutdown()
 
+    close = shutdown  # RunContext.close(): a job's engine ends with the job (sweeps in one process)
+
     # -- adapters -------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Make a LoRA adapter directory (peft format) servable under ``name``."""
