@@ -129,38 +129,43 @@ def probe_settings(path: Path | None = None) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(source), resolve=True)  # type: ignore[return-value]
 
 
-def _time_matmul(dtype: Any, shape: list[int], repeats: int, budget: float) -> float:
-    """Median seconds of one (m, k) @ (k, n) product in ``dtype`` (one warm-up call first)."""
+def _operands(dtype: Any, shape: list[int]) -> tuple[Any, Any]:
     import torch
 
     m, k, n = (int(x) for x in shape)
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(dtype)
-    b = torch.randn(k, n, generator=gen).to(dtype)
-    with torch.inference_mode():
-        torch.matmul(a, b)  # warm-up: oneDNN kernel selection, page faults
-        times: list[float] = []
-        spent = 0.0
-        for _ in range(int(repeats)):
-            started = time.perf_counter()
-            torch.matmul(a, b)
-            took = time.perf_counter() - started
-            times.append(took)
-            spent += took
-            if spent > budget:
-                break
-    return statistics.median(times)
+    return (torch.randn(m, k, generator=gen).to(dtype), torch.randn(k, n, generator=gen).to(dtype))
+
+
+def _timed_matmul(a: Any, b: Any) -> float:
+    import torch
+
+    started = time.perf_counter()
+    torch.matmul(a, b)
+    return time.perf_counter() - started
 
 
 def microbenchmark(settings: dict[str, Any]) -> dict[str, Any]:
-    """bf16 vs fp32 matrix products at the configured shapes: seconds and fp32/bf16 speed-up."""
+    """bf16 vs fp32 matrix products at the configured shapes: summed median seconds and the
+    fp32/bf16 speed-up. The two dtypes alternate call by call, so a load spike from another
+    process hits both alike; bf16 stops early once it alone used ``budget_seconds``."""
     import torch
 
     started = time.perf_counter()
     fp32 = bf16 = 0.0
-    for shape in settings["shapes"]:
-        fp32 += _time_matmul(torch.float32, shape, settings["repeats"], settings["budget_seconds"])
-        bf16 += _time_matmul(torch.bfloat16, shape, settings["repeats"], settings["budget_seconds"])
+    with torch.inference_mode():
+        for shape in settings["shapes"]:
+            pairs = {dt: _operands(dt, shape) for dt in (torch.float32, torch.bfloat16)}
+            for a, b in pairs.values():
+                torch.matmul(a, b)  # warm-up: oneDNN kernel selection, page faults
+            times: dict[Any, list[float]] = {dt: [] for dt in pairs}
+            for _ in range(int(settings["repeats"])):
+                for dt, (a, b) in pairs.items():
+                    times[dt].append(_timed_matmul(a, b))
+                if sum(times[torch.bfloat16]) > float(settings["budget_seconds"]):
+                    break
+            fp32 += statistics.median(times[torch.float32])
+            bf16 += statistics.median(times[torch.bfloat16])
     return {"fp32_s": round(fp32, 6), "bf16_s": round(bf16, 6),
             "speedup_bf16": round(fp32 / bf16, 4) if bf16 > 0 else None,
             "threads": torch.get_num_threads(), "probe_s": round(time.perf_counter() - started, 3),
