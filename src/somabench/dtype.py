@@ -44,7 +44,7 @@ ALIASES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp
            "float16": "float16", "fp16": "float16", AUTO: AUTO}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 matrix instructions
 PROBE_FILE = "dtype_probe.json"
-PROBE_FORMAT = 1  # bump when the cached probe entry changes shape
+PROBE_FORMAT = 2  # bump when the cached probe entry or the way it is measured changes
 
 
 @dataclass(frozen=True)
