@@ -11,7 +11,7 @@ from somabench.data import DatasetError, Dialogue, Turn, load_dialogues
 from somabench.data.files import read_dialogues_jsonl
 from somabench.data.loaders import bundled_dir
 from somabench.data.select import SELECTION_KEYS
-from somabench.registry import RegistryError, datasets
+from somabench.registry import RegistryError, dataset_loaders
 
 CONF_DATASET = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 # (dialogues, turns) per file, from the table in src/somabench/data/bundled/SOURCES.md.
@@ -73,13 +73,13 @@ def test_yaml_files_name_equals_stem_and_loader_is_registered() -> None:
         cfg = OmegaConf.load(CONF_DATASET / f"{stem}.yaml")
         assert keys <= set(cfg) <= keys | optional, stem
         assert cfg.name == stem
-        assert cfg.loader in datasets
+        assert cfg.loader in dataset_loaders
         if cfg.loader == "bundled":
             assert (bundled_dir() / cfg.file).is_file()
 
 
 def test_registered_loader_kinds() -> None:
-    assert {"bundled", "jsonl", "hub"} <= set(datasets.names())
+    assert {"bundled", "jsonl", "hub"} <= set(dataset_loaders.names())
 
 
 def test_unknown_loader_gets_did_you_mean(dataset_cfg) -> None:

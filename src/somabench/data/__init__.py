@@ -2,7 +2,7 @@
 
 Why: the runner asks for ``load_dialogues(cfg.dataset, limit=cfg.limit, seed=cfg.seed,
 shard=...)`` and gets the same validated ``Dialogue`` list for the same config, whatever the
-source. The source is chosen by ``dataset.loader`` (a key of ``somabench.registry.datasets``:
+source. The source is chosen by ``dataset.loader`` (a key of ``somabench.registry.dataset_loaders``:
 ``bundled``, ``jsonl``, ``hub``); filters, sample, shard and limit are described in
 ``somabench.data.select``; the line schema and its errors in ``somabench.data.schema``.
 """
@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from somabench.data import loaders as _loaders  # noqa: F401  (registers the loaders)
 from somabench.data.schema import DatasetError, Dialogue, Turn
 from somabench.data.select import Selection, parse_shard, select_dialogues
-from somabench.registry import datasets
+from somabench.registry import dataset_loaders
 
 __all__ = ["DatasetError", "Dialogue", "Turn", "load_dialogues", "parse_shard"]
 
@@ -64,7 +64,7 @@ def load_dialogues(
         )
     selection = Selection.from_cfg(cfg)
     parse_shard(shard)  # fail on a bad shard before loading anything
-    loader = datasets.get(cfg["loader"])
+    loader = dataset_loaders.get(cfg["loader"])
     dialogues = loader(cfg)
     return select_dialogues(
         dialogues, selection, name=cfg["name"], limit=limit, seed=seed, shard=shard

@@ -1,4 +1,4 @@
-"""Dataset loaders, registered by kind in ``somabench.registry.datasets``.
+"""Dataset loaders, registered by kind in ``somabench.registry.dataset_loaders``.
 
 Why: ``conf/dataset/<name>.yaml`` picks its loader with ``loader:``; the runner never branches on
 a dataset's name. A loader takes the whole ``dataset`` config (a plain mapping) and returns every
@@ -22,7 +22,7 @@ from typing import Any
 from somabench.data.files import read_dialogues_jsonl
 from somabench.data.hub import load_hub
 from somabench.data.schema import DatasetError, Dialogue
-from somabench.registry import datasets
+from somabench.registry import dataset_loaders
 
 TINY_DIR = "tiny"
 
@@ -40,7 +40,7 @@ def _reject_tiny(cfg: Mapping[str, Any]) -> None:
         )
 
 
-@datasets.register("bundled")
+@dataset_loaders.register("bundled")
 def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A file shipped in ``somabench/data/bundled/`` (sources in ``SOURCES.md``)."""
     name = cfg["name"]
@@ -61,7 +61,7 @@ def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
     return read_dialogues_jsonl(path)
 
 
-@datasets.register("jsonl")
+@dataset_loaders.register("jsonl")
 def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A user file in the bundled line schema, e.g. ``dataset=custom dataset.path=my.jsonl``."""
     _reject_tiny(cfg)
@@ -76,7 +76,7 @@ def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
     return read_dialogues_jsonl(Path(to_absolute_path(str(Path(path).expanduser()))))
 
 
-@datasets.register("hub")
+@dataset_loaders.register("hub")
 def load_from_hub(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A Hugging Face hub dataset, converted row by row (``somabench.data.hub``)."""
     _reject_tiny(cfg)
