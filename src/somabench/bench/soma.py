@@ -153,13 +153,16 @@ def _budget(cfg: DictConfig) -> dict[str, Any]:
     """The adaptation knobs the run actually used (so a number can be traced to its budget)."""
     m = cfg.method
     keys = {"soft_prompt": ("length", "n_candidates"), "mining": ("steps", "turns_per_step"),
-            "lora": ("rank", "epochs", "max_steps", "examples_per_step", "early_stop_gap")}
+            "lora": ("rank", "epochs", "max_steps", "examples_per_step", "early_stopping", "batching",
+                     "gap_max_new_tokens")}
     out: dict[str, Any] = {"warm_window": m.switch.get("warm_window"),
                            "max_new_tokens": cfg.generation.max_new_tokens,
                            "truncate_turns": cfg.dataset.get("truncate_turns")}
     for section, names in keys.items():
         node = m.get(section) or {}
-        out[section] = {n: node.get(n) for n in names if n in node}
+        out[section] = {n: (OmegaConf.to_container(node.get(n), resolve=True)
+                            if OmegaConf.is_config(node.get(n)) else node.get(n))
+                        for n in names if n in node}
     return out
 
 
