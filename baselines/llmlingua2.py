@@ -227,10 +227,7 @@ class CompressedHistory(Method):
         return None
 
     def __init__(self, cfg: Any, ctx: Any) -> None:
-        super().__init__(cfg, ctx)
-        problem = self.label_problem(cfg)
-        if problem:
-            raise ValueError(problem)
+        super().__init__(cfg, ctx)  # also refuses a config that must not carry this name
         if cfg.history_source not in ("reference", "session"):
             raise ValueError(f"method.history_source={cfg.history_source!r}; one of reference, session")
         self.compress_kwargs = OmegaConf.to_container(cfg.compress, resolve=True)

@@ -138,10 +138,7 @@ class RouteLLM(Method):
         return None
 
     def __init__(self, cfg: Any, ctx: Any) -> None:
-        super().__init__(cfg, ctx)
-        problem = self.label_problem(cfg)
-        if problem:
-            raise ValueError(problem)
+        super().__init__(cfg, ctx)  # also refuses a config that must not carry this name
         if cfg.route_on not in ("last_user", "conversation"):
             raise ValueError(f"method.route_on={cfg.route_on!r}; one of last_user, conversation")
         share = float(cfg.calibration.strong_share)

@@ -30,9 +30,9 @@ included.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import json
 import re
 import select
 import subprocess
@@ -548,13 +548,13 @@ class MathGrader:
                 return self._equal(a2, g2)
         if "\\cup" in a or "\\cup" in g:
             pa, pg = a.split("\\cup"), g.split("\\cup")
-            return len(pa) == len(pg) and all(self._equal(x, y) for x, y in zip(pa, pg))
+            return len(pa) == len(pg) and all(self._equal(x, y) for x, y in zip(pa, pg, strict=True))
         ma, mg = _matrix(a), _matrix(g)
         if ma is not None or mg is not None:
             if ma is None or mg is None or len(ma) != len(mg):
                 return False
-            return all(len(ra) == len(rg) and all(self._equal(x, y) for x, y in zip(ra, rg))
-                       for ra, rg in zip(ma, mg))
+            return all(len(ra) == len(rg) and all(self._equal(x, y) for x, y in zip(ra, rg, strict=True))
+                       for ra, rg in zip(ma, mg, strict=True))
         ea, eg = _enclosure(a), _enclosure(g)
         if ea is not None and eg is None and ea[0] == "{":  # a set vs a bare list
             eg = ("{", _split_top(g, ","), "}")
@@ -566,7 +566,7 @@ class MathGrader:
             if ea[0] == "{" and eg[0] == "{":
                 return self._same_multiset(ea[1], eg[1])
             return (ea[0], ea[2]) == (eg[0], eg[2]) and all(
-                self._equal(x, y) for x, y in zip(ea[1], eg[1]))
+                self._equal(x, y) for x, y in zip(ea[1], eg[1], strict=True))
         la, lg = _split_top(a, ","), _split_top(g, ",")
         if len(la) > 1 or len(lg) > 1:  # bare lists: the solutions "1,-2" in any order
             return len(la) == len(lg) and self._same_multiset(la, lg)

@@ -81,7 +81,6 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
     """The run's Original reference dir; generated (or completed) if the run has none, e.g.
     when it was made with ``judge=none`` by a method that needs no reference."""
     from somabench.judges.panel import reference_dir_of
-
     from somabench.records import load_turns
 
     ref = reference_dir_of(run_dir, cfg)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from omegaconf import DictConfig
 
 from somabench.backends.base import Completion, GenerationConfig, Message
+from somabench.errors import ConfigError
 from somabench.records import Usage
 from somabench.registry import methods
 
@@ -128,6 +129,19 @@ class Method(ABC):
         # Records carry the configured name, so config variants of one class (ablations,
         # offline stand-ins) are labelled as what they are.
         self.name = str(cfg.get("name", self.name)) if cfg is not None else self.name
+        problem = type(self).label_problem(cfg) if cfg is not None else None
+        if problem:
+            raise ConfigError(problem)
+
+    @classmethod
+    def label_problem(cls, cfg: Any) -> str | None:
+        """Why ``cfg`` (a ``method`` config) must not run under this method's name, or None.
+
+        Why: a stand-in (a random router, an LLMLingua-1 compressor) must never be reported as
+        the paper's baseline. Checked at construction (an error) and by the report (a
+        relabelled row, ``report.collect.label_problem``); subclasses with a paper label
+        override it."""
+        return None
 
     def start(self, session: Session) -> None:
         """Called once before the first turn of a dialogue."""

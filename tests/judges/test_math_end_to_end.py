@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import pytest
+from somabench.judges.panel import SCORES_FILE
 
 from somabench.config import compose
 from somabench.judge import main as judge_main
-from somabench.judges.panel import SCORES_FILE
 from somabench.task import run_task
 
 

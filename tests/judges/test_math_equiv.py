@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from somabench.judges.math_equiv import (
     MathGrader,
     NotConvertible,
