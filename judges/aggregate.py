@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from somabench.metrics import SUBSETS, score_frame, score_keys, score_per_turn, score_summary
+from somabench.metrics import (
+    METRIC_AREAS,
+    SUBSETS,
+    score_frame,
+    score_keys,
+    score_per_turn,
+    score_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +247,9 @@ def metrics_from(df: pd.DataFrame, panel: str, objective: str) -> dict[str, Any]
         return out
     mine = df[df["panel"].astype(str) == str(panel)]
     for metric in sorted(mine["metric"].unique()):
-        area = "sim" if metric == objective else metric
+        area = METRIC_AREAS.get(metric, metric)  # the same keys W&B logs (accuracy/..., sim/...)
         out.update(score_keys(mine, panel=panel, metric=metric, area=area, by=UNIT))
-    out["objective"] = out.get("sim/judge_mean")
+    out["objective"] = out.get(f"{METRIC_AREAS.get(objective, objective)}/judge_mean")
     for metric in sorted(mine["metric"].unique()):
         for judge in sorted(mine[mine["metric"] == metric]["judge"].unique()):
             counts = _counts(mine[(mine["metric"] == metric) & (mine["judge"] == judge)])
@@ -279,6 +286,7 @@ def write_summary(run_dir: Path, rows: list[dict[str, Any]], panel: str,
     (run_dir / SUMMARY_MD).write_text(to_markdown(sections, run_ids), encoding="utf-8")
     metrics = metrics_from(df, panel, objective)
     log.info("judge summary %s: %s", run_dir / SUMMARY_MD, json.dumps(
-        {k: v for k, v in metrics.items() if k.startswith("sim/") or k == "objective"},
+        {k: v for k, v in metrics.items()
+         if k.startswith(f"{METRIC_AREAS.get(objective, objective)}/") or k == "objective"},
         default=str))
     return metrics

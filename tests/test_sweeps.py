@@ -208,12 +208,12 @@ def test_objective_subtracts_the_token_penalty(tmp_path: Path) -> None:
 
 
 def test_objective_errors_name_the_key(tmp_path: Path) -> None:
-    write_run(tmp_path / "run", {"objective": 80.0}, tokens=10.0)
+    write_run(tmp_path / "run", {"objective": 80.0, "sim/judge_mean": 80.0}, tokens=10.0)
     cfg = OmegaConf.create({"judge": {"name": "none"}, "optimized_metric": "sim/judge_maen",
                             "token_penalty": 0.0})
     with pytest.raises(KeyError, match=r"optimized_metric=sim/judge_maen.*sim/judge_mean"):
         search_objective(cfg, run_metrics(tmp_path / "run", 80.0))
-    cfg.optimized_metric = "sim/judge_mean"
+    cfg.optimized_metric = "objective"  # the panel's objective metric, whatever its area
     with pytest.raises(RuntimeError, match="needs a judge"):
         search_objective(cfg, run_metrics(tmp_path / "run2", None))
 

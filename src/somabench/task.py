@@ -51,7 +51,9 @@ SUMMARY_METRICS = {
     "throughput_tok/s": "speed/tps",
     "wall_s/dlg": "speed/wall_s_per_dialogue",
 }
-JUDGE_METRIC = "sim/judge_mean"  # the panel's objective (similarity %, all turns)
+JUDGE_METRIC = "objective"  # the panel's objective metric, all turns: similarity % (sim/judge_mean)
+# for LLM/embedding panels, accuracy % (accuracy/judge_mean) for judge=task; the panel's own
+# metrics keep their area keys next to it
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -118,7 +120,8 @@ def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **extra: Any
 
 
 def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
-    """Metrics of one finished job: the judge's (``sim/...``) and the run summary's."""
+    """Metrics of one finished job: the judge's (``objective``, ``sim/...``, ``accuracy/...``) and
+    the run summary's."""
     metrics: dict[str, Any] = {JUDGE_METRIC: judged}
     stored_header = read_json(run_dir / JUDGE_HEADER)
     if stored_header is not None:

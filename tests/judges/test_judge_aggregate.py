@@ -109,3 +109,20 @@ def test_two_panels_are_never_mixed_and_coverage_is_reported() -> None:
     assert metrics_from(df, "q", "similarity")["objective"] == pytest.approx(0.0)
     cov = coverage_table(df, "p").iloc[0]
     assert (cov.judges_configured, cov.turns, cov.turns_2_judges, cov.turns_1_judges) == (2, 4, 2, 2)
+
+
+def test_task_panel_metrics_keep_their_own_area_and_objective() -> None:
+    """judge=task: accuracy is reported as accuracy/..., never under sim/..., and is the objective."""
+    from somabench.judges.aggregate import metrics_from, scores_frame
+
+    rows = [{"run_id": "r", "dialogue_id": d, "turn": t, "panel": "task", "judge": "answer",
+             "judge_kind": "math_answer", "metric": metric, "status": "ok", "score_norm": score,
+             "post_switch": False}
+            for d, scores in (("a", (1.0, 0.0)), ("b", (1.0, 1.0)))
+            for t, score in enumerate(scores)
+            for metric in ("accuracy", "answer_agreement")]
+    out = metrics_from(scores_frame(rows), "task", "accuracy")
+    assert "sim/judge_mean" not in out
+    assert out["accuracy/judge_mean"] == pytest.approx(75.0)  # dialogues 50 % and 100 %
+    assert out["objective"] == out["accuracy/judge_mean"]
+    assert "answer_agreement/judge_mean" in out
