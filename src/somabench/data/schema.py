@@ -77,18 +77,24 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _reject_unknown_keys(obj: Mapping[str, Any], allowed: tuple[str, ...] | list[str], *,
+                         where: str, prefix: str) -> None:
+    """A key outside the schema is an error naming it, the allowed keys and the closest one."""
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise DatasetError(
+            f"unknown key(s) {unknown}; allowed keys: {list(allowed)}."
+            + did_you_mean(unknown[0], allowed),
+            where=where,
+            field=f"{prefix}{unknown[0]}",
+        )
+
+
 def dialogue_from_obj(obj: Any, *, where: str) -> Dialogue:
     """Validate one decoded JSON object and build a ``Dialogue``; raise ``DatasetError``."""
     if not isinstance(obj, Mapping):
         raise DatasetError(f"expected a JSON object, got {_type_name(obj)}", where=where)
-    unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
-    if unknown:
-        raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(DIALOGUE_KEYS)}."
-            + did_you_mean(unknown[0], DIALOGUE_KEYS),
-            where=where,
-            field=unknown[0],
-        )
+    _reject_unknown_keys(obj, DIALOGUE_KEYS, where=where, prefix="")
     for key in REQUIRED_DIALOGUE_KEYS:
         if key not in obj:
             raise DatasetError("missing required field", where=where, field=key)
@@ -127,14 +133,7 @@ def _turn_from_obj(obj: Any, *, where: str, index: int) -> Turn:
             where=where,
             field=name,
         )
-    unknown = sorted(set(obj) - set(TURN_KEYS))
-    if unknown:
-        raise DatasetError(
-            f"unknown key(s) {unknown}; allowed keys: {list(TURN_KEYS)}."
-            + did_you_mean(unknown[0], TURN_KEYS),
-            where=where,
-            field=f"{name}.{unknown[0]}",
-        )
+    _reject_unknown_keys(obj, TURN_KEYS, where=where, prefix=f"{name}.")
     if "user" not in obj:
         raise DatasetError("missing required field", where=where, field=f"{name}.user")
     if "assistant" not in obj:
