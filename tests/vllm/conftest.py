@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from somabench.backends.loopback_process import LoopbackServerProcess
 
 SMOLLM2_ASSET = "smollm2-135m-instruct"
 SMOLLM2_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -31,6 +29,8 @@ ENGINE = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "enab
           "max_lora_rank": 8, "max_loras": 4, "seed": 0}
 KV_CACHE_GB = "1"  # VLLM_CPU_KVCACHE_SPACE: plenty for 512-token requests of a 135M model
 SERVER_READY_TIMEOUT = 600.0  # seconds to wait for /v1/models (a loaded 2-core CPU is slow)
+SERVER_POLL_SECONDS = 2.0  # how often start() asks /v1/models
+SERVER_STOP_GRACE = 30.0  # terminate -> kill after this long
 SERVER_LIFETIME = 1800  # the watchdog kills the server after this many seconds regardless
 SERVED_NAME = "smollm2-vllm"
 THREADS = os.environ.get("SOMABENCH_TEST_THREADS", "1")
@@ -67,12 +67,6 @@ def hf_g(smollm2_dir: Path) -> Any:
                      num_threads=int(THREADS))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get_json(url: str, timeout: float = 5.0) -> Any:
     import json
 
@@ -80,19 +74,15 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(resp.read())
 
 
-class VLLMServer:
-    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1:<free port>."""
+class VLLMServer(LoopbackServerProcess):
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1:<free port> (its own
+    process group, so stop() also ends the engine workers it spawns)."""
 
     def __init__(self, model_dir: Path, log_path: Path, port: int | None = None) -> None:
+        super().__init__(log_path, port, poll_seconds=SERVER_POLL_SECONDS,
+                         stop_grace_seconds=SERVER_STOP_GRACE, own_process_group=True)
         self.model_dir = model_dir
-        self.port = port or free_port()
-        self.log_path = log_path
         self.model_id = SERVED_NAME
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -104,35 +94,9 @@ class VLLMServer:
         return [watchdog, "--signal=TERM", "--kill-after=30", str(SERVER_LIFETIME), *cmd] \
             if watchdog else cmd
 
-    def start(self, ready_timeout: float = SERVER_READY_TIMEOUT) -> VLLMServer:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {self.proc.returncode}; log: "
-                                   f"{self.log_path}\n{self.log_tail()}")
-            try:
-                if get_json(f"{self.base_url}/models")["data"]:
-                    return self
-            except OSError:
-                time.sleep(2.0)
-        self.stop()
-        raise RuntimeError(f"vLLM server not ready after {ready_timeout:.0f}s; log {self.log_path}")
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+    def start(self, timeout: float = SERVER_READY_TIMEOUT) -> VLLMServer:
+        super().start(timeout)
+        return self
 
 
 @pytest.fixture(scope="session")

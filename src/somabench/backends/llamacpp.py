@@ -18,23 +18,18 @@ import atexit
 import importlib.metadata
 import logging
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import weakref
 from pathlib import Path
 from typing import Any
 
 from somabench.backends.base import BackendError
+from somabench.backends.loopback_process import LOOPBACK_HOST, LoopbackServerProcess, free_port
 from somabench.backends.openai_api import OpenAIBackend
 from somabench.registry import backends
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOST = "127.0.0.1"
 READY_POLL_SECONDS = 0.5  # how often start() asks the server whether it is up
 STOP_GRACE_SECONDS = 10.0  # terminate -> kill after this long
 LOG_TAIL_CHARS = 2000  # how much of the server log a startup error quotes
@@ -65,18 +60,15 @@ def gguf_quantization(path: Path) -> str | None:
         return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK_HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class LlamaCppServer:
+class LlamaCppServer(LoopbackServerProcess):
     """One ``llama_cpp.server`` child process serving one GGUF on 127.0.0.1."""
 
     def __init__(self, gguf: Path, alias: str, *, n_ctx: int, n_threads: int | None,
                  n_batch: int, startup_timeout: float, lifetime_seconds: float | None,
                  log_dir: Path, extra_args: list[str] | None = None) -> None:
+        port = free_port()
+        super().__init__(log_dir / f"llamacpp-{os.getpid()}-{port}.log", port,
+                         poll_seconds=READY_POLL_SECONDS, stop_grace_seconds=STOP_GRACE_SECONDS)
         self.gguf = gguf
         self.alias = alias
         self.n_ctx = n_ctx
@@ -85,14 +77,6 @@ class LlamaCppServer:
         self.startup_timeout = startup_timeout
         self.lifetime_seconds = lifetime_seconds
         self.extra_args = list(extra_args or [])
-        self.port = _free_port()
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"llamacpp-{os.getpid()}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK_HOST}:{self.port}/v1"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "somabench.backends.llamacpp_server",
@@ -106,55 +90,27 @@ class LlamaCppServer:
             cmd += ["--n_threads", str(self.n_threads)]
         return cmd + self.extra_args
 
-    def start(self) -> LlamaCppServer:
-        started = time.perf_counter()
-        with self.log_path.open("wb") as log_fh:
-            self.proc = subprocess.Popen(self.command(), stdout=log_fh, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+    def start(self, timeout: float | None = None) -> LlamaCppServer:
+        super().start(self.startup_timeout if timeout is None else timeout)
         atexit.register(self.stop)
-        deadline = started + self.startup_timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise BackendError(self._failure(f"exited with code {self.proc.returncode}"),
-                                   reason="connection")
-            if self._ready():
-                log.info("llama.cpp server for %s (%s) ready at %s in %.1fs (log %s)", self.alias,
-                         self.gguf.name, self.base_url, time.perf_counter() - started,
-                         self.log_path)
-                return self
-            time.sleep(READY_POLL_SECONDS)
-        self.stop()
-        raise BackendError(self._failure(f"was not ready after startup_timeout="
-                                         f"{self.startup_timeout:g}s"), reason="timeout")
+        return self
 
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=READY_POLL_SECONDS * 4):  # noqa: S310 - loopback
-                return True
-        except (urllib.error.URLError, OSError):
-            return False
+    def on_ready(self, seconds: float) -> None:
+        log.info("llama.cpp server for %s (%s) ready at %s in %.1fs (log %s)", self.alias,
+                 self.gguf.name, self.base_url, seconds, self.log_path)
 
-    def _failure(self, what: str) -> str:
-        try:
-            tail = self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        except OSError:
-            tail = "<no log>"
-        return (f"the llama.cpp server for {self.alias} ({self.gguf}) {what}. Its log "
-                f"({self.log_path}) ends with:\n{tail}\nFix: check that llama-cpp-python is "
-                f"installed (pip install -e '.[llamacpp]') and the GGUF loads, or raise "
-                f"model.<role>.llamacpp.startup_timeout.")
+    def failure(self, what: str, reason: str) -> Exception:
+        return BackendError(
+            f"the llama.cpp server for {self.alias} ({self.gguf}) {what}. Its log "
+            f"({self.log_path}) ends with:\n{self.log_tail(LOG_TAIL_CHARS)}\nFix: check that "
+            f"llama-cpp-python is installed (pip install -e '.[llamacpp]') and the GGUF loads, or "
+            f"raise model.<role>.llamacpp.startup_timeout.", reason=reason)
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_GRACE_SECONDS)
-        log.info("llama.cpp server for %s stopped", self.alias)
+        running = self.proc is not None and self.proc.poll() is None
+        super().stop()
+        if running:
+            log.info("llama.cpp server for %s stopped", self.alias)
 
 
 @backends.register("llamacpp")
