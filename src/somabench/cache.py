@@ -16,6 +16,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,11 @@ class CachedBackend(BackendBase):
     def __getattr__(self, name: str) -> Any:  # tokenizer, model, embedding_matrix ...
         return getattr(self.inner, name)
 
-    def key_components(self, messages: list[Message], gen: GenerationConfig) -> dict[str, Any]:
+    def key_components(self, messages: list[Message], gen: GenerationConfig,
+                       base: bool = False) -> dict[str, Any]:
+        """``base``: a row served with the session adapter off (keyed like the base model)."""
         return {
-            "backend": self.inner.fingerprint(),
+            "backend": self.inner.fingerprint(base=True) if base else self.inner.fingerprint(),
             "prompt": self.inner.render(messages),
             "gen": gen.cache_fields(),
         }
@@ -105,13 +108,17 @@ class CachedBackend(BackendBase):
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
         return self.chat_batch([messages], gen)[0]
 
-    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]:
+        """``base_rows`` (hf G with a session adapter): see ``HFBackend.chat_batch``."""
+        extra = {} if base_rows is None else {"base_rows": list(base_rows)}
         if gen.do_sample and gen.seed is None:  # unseeded sampling is never cached
-            return self.inner.chat_batch(batch, gen)
+            return self.inner.chat_batch(batch, gen, **extra)
+        flags = list(base_rows) if base_rows is not None else [False] * len(batch)
         keys = []
         results: list[Completion | None] = []
-        for messages in batch:
-            components = self.key_components(messages, gen)
+        for messages, base in zip(batch, flags, strict=True):
+            components = self.key_components(messages, gen, base=base)
             key = cache_key(components)
             log.debug("cache key %s <- %s", key[:12], {k: v for k, v in components.items()
                                                         if k != "prompt"})
@@ -120,7 +127,9 @@ class CachedBackend(BackendBase):
             results.append(Completion(**{**hit, "cached": True}) if hit else None)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            fresh = self.inner.chat_batch([batch[i] for i in missing], gen)
+            if base_rows is not None:
+                extra = {"base_rows": [flags[i] for i in missing]}
+            fresh = self.inner.chat_batch([batch[i] for i in missing], gen, **extra)
             for i, completion in zip(missing, fresh, strict=True):
                 results[i] = completion
                 if completion.status == "ok":

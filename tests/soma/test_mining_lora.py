@@ -339,3 +339,68 @@ def test_disabled_serves_base_g_and_save_writes_peft_files(g: Any, encoder: Any,
         assert any(out.glob("adapter_model.*"))
     finally:
         adapter.release()
+
+
+@pytest.fixture(scope="module")
+def g32(smollm2_path: Path) -> Any:
+    """A private fp32 G: batched rows are compared token for token."""
+    from tests.helpers.fixtures import load_smollm2
+
+    return load_smollm2(smollm2_path, "float32")
+
+
+def test_mixed_adapter_batch_matches_separate_calls(g32: Any, encoder: Any) -> None:
+    """The gate's one-batch path (adapted + base rows via peft ``adapter_names``) gives the
+    answers of the adapter-on and the adapter-off calls (fp32 G, greedy, same padding)."""
+    from somabench.backends.base import GenerationConfig
+
+    g = g32
+
+    ex = make_example(g, MESSAGES, ANSWER, 1.0, "warm", 0, 64)
+    assert ex is not None
+    gen = GenerationConfig(max_new_tokens=12)
+    batch = [MESSAGES, [{"role": "user", "content": "Name a prime number larger than 10."}]]
+    adapter = SessionAdapter(g, lora_cfg(lr=5e-2, cos_alpha=0.0, stop={"holdout_turns": 0}))
+    assert not g.supports_base_rows
+    adapter.attach(seed=0)
+    try:
+        adapter.train([ex], encoder)
+        assert g.supports_base_rows
+        new = [c.text for c in g.chat_batch(batch, gen)]
+        with adapter.disabled():
+            old = [c.text for c in g.chat_batch(batch, gen)]
+        assert new != old  # the adapter changes G, so the test can tell the rows apart
+        mixed = g.chat_batch(batch + batch, gen, base_rows=[False, False, True, True])
+        assert [c.text for c in mixed] == new + old
+        assert all(c.batch_size == 4 for c in mixed)
+    finally:
+        adapter.release()
+    assert not g.supports_base_rows
+    with pytest.raises(RuntimeError, match="session adapter"):
+        g.chat_batch(batch, gen, base_rows=[True, False])
+
+
+def test_cache_keys_base_rows_like_the_base_model(g32: Any, encoder: Any, tmp_path: Path) -> None:
+    """A base row of a mixed batch is cached under the base model's key (adapter_id None), so
+    it is reused by a plain base-G call and never mixed up with the adapted row."""
+    from somabench.backends.base import GenerationConfig
+    from somabench.cache import CachedBackend, SqliteCache
+
+    g = g32
+    ex = make_example(g, MESSAGES, ANSWER, 1.0, "warm", 0, 64)
+    assert ex is not None
+    gen = GenerationConfig(max_new_tokens=8)
+    cached = CachedBackend(g, SqliteCache(str(tmp_path / "cache.sqlite")))
+    adapter = SessionAdapter(g, lora_cfg(lr=5e-2, cos_alpha=0.0, stop={"holdout_turns": 0}))
+    adapter.attach(seed=0)
+    try:
+        adapter.train([ex], encoder)
+        first = cached.chat_batch([MESSAGES, MESSAGES], gen, base_rows=[False, True])
+        assert not any(c.cached for c in first) and first[0].text != first[1].text
+        with adapter.disabled():
+            base = cached.chat(MESSAGES, gen)
+        adapted = cached.chat(MESSAGES, gen)
+    finally:
+        adapter.release()
+    assert base.cached and base.text == first[1].text
+    assert adapted.cached and adapted.text == first[0].text

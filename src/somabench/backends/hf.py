@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from somabench.backends.base import BackendBase, Completion, GenerationConfig, M
 from somabench.registry import backends
 
 log = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed-adapter batch (``adapter_names``)."""
 
 # A token bar appears only for a generate call still running after this many seconds (display
 # only: on a busy CPU one turn can take minutes, and the turn bar alone would sit still).
@@ -77,6 +81,9 @@ class HFBackend(BackendBase):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self.source = str(Path(source)) if path else source
+        self.peft_model: Any = None
+        """The PeftModel of the attached session adapter (None when G carries none)."""
+        self.peft_adapter_name = "default"
         log.info("loaded %s from %s (%s, %s) in %.1fs; dtype: %s", model_id, self.source,
                  self.dtype_name, device, time.perf_counter() - started, self.dtype_choice.reason)
 
@@ -104,11 +111,20 @@ class HFBackend(BackendBase):
         """G's input embedding matrix (|V| x d), as SOMA's mining needs it."""
         return self.model.get_input_embeddings().weight
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The *resolved* dtype is part of it: bf16 and fp32 answers never share a cache key."""
+    def fingerprint(self, base: bool = False) -> dict[str, Any]:
+        """The *resolved* dtype is part of it: bf16 and fp32 answers never share a cache key.
+        ``base``: the key of a row served with the session adapter off (adapter_id None)."""
         fp = super().fingerprint()
         fp.update(source=self.source, dtype=self.dtype_name)
+        if base:
+            fp["adapter_id"] = None
         return fp
+
+    @property
+    def supports_base_rows(self) -> bool:
+        """Whether ``chat_batch(..., base_rows=...)`` can serve adapted and base rows together
+        (a session adapter is attached: ``soma.lora.SessionAdapter.attach`` sets ``peft_model``)."""
+        return self.peft_model is not None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": "transformers", "device": self.device,
@@ -119,13 +135,17 @@ class HFBackend(BackendBase):
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
         return self.chat_batch([messages], gen)[0]
 
-    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]:
         """Serve several prompts in one left-padded generate call (same outputs as one by one
-        for greedy decoding up to floating-point ties)."""
+        for greedy decoding up to floating-point ties). ``base_rows[i]`` True serves row i with
+        the session adapter off, in the same call (peft's mixed-adapter batch): the gate's
+        adapted and un-adapted candidates cost one decode loop instead of two."""
         prompts = [self.render(m) for m in batch]
-        return self.generate_text(prompts, gen)
+        return self.generate_text(prompts, gen, base_rows)
 
-    def generate_text(self, prompts: list[str], gen: GenerationConfig) -> list[Completion]:
+    def generate_text(self, prompts: list[str], gen: GenerationConfig,
+                      base_rows: Sequence[bool] | None = None) -> list[Completion]:
         import torch
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -135,10 +155,19 @@ class HFBackend(BackendBase):
         bar = _token_bar(self.model_id, gen.max_new_tokens, len(prompts))
         if bar is not None:
             kwargs["streamer"] = bar
+        model = self.model
+        if base_rows is not None and any(base_rows):
+            if len(base_rows) != len(prompts):
+                raise ValueError(f"base_rows has {len(base_rows)} flags for {len(prompts)} prompts")
+            if self.peft_model is None:
+                raise RuntimeError("base_rows needs an attached session adapter (peft_model)")
+            model = self.peft_model
+            kwargs["adapter_names"] = [BASE_ADAPTER if b else self.peft_adapter_name
+                                       for b in base_rows]
         started = time.perf_counter()
         try:
             with torch.inference_mode():
-                out = self.model.generate(**enc, **kwargs)
+                out = model.generate(**enc, **kwargs)
         finally:
             if bar is not None:
                 bar.close()

@@ -7,6 +7,8 @@ Three modes, each a real run on the tiny family with the request cache off:
   per-stage split, and the neighbour index build apart;
 * ``reference_settings``: the reference implementation's small settings; seconds per 5-turn
   dialogue, everything included (serving turns too);
+* ``reference_settings_llamacpp_f``: the same with F (serving turns, mined queries) on the
+  llama.cpp server (the ``[llamacpp]`` extra; skipped without it); G stays in torch;
 * ``f_decode``: F's decode tok/s through transformers vs llama.cpp for the same model.
 
 The file also holds the machine (CPU model, torch capability, bf16 flags, cores, load average
@@ -231,8 +233,24 @@ def _dtypes(common: list[str], extra: list[str]) -> dict[str, Any]:
     return out
 
 
-MODES = {"full_adaptation": ("full", bench_full), "reference_settings":
-         ("reference_settings", bench_reference)}
+MODES = {"full_adaptation": ("full", bench_full),
+         "reference_settings": ("reference_settings", bench_reference),
+         "reference_settings_llamacpp_f": ("reference_settings_llamacpp_f", bench_reference)}
+
+
+def mode_settings(settings: DictConfig, key: str) -> tuple[DictConfig, str | None]:
+    """A mode's settings; ``like: <other>`` starts from that mode's overrides and adds its own
+    (so the llama.cpp-F variant cannot drift from the reference settings it varies). The second
+    value is why the mode cannot run here (None: it can)."""
+    node = settings[key]
+    if node.get("like"):
+        base = settings[node.like]
+        node = OmegaConf.merge(base, node)
+        node.overrides = [*base.overrides, *settings[key].overrides]
+    needs = node.get("needs")
+    if needs and importlib.util.find_spec(str(needs)) is None:
+        return node, f"{needs} is not installed (pip install -e '.[llamacpp]')"
+    return node, None
 
 
 def run(out_dir: Path, overrides: list[str]) -> int:
@@ -257,8 +275,12 @@ def run(out_dir: Path, overrides: list[str]) -> int:
             if not settings[key].enabled:
                 report["modes"][mode] = {"skipped": f"bench.{key}.enabled=false"}
                 continue
+            node, missing = mode_settings(settings, key)
+            if missing:
+                report["modes"][mode] = {"skipped": missing}
+                continue
             try:
-                report["modes"][mode] = fn(settings[key], common, extra, Path(tmp))
+                report["modes"][mode] = fn(node, common, extra, Path(tmp))
             except Exception as exc:  # noqa: BLE001 - recorded; the other modes still run
                 log.exception("bench soma/%s failed", mode)
                 report["modes"][mode] = {"error": f"{type(exc).__name__}: {exc}"}

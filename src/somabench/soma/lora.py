@@ -322,6 +322,8 @@ class SessionAdapter:
                                 target_modules=list(self.cfg.target_modules), bias="none",
                                 task_type="CAUSAL_LM")
         self.peft = get_peft_model(self.raw.model, config)
+        if hasattr(self.raw, "peft_model"):  # hf G: adapted + base rows in one batch
+            self.raw.peft_model = self.peft
 
     # -- training -------------------------------------------------------------------------------
     def _forward_backward(self, chunk: list[Example], gaps: dict[int, float],
@@ -400,9 +402,13 @@ class SessionAdapter:
         def evaluate(step: int) -> bool:
             """Refresh the Eq. 4 gaps, record, validate; True = stop."""
             nonlocal best, bad, gap_step
+            held_gaps: list[float] | None = None
             if use_gap and step < total:  # after the last step the gaps would train nothing
-                gaps.update(zip(map(id, examples), self._gaps(examples, encoder, stats),
-                                strict=True))
+                # the held-out gaps (validation) share the training pairs' generate call
+                extra = held if es.metric == "gap" else []
+                both = self._gaps(examples + extra, encoder, stats)
+                gaps.update(zip(map(id, examples), both[:len(examples)], strict=True))
+                held_gaps = both[len(examples):] if extra else None
                 gap_step = step
             row: dict[str, float] = {"step": step, "gap_from_step": gap_step}
             if recent:
@@ -415,7 +421,8 @@ class SessionAdapter:
                     row["eq4"] = row["nll"] + cfg.cos_alpha * row["gap"]
             stop = False
             if held:
-                value = self._validation(held, encoder, stats)
+                value = (float(np.mean(held_gaps)) if held_gaps else
+                         self._validation(held, encoder, stats))
                 row[f"val_{es.metric}"] = value
                 if step == 0:
                     pass  # the base model's value, for the record: early stopping picks a trained step
@@ -494,6 +501,8 @@ class SessionAdapter:
             base = self.peft.unload()
             self.raw.model = base
             self.peft = None
+            if hasattr(self.raw, "peft_model"):
+                self.raw.peft_model = None
         for p, flag in self._flags:
             p.requires_grad_(flag)
         self._flags = []
