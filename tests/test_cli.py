@@ -106,3 +106,14 @@ def test_a_command_whose_module_is_absent_says_so(monkeypatch: pytest.MonkeyPatc
         "somabench.no_such_plan:main", "dry-run", missing="plan is not installed yet"))
     assert main(["plan", "experiment=x"]) == 2
     assert capsys.readouterr().err == "error: plan is not installed yet\n"
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`python -m somabench help | head -1`: the reader leaves first; no traceback, exit 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "somabench", "help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started: its print hits EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -133,6 +133,21 @@ def dispatch(name: str, argv: Sequence[str], debug: bool = False) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m somabench`` and the ``somabench`` script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `somabench ls | head`: the reader left; no traceback (Python's documented recipe:
+        # point stdout at devnull so the interpreter's final flush cannot fail again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+
+
+BROKEN_PIPE_EXIT = 141
+"""128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in args
     args = [a for a in args if a != DEBUG_FLAG]
