@@ -20,9 +20,9 @@ class CallCounter:
         original = HFBackend.generate_text
         counter = self
 
-        def counting(self_backend, prompts, gen):  # noqa: ANN001, ANN202
+        def counting(self_backend, prompts, gen, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             counter.calls += len(prompts)
-            return original(self_backend, prompts, gen)
+            return original(self_backend, prompts, gen, *args, **kwargs)
 
         monkeypatch.setattr(HFBackend, "generate_text", counting)
 
@@ -101,3 +101,31 @@ def test_batched_generation_matches_one_by_one(tiny_cfg_overrides, tiny_assets) 
     for key in a:
         assert a[key].response == b[key].response
         assert a[key].tokens == b[key].tokens
+
+
+def test_resume_on_a_machine_with_another_dtype_is_refused(tmp_path: Path) -> None:
+    """dtype auto resolves per machine; a resumed run must not mix bf16 and fp32 answers."""
+    from types import SimpleNamespace
+
+    from somabench.errors import RunDirConflict
+    from somabench.rundir import DIALOGUES_FILE, read_header, write_header
+    from somabench.task import dtype_guard, record_models
+
+    def backend(dtype: str) -> SimpleNamespace:
+        return SimpleNamespace(describe=lambda: {"engine": "transformers", "dtype": dtype,
+                                                 "dtype_reason": f"auto: probe chose {dtype}"})
+
+    recorded = {"G": {"dtype": "bfloat16"}}
+    guard = dtype_guard(tmp_path, recorded)
+    guard("G", backend("float32"))  # nothing served yet: nothing to protect
+    (tmp_path / DIALOGUES_FILE).write_text('{"dialogue_id": "d1"}\n')
+    guard("G", backend("bfloat16"))  # same dtype: resumes
+    guard("F", backend("float32"))  # F was never recorded (a method that never used it)
+    with pytest.raises(RunDirConflict, match=r"G in bfloat16 .* here G loads in float32"):
+        guard("G", backend("float32"))
+
+    write_header(tmp_path, {"status": "started"})
+    ctx = SimpleNamespace(describe_models=lambda: {"G": backend("bfloat16").describe()})
+    record_models(tmp_path, ctx)("G", None)
+    header = read_header(tmp_path)
+    assert header["status"] == "started" and header["models"]["G"]["dtype"] == "bfloat16"

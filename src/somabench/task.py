@@ -14,7 +14,7 @@ import importlib.metadata
 import logging
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,39 @@ def claim_run_dir(run_dir: Path, current: str) -> dict[str, Any]:
         f"task_name=...) or delete that directory.")
 
 
+def dtype_guard(run_dir: Path, recorded: dict[str, Any]) -> Callable[[str, Any], None]:
+    """``RunContext.on_build`` hook: a resumed run loads each model in the dtype its finished
+    dialogues were served in. ``dtype: auto`` resolves per machine (bf16 on avx512_bf16 / AMX /
+    GPU, else fp32) while the config hash holds ``auto``, so without this a run started on one
+    machine and resumed on another would mix bf16 and fp32 answers in one set of records."""
+
+    def check(role: str, backend: Any) -> None:
+        before = (recorded.get(role) or {}).get("dtype")
+        info = backend.describe() if hasattr(backend, "describe") else {}
+        current = info.get("dtype")
+        if before and current and before != current and served_anything(run_dir):
+            raise RunDirConflict(
+                f"{run_dir} holds dialogues served with {role} in {before} (run.json "
+                f"models.{role}.dtype); here {role} loads in {current} "
+                f"({info.get('dtype_reason') or 'configured'}). Resuming would mix {before} and "
+                f"{current} answers in one run: resume it on a machine that resolves to {before}, "
+                f"or start a new run (run_name=... or task_name=...).")
+
+    return check
+
+
+def record_models(run_dir: Path, ctx: Any) -> Callable[[str, Any], None]:
+    """``RunContext.on_build`` hook: ``run.json`` names each model (engine, resolved dtype) as
+    soon as it is built, so even a killed run tells the next one what it was served with."""
+
+    def record(role: str, backend: Any) -> None:
+        header = read_header(run_dir) or {}
+        header["models"] = {**(header.get("models") or {}), **ctx.describe_models()}
+        write_header_file(run_dir, header)
+
+    return record
+
+
 def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **extra: Any) -> None:
     """Write ``run.json``: status, config hash, git, packages, resolved config (+ ``extra``)."""
     current = config_hash(cfg)
@@ -151,6 +184,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
 
     load_builtin()
     run_dir = run_dir_of(cfg)
+    served_with = (read_header(run_dir) or {}).get("models") or {}
     write_header(run_dir, cfg, "started")
     started = time.perf_counter()
     ctx = None
@@ -170,6 +204,8 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                               f"(limit={cfg.limit}, shard={cfg.shard}); loosen the filters")
         method_cls = methods.get(cfg.method.name)
         ctx = RunContext(cfg)
+        ctx.on_build.append(dtype_guard(run_dir, served_with))
+        ctx.on_build.append(record_models(run_dir, ctx))
         from somabench.data.preflight import on_build  # every turn fits each model's window
 
         ctx.on_build.append(on_build(dialogues, max_new_tokens=ctx.gen.max_new_tokens))
