@@ -16,7 +16,7 @@ def _adaptation(prompts: list[str], shift: list[float], changed: list[float], de
                 switch: int | None) -> dict:
     return {"verbalized": prompts, "prompt_shift": shift, "verbalized_changed": changed,
             "mining_steps": 20, "mining_final": {"J_first": 2.0, "J_last": 1.5},
-            "switch": {"switch_turn": switch, "acceptance": {"delta": delta}}}
+            "switch": {"switch_turn": switch, "acceptance": {"Delta": delta}}}
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_rows_and_summary_by_hand(dialogues: pd.DataFrame) -> None:
     assert summary.loc["SOMA", "n"] == 2
     assert summary.loc["SOMA", "switched"] == "1/2"
     assert summary.loc["SOMA", "Delta mean [min, max]"] == "+0.050 [-0.100, +0.200]"
-    assert summary.loc["SOMA", "||P-P0||/||P0|| mean (sd)"] == "0.200 (0.141)"
+    assert summary.loc["SOMA", "‖P−P0‖/‖P0‖ mean (sd)"] == "0.200 (0.141)"
     assert summary.loc["SOMA w/o ADL", "V(P) changed % mean (sd)"] == "75 (35)"
 
 
@@ -53,6 +53,8 @@ def test_artifact_written_or_skipped_with_reason(dialogues: pd.DataFrame, tmp_pa
     add_mining_artifacts(result, SimpleNamespace(dialogues=dialogues), None, "tiny", "tiny", tmp_path)
     md = (tmp_path / "mined_prompts_tiny.md").read_text()
     assert "SOMA w/o ADL" in md and "a b \\| c d" in md
+    header = next(line for line in md.splitlines() if line.startswith("| variant"))
+    assert header.count("|") == 9  # 8 columns: no unescaped pipe inside a header
     assert len(pd.read_csv(tmp_path / "mined_prompts_tiny.csv")) == 4
     empty = ReportResult(out_dir=tmp_path)
     add_mining_artifacts(empty, SimpleNamespace(dialogues=dialogues.iloc[4:]), None, "tiny", "tiny",

@@ -6,7 +6,7 @@ run once showed three "different" variants with identical mined prompts and F to
 table makes that visible at a glance.
 
 Artifact per family (only when the source holds SOMA mining records,
-``adaptation.verbalized`` in dialogues.jsonl):
+``adaptation.verbalized`` in dialogues.jsonl; Delta from ``adaptation.switch.acceptance.Delta``):
 
 * ``mined_prompts_<tag>.md`` / ``.csv``: per variant, the dialogues it mined on (n), mean
   ``||P - P0|| / ||P0||``, mean share of V(P) tokens that changed from V(P0), J on the first
@@ -48,7 +48,7 @@ def mining_rows(dialogues: pd.DataFrame, family: str) -> pd.DataFrame:
             "prompt_shift": _mean(a.get("prompt_shift")),
             "verbalized_changed": _mean(a.get("verbalized_changed")),
             "J_first": final.get("J_first"), "J_last": final.get("J_last"),
-            "delta": acceptance.get("delta"), "switch_turn": switch.get("switch_turn"),
+            "delta": acceptance.get("Delta"), "switch_turn": switch.get("switch_turn"),
             "verbalized": " | ".join(a["verbalized"]),
         })
     return pd.DataFrame(rows)
@@ -83,7 +83,7 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
         deltas = g["delta"].dropna().astype(float)
         out.append({
             "variant": label, "n": len(g),
-            "||P-P0||/||P0|| mean (sd)": f"{g['prompt_shift'].mean():.3f} ({g['prompt_shift'].std(ddof=1):.3f})"
+            "‖P−P0‖/‖P0‖ mean (sd)": f"{g['prompt_shift'].mean():.3f} ({g['prompt_shift'].std(ddof=1):.3f})"
             if len(g) > 1 else f"{g['prompt_shift'].mean():.3f}",
             "V(P) changed % mean (sd)": f"{100 * g['verbalized_changed'].mean():.0f} "
                                         f"({100 * g['verbalized_changed'].std(ddof=1):.0f})"
@@ -107,11 +107,13 @@ def add_mining_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str
         result.skip(name, "no SOMA mining records (adaptation.verbalized) in this source")
         return
     rows = rows.sort_values(["label", "dataset", "dialogue_id"], kind="stable")
-    shown = rows.assign(verbalized=rows["verbalized"].map(_clip))[
+    shown = rows.assign(verbalized=rows["verbalized"].map(_clip),
+                        switch_turn=rows["switch_turn"].map(
+                            lambda v: "–" if pd.isna(v) else str(int(v))))[
         ["label", "dataset", "dialogue_id", "prompt_shift", "verbalized_changed", "J_first", "J_last",
          "delta", "switch_turn", "verbalized"]]
     md = [f"## Mined soft prompts per SOMA variant ({family})", "",
-          "One seed; n = dialogues each variant mined on. P moves by ||P-P0||/||P0||; V(P) is P "
+          "One seed; n = dialogues each variant mined on. P moves by ‖P−P0‖/‖P0‖; V(P) is P "
           "verbalized to its nearest G tokens (share of tokens unlike V(P0)). J is read on the "
           "first step's warm turn (first and last visit). Delta = Gap_old - Gap_new of the "
           "Cor. 1 acceptance test over the gate turns (recorded; blocking only when "
