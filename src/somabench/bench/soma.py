@@ -280,7 +280,8 @@ def run(out_dir: Path, overrides: list[str]) -> int:
                 report["modes"][mode] = {"skipped": missing}
                 continue
             try:
-                report["modes"][mode] = fn(node, common, extra, Path(tmp))
+                # one work dir per mode: variants of a mode (``like:``) must not share run dirs
+                report["modes"][mode] = fn(node, common, extra, Path(tmp) / mode)
             except Exception as exc:  # noqa: BLE001 - recorded; the other modes still run
                 log.exception("bench soma/%s failed", mode)
                 report["modes"][mode] = {"error": f"{type(exc).__name__}: {exc}"}
