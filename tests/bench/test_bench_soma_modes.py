@@ -25,3 +25,42 @@ def test_a_missing_engine_skips_the_mode_with_its_reason() -> None:
     node, missing = mode_settings(settings, "b")
     assert list(node.overrides) == ["x=1", "y=2"]
     assert missing is not None and "no_such_module_xyz is not installed" in missing
+
+
+def _fake_mode(value: float):
+    def fn(*_args) -> dict:
+        return {"dialogue_s": {"median": value}}
+    return fn
+
+
+def test_update_remeasures_one_mode_and_keeps_the_others(tmp_path, monkeypatch) -> None:
+    """bench.update=true: the disabled modes come back from the existing file with their own
+    measurement stamp; without it a disabled mode is recorded as skipped (never a stale number)."""
+    import json
+
+    from somabench.bench import soma
+
+    monkeypatch.setattr(soma, "MODES", {"full_adaptation": ("full", _fake_mode(1.0)),
+                                        "reference_settings": ("reference_settings", _fake_mode(2.0))})
+    monkeypatch.setattr(soma, "bench_f_decode", _fake_mode(3.0))
+    monkeypatch.setattr(soma, "_dtypes", lambda *_: {})
+    assert soma.run(tmp_path, []) == 0
+    first = json.loads((tmp_path / "soma.json").read_text())
+    assert set(first["modes"]) == {"full_adaptation", "reference_settings", "f_decode"}
+    assert all("load_avg_before" in m["measured"] for m in first["modes"].values())
+
+    monkeypatch.setattr(soma, "MODES", {"full_adaptation": ("full", _fake_mode(9.0)),
+                                        "reference_settings": ("reference_settings", _fake_mode(8.0))})
+    only_ref = ["bench.full.enabled=false", "bench.f_decode.enabled=false"]
+    assert soma.run(tmp_path, ["bench.update=true", *only_ref]) == 0
+    second = json.loads((tmp_path / "soma.json").read_text())
+    assert second["modes"]["reference_settings"]["dialogue_s"]["median"] == 8.0
+    assert second["modes"]["full_adaptation"] == first["modes"]["full_adaptation"]
+    assert second["modes"]["f_decode"] == first["modes"]["f_decode"]
+    assert second["kept_from"]["modes"] == ["full_adaptation", "f_decode"]
+    assert second["kept_from"]["file_created"] == first["created"]
+
+    assert soma.run(tmp_path, only_ref) == 0
+    third = json.loads((tmp_path / "soma.json").read_text())
+    assert third["modes"]["full_adaptation"] == {"skipped": "bench.full.enabled=false"}
+    assert "kept_from" not in third

@@ -15,6 +15,7 @@ The file also holds the machine (CPU model, torch capability, bf16 flags, cores,
 before and after) and the resolved dtypes with their reasons: timings mean little without them.
 
     python -m somabench.bench.soma [--out results/bench] [bench.full.dialogues=1 ...] [override ...]
+    python -m somabench.bench.soma bench.update=true bench.full.enabled=false ...  # some modes
 """
 
 from __future__ import annotations
@@ -253,8 +254,44 @@ def mode_settings(settings: DictConfig, key: str) -> tuple[DictConfig, str | Non
     return node, None
 
 
+def _measured(fn: Any, *args: Any) -> dict[str, Any]:
+    """Run one mode and stamp it with its own start, end and load average: a mode kept from an
+    earlier call (``bench.update``) must still say when and on how loaded a machine it ran."""
+    started, load_before = now(), dtypes.load_average()
+    out = fn(*args)
+    out["measured"] = {"started": started, "finished": now(), "load_avg_before": load_before,
+                       "load_avg_after": dtypes.load_average()}
+    return out
+
+
+def kept_modes(path: Path, report: dict[str, Any]) -> list[str]:
+    """``bench.update=true``: put back the modes this call skipped (``enabled=false``) from the file
+    already at ``path``, so re-measuring one mode does not erase the others. Kept modes are
+    listed in ``report["kept_from"]`` with that file's creation time; they carry their own
+    ``measured`` stamp (a file without one, written before stamps existed, gets the file's)."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    kept = []
+    for mode, result in report["modes"].items():
+        previous = old.get("modes", {}).get(mode)
+        if "skipped" in result and str(result["skipped"]).endswith("enabled=false") and previous \
+                and "skipped" not in previous:
+            previous.setdefault("measured", {
+                "started": old.get("created"), "finished": None,
+                "load_avg_before": old.get("machine", {}).get("load_avg_before"),
+                "load_avg_after": old.get("machine", {}).get("load_avg_after")})
+            report["modes"][mode] = previous
+            kept.append(mode)
+    if kept:
+        report["kept_from"] = {"file_created": old.get("created"), "modes": kept,
+                               "machine": old.get("machine")}
+    return kept
+
+
 def run(out_dir: Path, overrides: list[str]) -> int:
-    """Contract 1: run every enabled mode, write ``out_dir/soma.json``; 0 = every mode ran."""
+    """Contract 1: run every enabled mode, write ``out_dir/soma.json``; 0 = every mode ran.
+    ``bench.update=true`` keeps the existing file's results for the modes disabled in this call."""
     import torch
 
     settings, extra = load_settings(list(overrides))
@@ -281,14 +318,15 @@ def run(out_dir: Path, overrides: list[str]) -> int:
                 continue
             try:
                 # one work dir per mode: variants of a mode (``like:``) must not share run dirs
-                report["modes"][mode] = fn(node, common, extra, Path(tmp) / mode)
+                report["modes"][mode] = _measured(fn, node, common, extra, Path(tmp) / mode)
             except Exception as exc:  # noqa: BLE001 - recorded; the other modes still run
                 log.exception("bench soma/%s failed", mode)
                 report["modes"][mode] = {"error": f"{type(exc).__name__}: {exc}"}
                 failures += 1
         if settings.f_decode.enabled:
             try:
-                report["modes"]["f_decode"] = bench_f_decode(settings.f_decode, common, extra)
+                report["modes"]["f_decode"] = _measured(bench_f_decode, settings.f_decode, common,
+                                                        extra)
             except Exception as exc:  # noqa: BLE001
                 log.exception("bench soma/f_decode failed")
                 report["modes"]["f_decode"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -299,6 +337,8 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     report["wall_s"] = round(time.perf_counter() - started, 3)
     report["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     path = out_dir / f"{BENCH_NAME}.json"
+    if settings.get("update"):
+        log.info("kept from %s: %s", path, ", ".join(kept_modes(path, report)) or "nothing")
     path.write_text(json.dumps(report, indent=2, default=str))
     log.info("wrote %s (%d mode(s) failed)", path, failures)
     return 1 if failures else 0
