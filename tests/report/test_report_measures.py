@@ -244,3 +244,27 @@ def test_prices_are_not_part_of_a_runs_identity():
     repriced = compose(["model.prices.F.prompt=123.0", "model.prices.train.backward=9.0"])
     assert config_hash(cfg) == config_hash(repriced)
     assert is_non_output("model.prices.compressor.prompt") and not is_non_output("model.F.model_id")
+
+
+def test_wrapped_bar_labels_never_overlap(report_cfg):
+    """Two-line method labels on a horizontal bar chart get rows tall enough for them, and the
+    notes above the plot do not squeeze the rows (results/tiny_paper Fig. 2 overlapped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from somabench.report.figures import _bar_height, _figure, _stacked
+
+    labels = ["Original", "LLMLingua-1 (offline stand-in)", "RouteLLM (random router, offline)",
+              "SOMA", "SOMA w/o ExpW+ADL", "History-FT", "History-Prefix", "Surrogate", "SOMA w/o ADL"]
+    frame = pd.DataFrame({"label": labels, "F": range(1, len(labels) + 1)})
+    notes = 4
+    fig, (ax,) = _figure(report_cfg, height_scale=_bar_height(report_cfg, labels, text_lines=notes + 2))
+    _stacked(ax, frame, labels, ["F"], report_cfg, None)
+    ax.set_title("title\nsubtitle")
+    fig.suptitle("\n".join(["a note about costs"] * notes))
+    fig.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in ax.get_yticklabels()), key=lambda b: b.y0)
+    assert len(boxes) == len(labels)
+    for lower, upper in zip(boxes[:-1], boxes[1:], strict=True):
+        assert lower.y1 <= upper.y0, (lower, upper)
+    assert _bar_height(report_cfg, ["a b c " * 10] * 9) > _bar_height(report_cfg, ["short"] * 9)

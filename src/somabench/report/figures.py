@@ -57,6 +57,10 @@ MAX_UNROTATED = 6          # grouped bars: rotate dataset labels beyond this man
 ROW_HEIGHT = 0.28          # inches per bar row in horizontal bar charts
 MIN_PLOT_HEIGHT = 1.6      # inches: a horizontal bar chart is never flatter than this
 LABEL_WRAP = 22            # characters per line of a method label on a bar axis
+LINE_SPACING = 1.35        # height of a text line, in font sizes
+LABEL_GAP = 0.08           # inches between the wrapped labels of neighbouring bar rows
+AXIS_MARGIN = 1.0          # inches of a bar panel taken by its title, tick labels and x label
+POINTS_PER_INCH = 72.0
 CMAP_SMALL = 10            # tab10 holds this many distinct colours
 CMAP_MEDIUM = 20           # tab20 holds this many
 LIGHT_ALPHA = 0.45         # the first of two side-by-side bars (e.g. generation-only throughput)
@@ -249,9 +253,18 @@ def compact(value: float) -> str:
     return f"{value:.0f}"
 
 
-def _bar_height(cfg: Any, n_rows: int) -> float:
-    """Height scale of a horizontal bar panel with ``n_rows`` bars (labels never squeeze it)."""
-    return max(MIN_PLOT_HEIGHT, ROW_HEIGHT * n_rows + 1.0) / cfg.figures.panel_height
+def _text_inches(cfg: Any, lines: int) -> float:
+    return lines * cfg.figures.font_size * LINE_SPACING / POINTS_PER_INCH
+
+
+def _bar_height(cfg: Any, labels: list[str], bars_per_label: int = 1, text_lines: int = 0) -> float:
+    """Height scale of a horizontal bar panel, one row per label: every row is tall enough for
+    its label as ``wrap`` breaks it (two-line labels of neighbouring rows used to overlap), and
+    ``text_lines`` of titles and notes above the plot get their own room instead of squeezing it."""
+    lines = max((wrap(lb).count("\n") + 1 for lb in labels), default=1)
+    row = max(ROW_HEIGHT * bars_per_label, _text_inches(cfg, lines) + LABEL_GAP)
+    height = max(MIN_PLOT_HEIGHT, row * len(labels) + AXIS_MARGIN) + _text_inches(cfg, text_lines)
+    return height / cfg.figures.panel_height
 
 
 def _total_ci(frame: pd.DataFrame, labels: list[str], stacks: list[str], knobs: Any) -> np.ndarray | None:
@@ -334,8 +347,10 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
     labels = order_labels(cfg, frame)
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
     what = "Cost" if prices is not None else "Tokens per dialogue"
+    text_lines = len(notes) + 2 + bool(subtitle)  # notes, the title and its subtitle
     if by_dataset:
-        fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(cfg, len(labels)))
+        fig, axes = _figure(cfg, len(datasets),
+                            height_scale=_bar_height(cfg, labels, text_lines=text_lines))
         for ax, name in zip(axes, datasets, strict=True):
             part = frame[frame["dataset"] == name]
             shown = [lb for lb in labels if lb in set(part["label"])]
@@ -350,7 +365,8 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         shown = {lb: f"{lb}*" if lb in partial else lb for lb in labels}
         per_dataset["label"] = per_dataset["label"].map(shown)
         fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE,
-                             height_scale=_bar_height(cfg, len(labels)))
+                             height_scale=_bar_height(cfg, [f"{lb}*" for lb in labels],
+                                                      text_lines=text_lines))
         handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt,
                            _total_ci(frame, labels, stacks, knobs))
         ax.set_xlabel(xlabel)
@@ -415,7 +431,9 @@ def _method_panels(cfg: Any, stats: pd.DataFrame, values: list[tuple[str, str]],
     labels = order_labels(cfg, stats)
     datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
     colors = label_colors(cfg, labels, stats)
-    fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(cfg, len(labels) * len(values)))
+    widest = stats.groupby("label")["n"].max()  # the tick label says n: wrap what is drawn
+    fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(
+        cfg, [f"{lb} (n={int(widest[lb])})" for lb in labels], len(values), text_lines=2))
     height = BAR_WIDTH / len(values)
     styles = [{"alpha": 1.0, "hatch": None}] if len(values) == 1 else \
         [{"alpha": LIGHT_ALPHA, "hatch": "///"}, *[{"alpha": 1.0, "hatch": None}] * (len(values) - 1)]
