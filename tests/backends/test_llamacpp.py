@@ -91,6 +91,9 @@ def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets)
             assert c.prompt_tokens and 0 < c.completion_tokens <= 8
         info = backend.describe()
         assert info["engine"] == "llama.cpp" and info["quantization"] == "Q4_1"
+        from somabench.data.preflight import context_window
+
+        assert context_window(backend) == int(KNOBS["n_ctx"])  # the preflight checks turns
         fp = backend.fingerprint()
         assert "base_url" not in fp and fp["dtype"] == "Q4_1" and fp["gguf"] == SMOLLM2_ASSET
         pid = backend.server.proc.pid

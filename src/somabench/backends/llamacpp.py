@@ -175,6 +175,12 @@ class LlamaCppBackend(OpenAIBackend):
                            f"model.<role>.asset or model.<role>.llamacpp.gguf_file",
                            reason="not_found")
 
+    @property
+    def context_window(self) -> int:
+        """The server's ``n_ctx``: the most llama.cpp accepts, so the preflight can check every
+        turn against it (the OpenAI-compatible API does not report a window)."""
+        return self.server.n_ctx
+
     def fingerprint(self) -> dict[str, Any]:
         """No port (it changes every run); the GGUF and the engine version instead."""
         fp = {key: value for key, value in super().fingerprint().items() if key != "base_url"}
