@@ -119,10 +119,20 @@ class ModelJudge(Judge):
             if self.extra_body:  # reasoning controls change the reply
                 fp["extra_body"] = self.extra_body
             return fp
-        # From the config, so a fully cached rerun never loads the model.
+        # From the config, so a fully cached rerun never loads the model; ``dtype: auto`` is
+        # resolved (a cached probe, no model load) so bf16 and fp32 verdicts never share a key.
         return {"kind": "local", "model": self.model, "asset": self.spec.get("asset"),
-                "path": self.spec.get("path"), "dtype": self.spec.get("dtype"),
+                "path": self.spec.get("path"), "dtype": self._resolved_dtype(),
                 "revision": self.spec.get("revision")}
+
+    def _resolved_dtype(self) -> str | None:
+        requested = self.spec.get("dtype")
+        if requested is None:
+            return None
+        from somabench import dtype as dtypes
+
+        return dtypes.resolve(str(requested), str(self.spec.get("device") or "cpu"),
+                              self.cache_dir).name
 
     # -- checks --------------------------------------------------------------------------------
     def preflight(self) -> None:

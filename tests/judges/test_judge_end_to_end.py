@@ -17,7 +17,7 @@ from somabench.task import run_task
 
 @pytest.mark.slow
 def test_tiny_run_embedding_then_local_panel(tmp_path: Path, tiny_cfg_overrides, tiny_assets,
-                                             capsys: pytest.CaptureFixture) -> None:
+                                             local_judge_assets, capsys: pytest.CaptureFixture) -> None:
     cfg = compose([o for o in tiny_cfg_overrides if not o.startswith("judge=")]
                   + ["method=surrogate", "judge=embedding"])
     objective = run_task(cfg)["sim/judge_mean"]  # the task returns its metrics
