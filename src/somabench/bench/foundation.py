@@ -73,15 +73,26 @@ def _serve(cfg: Any, batch_size: int) -> tuple[float, _Timed, int]:
     return wall, timed, tokens
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def bench_overhead(settings: Any, tmp: Path) -> dict[str, Any]:
+    """Median over ``overhead.repeats`` fresh runs of the share of wall time outside model calls."""
     s = settings.overhead
-    cfg = _cfg(settings, tmp / "overhead", [f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
-                                            f"generation.max_new_tokens={s.max_new_tokens}"])
-    wall, timed, _ = _serve(cfg, 1)
-    share = 1.0 - timed.seconds / wall
-    return {"wall_s": round(wall, 3), "model_s": round(timed.seconds, 3), "calls": timed.calls,
-            "overhead_share": round(share, 4), "goal_max": settings.goals.overhead_max,
-            "met": share <= settings.goals.overhead_max}
+    runs = []
+    for i in range(max(1, int(s.get("repeats", 1)))):
+        cfg = _cfg(settings, tmp / f"overhead{i}", [
+            f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
+            f"generation.max_new_tokens={s.max_new_tokens}"])
+        wall, timed, _ = _serve(cfg, 1)
+        runs.append({"wall_s": round(wall, 3), "model_s": round(timed.seconds, 3),
+                     "calls": timed.calls, "overhead_share": round(1.0 - timed.seconds / wall, 4)})
+    share = _median([r["overhead_share"] for r in runs])
+    return {"wall_s": _median([r["wall_s"] for r in runs]),
+            "model_s": _median([r["model_s"] for r in runs]), "calls": runs[0]["calls"],
+            "overhead_share": share, "repeats": len(runs), "per_run": runs,
+            "goal_max": settings.goals.overhead_max, "met": share <= settings.goals.overhead_max}
 
 
 def bench_throughput(settings: Any, tmp: Path) -> dict[str, Any]:
@@ -124,15 +135,24 @@ def bench_throughput(settings: Any, tmp: Path) -> dict[str, Any]:
 
 
 def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
+    """Median over ``batching.repeats`` of the batch-1 / batch-B wall-time ratio (each repeat
+    serves the same dialogues both ways, in fresh run dirs)."""
     s = settings.batching
     common = [f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
               f"generation.max_new_tokens={s.max_new_tokens}"]
-    wall1, _, tok1 = _serve(_cfg(settings, tmp / "batch1", common), 1)
-    wallb, _, tokb = _serve(_cfg(settings, tmp / "batchB", common + [f"batch_size={s.batch_size}"]), int(s.batch_size))
-    speedup = wall1 / wallb
-    return {"dialogues": s.dialogues, "batch_size": s.batch_size, "wall_batch1_s": round(wall1, 2),
-            f"wall_batch{s.batch_size}_s": round(wallb, 2), "speedup": round(speedup, 2),
-            "completion_tokens": [tok1, tokb], "goal_min": settings.goals.batch_speedup_min,
+    runs = []
+    for i in range(max(1, int(s.get("repeats", 1)))):
+        wall1, _, tok1 = _serve(_cfg(settings, tmp / f"batch1_{i}", common), 1)
+        wallb, _, tokb = _serve(_cfg(settings, tmp / f"batchB_{i}",
+                                     common + [f"batch_size={s.batch_size}"]), int(s.batch_size))
+        runs.append({"wall_batch1_s": round(wall1, 2), f"wall_batch{s.batch_size}_s": round(wallb, 2),
+                     "speedup": round(wall1 / wallb, 2), "completion_tokens": [tok1, tokb]})
+    speedup = _median([r["speedup"] for r in runs])
+    return {"dialogues": s.dialogues, "batch_size": s.batch_size,
+            "wall_batch1_s": _median([r["wall_batch1_s"] for r in runs]),
+            f"wall_batch{s.batch_size}_s": _median([r[f"wall_batch{s.batch_size}_s"] for r in runs]),
+            "speedup": speedup, "completion_tokens": runs[0]["completion_tokens"],
+            "repeats": len(runs), "per_run": runs, "goal_min": settings.goals.batch_speedup_min,
             "met": speedup >= settings.goals.batch_speedup_min}
 
 
@@ -143,10 +163,13 @@ def run(out_dir: Path, overrides: list[str]) -> int:
 
     settings = load_settings(BENCH_NAME, list(overrides))
     machine = {**dtypes.machine(), "load_avg_before": dtypes.load_average()}
+    spec = compose(list(settings.overrides)).model.F
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         result = {
             "bench": BENCH_NAME, "machine": machine,
+            "dtype": {"F": dtypes.resolve(str(spec.dtype), str(spec.device),
+                                          compose([]).paths.cache_dir).to_json()},
             "settings": OmegaConf.to_container(settings, resolve=True),
             "overhead": bench_overhead(settings, tmp),
             "throughput": bench_throughput(settings, tmp),
