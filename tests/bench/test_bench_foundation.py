@@ -27,3 +27,16 @@ def test_overhead_and_batching_are_medians_over_fresh_runs(tmp_path, monkeypatch
     assert [r["speedup"] for r in result["per_run"]] == [4.0, 3.0, 3.0]
     assert result["speedup"] == 3.0 and result["wall_batch1_s"] == 100.0
     assert len(set(seen_dirs)) == len(seen_dirs)  # every run in a fresh dir (no resume)
+
+
+def test_timed_wrapper_passes_every_argument_through() -> None:
+    """The wrapper must not pin generate_text's signature (HFBackend gained ``base_rows``)."""
+    class Backend:
+        def generate_text(self, prompts, gen, base_rows=None):
+            return [(p, gen, base_rows) for p in prompts]
+
+    backend = Backend()
+    timed = foundation._Timed(backend)
+    assert backend.generate_text(["a"], "g", [True]) == [("a", "g", [True])]
+    assert backend.generate_text(["b"], gen="g") == [("b", "g", None)]
+    assert timed.calls == 2 and timed.seconds >= 0.0

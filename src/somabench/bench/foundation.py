@@ -41,10 +41,10 @@ class _Timed:
         self.calls = 0
         self._inner = backend.generate_text
 
-        def timed(prompts: list[str], gen: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:  # whatever the backend's signature is
             started = time.perf_counter()
             try:
-                return self._inner(prompts, gen)
+                return self._inner(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
                 self.calls += 1
