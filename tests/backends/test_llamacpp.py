@@ -91,6 +91,7 @@ def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets)
             assert c.prompt_tokens and 0 < c.completion_tokens <= 8
         info = backend.describe()
         assert info["engine"] == "llama.cpp" and info["quantization"] == "Q4_1"
+        assert info["n_threads"] == 1 and "--n_threads" in backend.server.command()
         from somabench.data.preflight import context_window
 
         assert context_window(backend) == int(KNOBS["n_ctx"])  # the preflight checks turns
@@ -100,3 +101,19 @@ def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets)
     finally:
         backend.close()
     assert _wait_gone(pid)
+
+
+def test_null_threads_follow_torchs_thread_count(monkeypatch, tmp_path: Path) -> None:
+    """``n_threads: null`` uses torch's thread count (llama-cpp-python's default is half the
+    logical CPUs: one idle core on a 2-core machine), and the server is told so."""
+    import torch
+
+    from somabench.backends.llamacpp import LlamaCppServer, default_threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert default_threads() == 3
+    server = LlamaCppServer(tmp_path / "m.gguf", "m", n_ctx=512, n_threads=default_threads(),
+                            n_batch=64, startup_timeout=1, lifetime_seconds=None,
+                            log_dir=tmp_path)
+    command = server.command()
+    assert command[command.index("--n_threads") + 1] == "3"

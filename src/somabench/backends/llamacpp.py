@@ -60,6 +60,18 @@ def gguf_quantization(path: Path) -> str | None:
         return None
 
 
+def default_threads() -> int:
+    """Threads for ``n_threads: null``: as many as torch uses for G (its default is the physical
+    cores). llama-cpp-python's own default, half the logical CPUs, assumes SMT and left one of
+    this 2-core machine's cores idle: 26.6 vs 31.3 tok/s decoding (docs/benchmarks.md)."""
+    try:
+        import torch
+
+        return max(1, int(torch.get_num_threads()))
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return max(1, os.cpu_count() or 1)
+
+
 class LlamaCppServer(LoopbackServerProcess):
     """One ``llama_cpp.server`` child process serving one GGUF on 127.0.0.1."""
 
@@ -144,7 +156,7 @@ class LlamaCppBackend(OpenAIBackend):
 
         self.server = LlamaCppServer(
             self.gguf, model_id, n_ctx=int(knobs["n_ctx"]),
-            n_threads=int(knobs["n_threads"]) if knobs.get("n_threads") else None,
+            n_threads=int(knobs["n_threads"]) if knobs.get("n_threads") else default_threads(),
             n_batch=int(knobs["n_batch"]), startup_timeout=float(knobs["startup_timeout"]),
             lifetime_seconds=(float(knobs["lifetime_seconds"])
                               if knobs.get("lifetime_seconds") is not None else None),
@@ -189,7 +201,7 @@ class LlamaCppBackend(OpenAIBackend):
         return fp
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "engine": "llama.cpp",
+        return {**super().describe(), "engine": "llama.cpp", "n_threads": self.server.n_threads,
                 "quantization": self.quantization, "gguf_path": str(self.gguf),
                 "dtype_reason": f"llama.cpp computes with the GGUF's own quantization "
                                 f"({self.quantization}); model dtype does not apply",
