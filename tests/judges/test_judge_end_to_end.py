@@ -32,7 +32,10 @@ def test_tiny_run_embedding_then_local_panel(tmp_path: Path, tiny_cfg_overrides,
     rows = [json.loads(x) for x in (run_dir / SCORES_FILE).read_text().splitlines()]
     local = [r for r in rows if r["panel"] == "local"]
     assert {r["judge"] for r in local} == {"qwen_coder_1_5b", "qwen_coder_0_5b", "smollm2_135m"}
-    assert len(local) == 6 and all(r["status"] in ("ok", "unparsed") for r in local)
+    # unparsed or, when a reply hit max_tokens, truncated (bf16 and fp32 machines decode
+    # differently): recorded with the reply, never scored
+    assert len(local) == 6 and all(r["status"] in ("ok", "unparsed", "truncated") for r in local)
+    assert all(r["raw"] is not None for r in local if r["status"] != "ok")
     assert all((r["score"] is None) == (r["status"] != "ok") for r in local)
     assert sum(r["status"] == "ok" for r in local) >= 2  # the Qwen judges follow the format
     # the embedding lines of the first panel are kept next to the local ones
