@@ -32,6 +32,7 @@ from somabench.sweep import (
     STATUS_FILE,
     search_objective,
     sqlite_path,
+    sweep_summary,
     trial_seed,
 )
 from somabench.task import run_metrics
@@ -265,6 +266,25 @@ def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(launcher: str, tmp_p
         assert header["status"] == "error" and header["error"] == row["error"]
     assert len((sweep_dir / FAILURES_FILE).read_text().splitlines()) == 2
     assert "2 of 2 sweep job(s) failed" in out.stderr
+
+
+def test_status_keeps_the_jobs_of_earlier_invocations_apart(tmp_path: Path) -> None:
+    """Running one more method into a sweep dir: its status lists that job (the exit code's
+    business) and the jobs already there under earlier_jobs, instead of dropping them."""
+    def job(name: str, status: str, updated: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"status": status, "error": None, "seconds": 1.0, "objective": None,
+             "updated": updated}))
+
+    job("method=original", "success", "2026-11-30T11:00:00")
+    job("method=surrogate", "error", "2026-11-30T12:00:00")
+    job("method=soma", "success", "2026-11-30T15:00:00")
+    summary = sweep_summary(tmp_path, started="2026-11-30T13:00:00")
+    assert [r["job"] for r in summary["rows"]] == ["method=soma"]
+    assert (summary["jobs"], summary["failed"]) == (1, 0)  # an old failure is not this run's
+    earlier = {r["job"]: r["status"] for r in summary["earlier_jobs"]}
+    assert earlier == {"method=original": "success", "method=surrogate": "error"}
 
 
 # -- slow: real multiruns on the tiny family -------------------------------------------------

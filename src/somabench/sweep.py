@@ -5,8 +5,8 @@ Why: with Hydra's basic sweeper an exception in one job aborts the sweep once th
 showing only the first error, and ``SystemExit`` (a bad config found at run time) stops it at
 once (lightning-hydra-template #535: a crashed sweep cannot be resumed). Here a failed job is
 logged with its error in its ``run.json`` (status ``error``), the sweep goes on, and at the end
-``<sweep dir>/sweep_status.json`` lists every job of this invocation; the command exits
-non-zero if any failed. Re-running the same command is the resume (records resume per
+``<sweep dir>/sweep_status.json`` lists every job of this invocation (and, apart, the sweep
+dir's jobs from earlier invocations); the command exits non-zero if any of this one failed. Re-running the same command is the resume (records resume per
 dialogue, so finished jobs make no model calls). Under the Optuna sweeper a failed trial is
 raised to the sweeper instead, which marks it FAIL and applies ``max_failure_rate``.
 """
@@ -143,6 +143,19 @@ def sqlite_path(storage: Any) -> Path | None:
     return Path(storage[len(SQLITE_PREFIX):])
 
 
+def sweep_summary(sweep_dir: Path, started: str | None) -> dict[str, Any]:
+    """The status file's content: this invocation's jobs (``rows``; they decide the exit code)
+    and, under ``earlier_jobs``, the other job dirs of the same sweep dir as their run.json
+    says, so running one more method into a sweep dir does not hide the ones already there."""
+    rows = job_status(sweep_dir, since=started)
+    mine = {r["job"] for r in rows}
+    earlier = [r for r in job_status(sweep_dir) if r["job"] not in mine]
+    failed = [r for r in rows if r["status"] != "success"]
+    return {"sweep_dir": str(sweep_dir), "started": started, "finished": now(),
+            "jobs": len(rows), "success": len(rows) - len(failed), "failed": len(failed),
+            "rows": rows, "earlier_jobs": earlier}
+
+
 class SweepStatus(Callback):
     """Hydra callback: prepares a sweep (sqlite storage folder) and reports it at the end."""
 
@@ -157,11 +170,9 @@ class SweepStatus(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = job_status(sweep_dir, since=self.started)
+        summary = sweep_summary(sweep_dir, self.started)
+        rows = summary["rows"]
         failed = [r for r in rows if r["status"] != "success"]
-        summary = {"sweep_dir": str(sweep_dir), "started": self.started,
-                   "finished": now(), "jobs": len(rows),
-                   "success": len(rows) - len(failed), "failed": len(failed), "rows": rows}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STATUS_FILE).write_text(json.dumps(summary, indent=2, default=str),
                                              encoding="utf-8")
