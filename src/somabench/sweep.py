@@ -6,8 +6,9 @@ showing only the first error, and ``SystemExit`` (a bad config found at run time
 once (lightning-hydra-template #535: a crashed sweep cannot be resumed). Here a failed job is
 logged with its error in its ``run.json`` (status ``error``), the sweep goes on, and at the end
 ``<sweep dir>/sweep_status.json`` lists every job of this invocation (and, apart, the sweep
-dir's jobs from earlier invocations); the command exits non-zero if any of this one failed. Re-running the same command is the resume (records resume per
-dialogue, so finished jobs make no model calls). Under the Optuna sweeper a failed trial is
+dir's jobs from earlier invocations); the command exits non-zero if any of this one failed.
+Re-running the same command is the resume (records resume per dialogue, so finished jobs make
+no model calls). Under the Optuna sweeper a failed trial is
 raised to the sweeper instead, which marks it FAIL and applies ``max_failure_rate``.
 """
 

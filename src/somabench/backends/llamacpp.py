@@ -63,7 +63,7 @@ def gguf_quantization(path: Path) -> str | None:
 def default_threads() -> int:
     """Threads for ``n_threads: null``: as many as torch uses for G (its default is the physical
     cores). llama-cpp-python's own default, half the logical CPUs, assumes SMT and left one of
-    this 2-core machine's cores idle: 26.6 vs 31.3 tok/s decoding (docs/benchmarks.md)."""
+    this 2-core machine's cores idle (decode 26.6 vs 31.3 tok/s, back-to-back runs)."""
     try:
         import torch
 

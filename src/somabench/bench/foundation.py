@@ -73,10 +73,6 @@ def _serve(cfg: Any, batch_size: int) -> tuple[float, _Timed, int]:
     return wall, timed, tokens
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def bench_overhead(settings: Any, tmp: Path) -> dict[str, Any]:
     """Median over ``overhead.repeats`` fresh runs of the share of wall time outside model calls."""
     s = settings.overhead
@@ -88,9 +84,9 @@ def bench_overhead(settings: Any, tmp: Path) -> dict[str, Any]:
         wall, timed, _ = _serve(cfg, 1)
         runs.append({"wall_s": round(wall, 3), "model_s": round(timed.seconds, 3),
                      "calls": timed.calls, "overhead_share": round(1.0 - timed.seconds / wall, 4)})
-    share = _median([r["overhead_share"] for r in runs])
-    return {"wall_s": _median([r["wall_s"] for r in runs]),
-            "model_s": _median([r["model_s"] for r in runs]), "calls": runs[0]["calls"],
+    share = statistics.median([r["overhead_share"] for r in runs])
+    return {"wall_s": statistics.median([r["wall_s"] for r in runs]),
+            "model_s": statistics.median([r["model_s"] for r in runs]), "calls": runs[0]["calls"],
             "overhead_share": share, "repeats": len(runs), "per_run": runs,
             "goal_max": settings.goals.overhead_max, "met": share <= settings.goals.overhead_max}
 
@@ -147,10 +143,10 @@ def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
                                      common + [f"batch_size={s.batch_size}"]), int(s.batch_size))
         runs.append({"wall_batch1_s": round(wall1, 2), f"wall_batch{s.batch_size}_s": round(wallb, 2),
                      "speedup": round(wall1 / wallb, 2), "completion_tokens": [tok1, tokb]})
-    speedup = _median([r["speedup"] for r in runs])
+    speedup = statistics.median([r["speedup"] for r in runs])
     return {"dialogues": s.dialogues, "batch_size": s.batch_size,
-            "wall_batch1_s": _median([r["wall_batch1_s"] for r in runs]),
-            f"wall_batch{s.batch_size}_s": _median([r[f"wall_batch{s.batch_size}_s"] for r in runs]),
+            "wall_batch1_s": statistics.median([r["wall_batch1_s"] for r in runs]),
+            f"wall_batch{s.batch_size}_s": statistics.median([r[f"wall_batch{s.batch_size}_s"] for r in runs]),
             "speedup": speedup, "completion_tokens": runs[0]["completion_tokens"],
             "repeats": len(runs), "per_run": runs, "goal_min": settings.goals.batch_speedup_min,
             "met": speedup >= settings.goals.batch_speedup_min}
@@ -163,13 +159,13 @@ def run(out_dir: Path, overrides: list[str]) -> int:
 
     settings = load_settings(BENCH_NAME, list(overrides))
     machine = {**dtypes.machine(), "load_avg_before": dtypes.load_average()}
-    spec = compose(list(settings.overrides)).model.F
+    run_cfg = compose(list(settings.overrides))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         result = {
             "bench": BENCH_NAME, "machine": machine,
-            "dtype": {"F": dtypes.resolve(str(spec.dtype), str(spec.device),
-                                          compose([]).paths.cache_dir).to_json()},
+            "dtype": {"F": dtypes.resolve(str(run_cfg.model.F.dtype), str(run_cfg.model.F.device),
+                                          run_cfg.paths.cache_dir).to_json()},
             "settings": OmegaConf.to_container(settings, resolve=True),
             "overhead": bench_overhead(settings, tmp),
             "throughput": bench_throughput(settings, tmp),
