@@ -56,6 +56,13 @@ vllm-env: $(VLLM_STAMP)  ## .venv-vllm: vLLM (CPU build; CUDA vllm where a GPU e
 test-vllm: assets $(VLLM_STAMP)  ## tests needing a real vLLM engine/server (marker vllm), in .venv-vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm -q -p no:cacheprovider --timeout=1200 tests/vllm
 
+# llama.cpp's own server (model.F.llamacpp.engine=native: parallel slots), built from the
+# llama.cpp vendored in the llama-cpp-python sdist (~5 min on 2 cores); optional, like [llamacpp].
+$(BIN)/llama-server: scripts/build-llama-server.sh | $(STAMP)
+	VENV=$(VENV) scripts/build-llama-server.sh
+
+llama-server: $(BIN)/llama-server  ## build llama.cpp's llama-server into .venv/bin (engine=native)
+
 bench: assets  ## benchmarks -> results/bench/*.json
 	$(BIN)/python -m somabench bench
 
@@ -74,4 +81,4 @@ report: $(STAMP)  ## tables and figures from outputs/ -> results/
 clean:  ## remove outputs and caches of this checkout (not the model cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install assets run test test-full vllm-env test-vllm bench lint sweep paper-tiny report clean
+.PHONY: help install assets run test test-full vllm-env test-vllm llama-server bench lint sweep paper-tiny report clean

@@ -1,7 +1,8 @@
-"""conf/bench/soma.yaml's modes: the llama.cpp-F variant is the reference scenario plus F's engine."""
+"""conf/bench/soma.yaml's modes: the llama.cpp-F variants are the reference scenario plus F's engine."""
 
 from __future__ import annotations
 
+import pytest
 from omegaconf import OmegaConf
 
 from somabench.bench.soma import MODES, load_settings, mode_settings
@@ -18,13 +19,27 @@ def test_llamacpp_variant_extends_the_reference_settings() -> None:
     assert {key for key, _ in MODES.values()} <= set(settings)
 
 
-def test_a_missing_engine_skips_the_mode_with_its_reason() -> None:
+def test_llama_server_variant_adds_the_native_engine() -> None:
+    settings, _ = load_settings([])
+    ref, _ = mode_settings(settings, "reference_settings")
+    native, missing = mode_settings(settings, "reference_settings_llama_server_f")
+    assert list(native.overrides) == [*ref.overrides, "model.F.backend=llamacpp",
+                                      "model.F.llamacpp.engine=native"]
+    assert missing is None or "make llama-server" in missing
+
+
+def test_a_missing_engine_skips_the_mode_with_its_reason(monkeypatch) -> None:
+    from somabench.bench import soma
+
+    monkeypatch.setitem(soma.REQUIREMENTS, "engine_x", lambda: "engine_x is not installed")
     settings = OmegaConf.create({"a": {"overrides": ["x=1"], "dialogues": 1},
-                                 "b": {"like": "a", "needs": "no_such_module_xyz",
-                                       "overrides": ["y=2"]}})
+                                 "b": {"like": "a", "needs": "engine_x", "overrides": ["y=2"]},
+                                 "c": {"needs": "no_such_engine", "overrides": []}})
     node, missing = mode_settings(settings, "b")
     assert list(node.overrides) == ["x=1", "y=2"]
-    assert missing is not None and "no_such_module_xyz is not installed" in missing
+    assert missing == "engine_x is not installed"
+    with pytest.raises(ValueError, match="llama_server"):  # a typo is an error, not a skip
+        mode_settings(settings, "c")
 
 
 def _fake_mode(value: float):
@@ -64,3 +79,25 @@ def test_update_remeasures_one_mode_and_keeps_the_others(tmp_path, monkeypatch) 
     third = json.loads((tmp_path / "soma.json").read_text())
     assert third["modes"]["full_adaptation"] == {"skipped": "bench.full.enabled=false"}
     assert "kept_from" not in third
+
+
+def test_batch_speed_counts_every_completion_of_one_batch_call() -> None:
+    """batch_tok_s: one chat_batch over all prompts, completion tokens / wall seconds."""
+    import time
+    from types import SimpleNamespace
+
+    from somabench.bench.soma import _batch_speed
+
+    calls: list[int] = []
+
+    class Backend:
+        def chat_batch(self, batch, gen):
+            calls.append(len(batch))
+            time.sleep(0.05)
+            return [SimpleNamespace(completion_tokens=10) for _ in batch]
+
+    out = _batch_speed(Backend(), [[{"role": "user", "content": str(i)}] for i in range(4)],
+                       None, repeats=2)
+    assert calls == [1, 4, 4]  # a one-prompt warm-up, then whole batches
+    assert out["batch"] == 4 and out["tok_s"]["n"] == 2
+    assert 0 < out["tok_s"]["median"] <= 40 / 0.05

@@ -1,25 +1,39 @@
-"""llama.cpp backend: somabench starts ``llama_cpp.server`` on 127.0.0.1 and talks OpenAI to it.
+"""llama.cpp backend: somabench starts a llama.cpp server on 127.0.0.1 and talks OpenAI to it.
 
 Why: F and the LLM judges only need text, and llama.cpp decodes the GGUF files the offline
 packages ship 4-5.5x faster than transformers on CPUs (MODELS.md). G stays in torch (SOMA needs
-its embeddings and LoRA). An optional extra: ``pip install -e '.[llamacpp]'`` (the sdist builds
-in ~4.5 min). Use it with ``model.F.backend=llamacpp``; knobs in ``model.F.llamacpp``.
+its embeddings and LoRA). Use it with ``model.F.backend=llamacpp``; knobs in ``model.F.llamacpp``.
+
+Two server engines (``llamacpp.engine``, registry :data:`ENGINES`):
+
+* ``python``: llama-cpp-python's ``llama_cpp.server`` (the ``[llamacpp]`` extra; the sdist
+  builds in ~4.5 min). It answers one request at a time.
+* ``native``: llama.cpp's own ``llama-server`` (``make llama-server`` builds it from the same
+  sdist's vendored llama.cpp). It decodes ``parallel`` requests together in one batch
+  (continuous batching), so SOMA's M mined queries, a judge panel's verdicts and a batch of
+  dialogues cost about one decode loop instead of one each.
 
 The server is a child process (somabench.backends.llamacpp_server) bounded by the run: it is
 stopped by ``close()``, at interpreter exit, and by its own watchdog when this process dies or
 ``lifetime_seconds`` pass. Requests go through :class:`OpenAIBackend` (retries, concurrency,
 usage counts). The model runs at the GGUF's own quantization, so ``dtype`` in the fingerprint
-and in ``run.json`` is that quantization (e.g. ``Q4_K_M``); ``describe()`` names the engine.
+and in ``run.json`` is that quantization (e.g. ``Q4_K_M``); ``describe()`` names the engine, and
+the fingerprint holds the engine, its version and the slot count (batched decoding can change
+the last bits of the logits, so answers from different engines never share a cache key).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.metadata
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +48,9 @@ READY_POLL_SECONDS = 0.5  # how often start() asks the server whether it is up
 STOP_GRACE_SECONDS = 10.0  # terminate -> kill after this long
 LOG_TAIL_CHARS = 2000  # how much of the server log a startup error quotes
 FILE_TYPE_PREFIX = "MOSTLY_"  # gguf.LlamaFileType names: MOSTLY_Q4_K_M -> Q4_K_M
+NATIVE_BINARY = "llama-server"
+NATIVE_BINARY_ENV = "SOMABENCH_LLAMA_SERVER"  # path to llama-server, when not given in the config
+VERSION_TIMEOUT_SECONDS = 30  # `llama-server --version` answers at once
 
 
 def llama_cpp_version() -> str | None:
@@ -72,12 +89,136 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every engine's command line needs (from ``model.<role>.llamacpp``)."""
+
+    gguf: Path
+    alias: str
+    port: int
+    n_ctx: int
+    n_threads: int | None
+    n_batch: int
+    parallel: int
+
+
+class PythonEngine:
+    """llama-cpp-python's ``llama_cpp.server``: one request at a time."""
+
+    name = "llama_cpp.server"
+    batches = False  # one slot, whatever ``parallel`` says
+
+    @classmethod
+    def installed(cls, binary: str | None = None) -> PythonEngine:
+        """The engine, or a clear error when llama-cpp-python is missing."""
+        if llama_cpp_version() is None:
+            raise BackendError(
+                "llamacpp.engine=python needs llama-cpp-python, which is not installed. Fix: "
+                "pip install -e '.[llamacpp]' (builds from source in ~5 min), or "
+                "llamacpp.engine=native after `make llama-server`, or backend=hf.",
+                reason="not_found")
+        return cls()
+
+    def version(self) -> str | None:
+        return llama_cpp_version()
+
+    def launcher_args(self) -> list[str]:
+        return []
+
+    def server_args(self, s: ServerSettings) -> list[str]:
+        args = ["--model", str(s.gguf), "--model_alias", s.alias, "--host", LOOPBACK_HOST,
+                "--port", str(s.port), "--n_ctx", str(s.n_ctx), "--n_batch", str(s.n_batch)]
+        if s.n_threads:
+            args += ["--n_threads", str(s.n_threads)]
+        return args
+
+
+def find_llama_server(binary: str | None) -> Path:
+    """llama.cpp's ``llama-server``: ``binary``, else $SOMABENCH_LLAMA_SERVER, else next to this
+    Python (``make llama-server`` installs it there), else on PATH."""
+    tried = []
+    for candidate in (binary, os.environ.get(NATIVE_BINARY_ENV),
+                      str(Path(sys.executable).parent / NATIVE_BINARY),
+                      shutil.which(NATIVE_BINARY)):
+        if not candidate:
+            continue
+        path = Path(candidate).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        tried.append(str(path))
+        if candidate == binary:  # an explicit path that is wrong is an error, not a hint
+            break
+    raise BackendError(
+        f"llamacpp.engine=native needs llama.cpp's {NATIVE_BINARY} (looked at: "
+        f"{', '.join(tried) or 'PATH'}). Fix: `make llama-server` (builds it from the "
+        f"llama-cpp-python sdist's llama.cpp, ~5 min on 2 cores), or set "
+        f"model.<role>.llamacpp.binary=/path/to/{NATIVE_BINARY} or ${NATIVE_BINARY_ENV}, or use "
+        f"llamacpp.engine=python.", reason="not_found")
+
+
+@functools.cache
+def native_version(binary: str) -> str | None:
+    """``llama-server --version``'s version line, e.g. ``0.5.0-dev (build 1, commit 0c1e570)``."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,  # noqa: S603
+                             timeout=VERSION_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("version:"):
+            return line.removeprefix("version:").strip()
+    return None
+
+
+class NativeEngine:
+    """llama.cpp's ``llama-server``: ``parallel`` slots decoded in one batch."""
+
+    name = NATIVE_BINARY
+    batches = True
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+
+    @classmethod
+    def installed(cls, binary: str | None = None) -> NativeEngine:
+        """The engine on the ``llama-server`` found by :func:`find_llama_server`."""
+        return cls(find_llama_server(binary))
+
+    def version(self) -> str | None:
+        return native_version(str(self.binary))
+
+    def launcher_args(self) -> list[str]:
+        return ["--exec", str(self.binary)]
+
+    def server_args(self, s: ServerSettings) -> list[str]:
+        # each slot gets the full n_ctx: a per-slot cache splits --ctx-size over the slots
+        args = ["--model", str(s.gguf), "--alias", s.alias, "--host", LOOPBACK_HOST,
+                "--port", str(s.port), "--ctx-size", str(s.n_ctx * s.parallel),
+                "--parallel", str(s.parallel), "--no-kv-unified", "--batch-size", str(s.n_batch),
+                "--no-webui"]
+        if s.n_threads:
+            args += ["--threads", str(s.n_threads), "--threads-batch", str(s.n_threads)]
+        return args
+
+
+ENGINES: dict[str, type[PythonEngine] | type[NativeEngine]] = {
+    "python": PythonEngine, "native": NativeEngine}
+
+
+def build_engine(name: str, binary: str | None = None) -> PythonEngine | NativeEngine:
+    if name not in ENGINES:
+        raise BackendError(f"model.<role>.llamacpp.engine={name!r}; one of {sorted(ENGINES)}",
+                           reason="bad_request")
+    return ENGINES[name].installed(binary)
+
+
 class LlamaCppServer(LoopbackServerProcess):
-    """One ``llama_cpp.server`` child process serving one GGUF on 127.0.0.1."""
+    """One llama.cpp server child process (``engine``) serving one GGUF on 127.0.0.1."""
 
     def __init__(self, gguf: Path, alias: str, *, n_ctx: int, n_threads: int | None,
                  n_batch: int, startup_timeout: float, lifetime_seconds: float | None,
-                 log_dir: Path, extra_args: list[str] | None = None) -> None:
+                 log_dir: Path, extra_args: list[str] | None = None,
+                 engine: PythonEngine | NativeEngine | None = None, parallel: int = 1) -> None:
         port = free_port()
         super().__init__(log_dir / f"llamacpp-{os.getpid()}-{port}.log", port,
                          poll_seconds=READY_POLL_SECONDS, stop_grace_seconds=STOP_GRACE_SECONDS)
@@ -89,18 +230,20 @@ class LlamaCppServer(LoopbackServerProcess):
         self.startup_timeout = startup_timeout
         self.lifetime_seconds = lifetime_seconds
         self.extra_args = list(extra_args or [])
+        self.engine = engine if engine is not None else PythonEngine()
+        if parallel < 1:
+            raise ValueError(f"llamacpp.parallel must be >= 1, got {parallel}")
+        self.parallel = int(parallel) if self.engine.batches else 1
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "somabench.backends.llamacpp_server",
                "--parent-pid", str(os.getpid())]
         if self.lifetime_seconds is not None:
             cmd += ["--lifetime-seconds", str(self.lifetime_seconds)]
-        cmd += ["--", "--model", str(self.gguf), "--model_alias", self.alias,
-                "--host", LOOPBACK_HOST, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-                "--n_batch", str(self.n_batch)]
-        if self.n_threads:
-            cmd += ["--n_threads", str(self.n_threads)]
-        return cmd + self.extra_args
+        settings = ServerSettings(self.gguf, self.alias, self.port, self.n_ctx, self.n_threads,
+                                  self.n_batch, self.parallel)
+        return [*cmd, *self.engine.launcher_args(), "--",
+                *self.engine.server_args(settings), *self.extra_args]
 
     def start(self, timeout: float | None = None) -> LlamaCppServer:
         super().start(self.startup_timeout if timeout is None else timeout)
@@ -108,15 +251,17 @@ class LlamaCppServer(LoopbackServerProcess):
         return self
 
     def on_ready(self, seconds: float) -> None:
-        log.info("llama.cpp server for %s (%s) ready at %s in %.1fs (log %s)", self.alias,
-                 self.gguf.name, self.base_url, seconds, self.log_path)
+        log.info("llama.cpp %s for %s (%s, %d slot(s)) ready at %s in %.1fs (log %s)",
+                 self.engine.name, self.alias, self.gguf.name, self.parallel, self.base_url,
+                 seconds, self.log_path)
 
     def failure(self, what: str, reason: str) -> Exception:
         return BackendError(
             f"the llama.cpp server for {self.alias} ({self.gguf}) {what}. Its log "
             f"({self.log_path}) ends with:\n{self.log_tail(LOG_TAIL_CHARS)}\nFix: check that "
-            f"llama-cpp-python is installed (pip install -e '.[llamacpp]') and the GGUF loads, or "
-            f"raise model.<role>.llamacpp.startup_timeout.", reason=reason)
+            f"the {self.engine.name} engine is installed (engine=python: pip install -e "
+            f"'.[llamacpp]'; engine=native: make llama-server) and the GGUF loads, or raise "
+            f"model.<role>.llamacpp.startup_timeout.", reason=reason)
 
     def stop(self) -> None:
         running = self.proc is not None and self.proc.poll() is None
@@ -143,12 +288,8 @@ class LlamaCppBackend(OpenAIBackend):
                  timeout: float, max_retries: int, backoff_initial: float, backoff_max: float,
                  concurrency: int, system_prompt: str | None = None, revision: str | None = None,
                  **_: Any) -> None:
-        if llama_cpp_version() is None:
-            raise BackendError(
-                f"model backend 'llamacpp' ({model_id}) needs llama-cpp-python, which is not "
-                f"installed. Fix: pip install -e '.[llamacpp]' (builds from source in ~5 min), "
-                f"or use backend=hf.", reason="not_found")
         knobs = dict(llamacpp)
+        self.engine = build_engine(str(knobs.get("engine") or "python"), knobs.get("binary"))
         self.gguf = self._locate(model_id, knobs.get("gguf_file") or gguf_file, asset, cache_dir)
         self.quantization = gguf_quantization(self.gguf)
         self.asset = asset
@@ -162,6 +303,7 @@ class LlamaCppBackend(OpenAIBackend):
                               if knobs.get("lifetime_seconds") is not None else None),
             log_dir=Path(cache_dir or default_cache_dir()) / "logs",
             extra_args=[str(a) for a in knobs.get("extra_args") or []],
+            engine=self.engine, parallel=int(knobs.get("parallel") or 1),
         ).start()
         weakref.finalize(self, self.server.stop)
         tokenizer = asset if asset else None  # local tokenizer for count_tokens (same vocab)
@@ -194,14 +336,21 @@ class LlamaCppBackend(OpenAIBackend):
         return self.server.n_ctx
 
     def fingerprint(self) -> dict[str, Any]:
-        """No port (it changes every run); the GGUF and the engine version instead."""
+        """No port (it changes every run); the GGUF, the engine and its version instead.
+
+        engine=python keeps the keys it always had (its cached answers stay valid); the native
+        server adds its name and slot count: batched decoding may change the last bits."""
         fp = {key: value for key, value in super().fingerprint().items() if key != "base_url"}
         fp.update(gguf=self.asset or str(self.gguf), dtype=self.quantization,
-                  engine_version=llama_cpp_version())
+                  engine_version=self.engine.version())
+        if self.engine.batches:
+            fp.update(engine=self.engine.name, parallel=self.server.parallel)
         return fp
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "engine": "llama.cpp", "n_threads": self.server.n_threads,
+        return {**super().describe(), "engine": "llama.cpp", "server": self.engine.name,
+                "engine_version": self.engine.version(), "parallel": self.server.parallel,
+                "n_threads": self.server.n_threads,
                 "quantization": self.quantization, "gguf_path": str(self.gguf),
                 "dtype_reason": f"llama.cpp computes with the GGUF's own quantization "
                                 f"({self.quantization}); model dtype does not apply",

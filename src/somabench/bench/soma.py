@@ -9,7 +9,10 @@ Three modes, each a real run on the tiny family with the request cache off:
   dialogue, everything included (serving turns too);
 * ``reference_settings_llamacpp_f``: the same with F (serving turns, mined queries) on the
   llama.cpp server (the ``[llamacpp]`` extra; skipped without it); G stays in torch;
-* ``f_decode``: F's decode tok/s through transformers vs llama.cpp for the same model.
+* ``reference_settings_llama_server_f``: the same on llama.cpp's own ``llama-server`` with
+  parallel slots (``make llama-server``; skipped without it): the mined queries decode together;
+* ``f_decode``: F's decode tok/s through transformers vs llama.cpp (both servers) for the same
+  model, one prompt at a time and as one batch.
 
 The file also holds the machine (CPU model, torch capability, bf16 flags, cores, load average
 before and after) and the resolved dtypes with their reasons: timings mean little without them.
@@ -192,32 +195,66 @@ def _decode_speed(backend: Any, prompts: list[list[dict[str, str]]], gen: Any,
             "describe": backend.describe() if hasattr(backend, "describe") else None}
 
 
+def _batch_speed(backend: Any, prompts: list[list[dict[str, str]]], gen: Any,
+                 repeats: int) -> dict[str, Any]:
+    """Aggregate tok/s of one ``chat_batch`` over all prompts at once (wall seconds): what SOMA's
+    M x W mined queries or a batch of dialogues see. A server without parallel slots answers
+    them one by one; a batched engine decodes them together."""
+    backend.chat_batch(prompts[:1], gen)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = backend.chat_batch(prompts, gen)
+        seconds = time.perf_counter() - started
+        rates.append(sum(c.completion_tokens or 0 for c in done) / seconds if seconds else 0.0)
+    return {"tok_s": _stats(rates), "per_repeat": [round(r, 2) for r in rates],
+            "batch": len(prompts)}
+
+
+F_DECODE_ENGINES = {  # f_decode's llama.cpp rows: label -> (model.F.llamacpp overrides, needs)
+    "llamacpp": ({"engine": "python"}, "llama_cpp"),
+    "llama_server": ({"engine": "native"}, "llama_server"),
+}
+
+
 def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[str, Any]:
     from somabench.backends import build_backend
     from somabench.backends.base import GenerationConfig
 
     cfg = compose([*common, *extra])
     prompts = _decode_prompts(cfg, int(settings.prompts))
+    batch = _decode_prompts(cfg, int(settings.batch))
     gen = GenerationConfig(max_new_tokens=int(settings.max_new_tokens))
+    repeats = int(settings.repeats)
     f_cfg = OmegaConf.to_container(cfg.model.F, resolve=True)
     out: dict[str, Any] = {"model_id": f_cfg["model_id"], "prompts": len(prompts),
                            "max_new_tokens": gen.max_new_tokens,
-                           "what": "completion tokens / seconds of each call (prompt processing "
-                                   "included; short first-turn prompts), one prompt at a time"}
+                           "what": "tok_s: completion tokens / seconds of each call (prompt "
+                                   "processing included; short first-turn prompts), one prompt "
+                                   "at a time; batch_tok_s: completion tokens / wall seconds of "
+                                   "one chat_batch of `batch` prompts"}
     hf = build_backend("F", {**f_cfg, "backend": "hf"}, cache_dir=cfg.paths.cache_dir)
-    out["hf"] = _decode_speed(hf, prompts, gen, int(settings.repeats))
+    out["hf"] = _decode_speed(hf, prompts, gen, repeats)
+    out["hf"]["batch_tok_s"] = _batch_speed(hf, batch, gen, repeats)
     del hf
-    if importlib.util.find_spec("llama_cpp") is None:
-        out["llamacpp"] = {"skipped": "llama-cpp-python is not installed "
-                                      "(pip install -e '.[llamacpp]')"}
-        return out
-    llama = build_backend("F", {**f_cfg, "backend": "llamacpp"}, cache_dir=cfg.paths.cache_dir)
-    try:
-        out["llamacpp"] = _decode_speed(llama, prompts, gen, int(settings.repeats))
-    finally:
-        llama.close()
-    hf_rate, ll_rate = out["hf"]["tok_s"]["median"], out["llamacpp"]["tok_s"]["median"]
-    out["speedup_llamacpp_over_hf"] = round(ll_rate / hf_rate, 3) if hf_rate else None
+    for label, (knobs, needs) in F_DECODE_ENGINES.items():
+        missing = missing_requirement(needs)
+        if missing:
+            out[label] = {"skipped": missing}
+            continue
+        spec = {**f_cfg, "backend": "llamacpp", "llamacpp": {**f_cfg["llamacpp"], **knobs}}
+        llama = build_backend("F", spec, cache_dir=cfg.paths.cache_dir)
+        try:
+            out[label] = _decode_speed(llama, prompts, gen, repeats)
+            out[label]["batch_tok_s"] = _batch_speed(llama, batch, gen, repeats)
+        finally:
+            llama.close()
+        hf_rate, rate = out["hf"]["tok_s"]["median"], out[label]["tok_s"]["median"]
+        out[f"speedup_{label}_over_hf"] = round(rate / hf_rate, 3) if hf_rate else None
+        hf_batch, batch_rate = (out["hf"]["batch_tok_s"]["tok_s"]["median"],
+                                out[label]["batch_tok_s"]["tok_s"]["median"])
+        out[f"batch_speedup_{label}_over_hf"] = (round(batch_rate / hf_batch, 3)
+                                                 if hf_batch else None)
     return out
 
 
@@ -236,7 +273,9 @@ def _dtypes(common: list[str], extra: list[str]) -> dict[str, Any]:
 
 MODES = {"full_adaptation": ("full", bench_full),
          "reference_settings": ("reference_settings", bench_reference),
-         "reference_settings_llamacpp_f": ("reference_settings_llamacpp_f", bench_reference)}
+         "reference_settings_llamacpp_f": ("reference_settings_llamacpp_f", bench_reference),
+         "reference_settings_llama_server_f": ("reference_settings_llama_server_f",
+                                               bench_reference)}
 
 
 def mode_settings(settings: DictConfig, key: str) -> tuple[DictConfig, str | None]:
@@ -248,10 +287,34 @@ def mode_settings(settings: DictConfig, key: str) -> tuple[DictConfig, str | Non
         base = settings[node.like]
         node = OmegaConf.merge(base, node)
         node.overrides = [*base.overrides, *settings[key].overrides]
-    needs = node.get("needs")
-    if needs and importlib.util.find_spec(str(needs)) is None:
-        return node, f"{needs} is not installed (pip install -e '.[llamacpp]')"
-    return node, None
+    return node, missing_requirement(node.get("needs"))
+
+
+def _llama_server_missing() -> str | None:
+    from somabench.backends.base import BackendError
+    from somabench.backends.llamacpp import find_llama_server
+
+    try:
+        find_llama_server(None)
+    except BackendError:
+        return "llama.cpp's llama-server is not built (make llama-server)"
+    return None
+
+
+REQUIREMENTS = {  # a mode's ``needs:`` -> why it cannot run here (None: it can)
+    "llama_cpp": lambda: (None if importlib.util.find_spec("llama_cpp") else
+                          "llama_cpp is not installed (pip install -e '.[llamacpp]')"),
+    "llama_server": _llama_server_missing,
+}
+
+
+def missing_requirement(needs: str | None) -> str | None:
+    """Why a mode needing ``needs`` cannot run here; None when it can (or needs nothing)."""
+    if not needs:
+        return None
+    if needs not in REQUIREMENTS:
+        raise ValueError(f"bench needs={needs!r}; one of {sorted(REQUIREMENTS)}")
+    return REQUIREMENTS[str(needs)]()
 
 
 def _measured(fn: Any, *args: Any) -> dict[str, Any]:
