@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,14 +73,15 @@ def test_watchdog_exits_when_parent_dies(tmp_path: Path) -> None:
         pytest.fail("the orphaned child kept running after its parent exited")
 
 
-@needs_llama_cpp
-def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets) -> None:
+def serve_two_questions(knobs: dict) -> Any:
+    """A llamacpp backend for the SmolLM2 GGUF with ``knobs``, after it answered a batch of two
+    short questions on loopback (each ok, with usage counts); the caller closes it."""
     from somabench.backends import build_backend
     from somabench.backends.base import GenerationConfig
 
     cfg = {"backend": "llamacpp", "model_id": SMOLLM2_MODEL_ID, "asset": SMOLLM2_ASSET,
            "path": None, "dtype": "auto", "device": "cpu", "api_key_env": "OPENAI_API_KEY",
-           "base_url": None, "llamacpp": KNOBS, **CLIENT}
+           "base_url": None, "llamacpp": knobs, **CLIENT}
     backend = build_backend("F", cfg)
     try:
         assert backend.base_url.startswith("http://127.0.0.1:")
@@ -89,6 +91,16 @@ def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets)
         for c in batch:
             assert c.status == "ok" and c.text
             assert c.prompt_tokens and 0 < c.completion_tokens <= 8
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+@needs_llama_cpp
+def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets) -> None:
+    backend = serve_two_questions(KNOBS)
+    try:
         info = backend.describe()
         assert info["engine"] == "llama.cpp" and info["quantization"] == "Q4_1"
         assert info["n_threads"] == 1 and "--n_threads" in backend.server.command()
@@ -97,6 +109,8 @@ def test_llamacpp_backend_serves_the_gguf_and_stops(tmp_path: Path, tiny_assets)
         assert context_window(backend) == int(KNOBS["n_ctx"])  # the preflight checks turns
         fp = backend.fingerprint()
         assert "base_url" not in fp and fp["dtype"] == "Q4_1" and fp["gguf"] == SMOLLM2_ASSET
+        # the keys it always had: answers cached before engine=native existed stay valid
+        assert "engine" not in fp and "parallel" not in fp
         pid = backend.server.proc.pid
     finally:
         backend.close()

@@ -23,7 +23,7 @@ from somabench.backends.llamacpp import (
     find_llama_server,
 )
 
-from .test_llamacpp import CLIENT, EXIT_WAIT_SECONDS, SMOLLM2_ASSET, SMOLLM2_MODEL_ID, _wait_gone
+from .test_llamacpp import EXIT_WAIT_SECONDS, _wait_gone, serve_two_questions
 
 
 def _fake_binary(tmp_path: Path, body: str) -> Path:
@@ -118,24 +118,11 @@ def test_the_server_stops_at_the_end_of_its_lifetime_and_on_sigterm(tmp_path: Pa
 
 @pytest.mark.skipif(_installed_binary() is None,
                     reason="llama.cpp's llama-server is not built (make llama-server)")
-def test_native_server_answers_a_batch_together(tmp_path: Path, tiny_assets) -> None:
-    from somabench.backends import build_backend
-    from somabench.backends.base import GenerationConfig
-
+def test_native_server_serves_the_gguf_with_parallel_slots(tmp_path: Path, tiny_assets) -> None:
     knobs = {"engine": "native", "parallel": 2, "binary": None, "n_ctx": 1024, "n_threads": 1,
              "n_batch": 256, "startup_timeout": 180, "lifetime_seconds": 600, "extra_args": []}
-    cfg = {"backend": "llamacpp", "model_id": SMOLLM2_MODEL_ID, "asset": SMOLLM2_ASSET,
-           "path": None, "dtype": "auto", "device": "cpu", "api_key_env": "OPENAI_API_KEY",
-           "base_url": None, "llamacpp": knobs, **CLIENT}
-    backend = build_backend("F", cfg)
+    backend = serve_two_questions(knobs)
     try:
-        assert backend.base_url.startswith("http://127.0.0.1:")
-        gen = GenerationConfig(max_new_tokens=8)
-        batch = backend.chat_batch([[{"role": "user", "content": "What is 2+2?"}],
-                                    [{"role": "user", "content": "Name a colour."}]], gen)
-        for c in batch:
-            assert c.status == "ok" and c.text
-            assert c.prompt_tokens and 0 < c.completion_tokens <= 8
         info = backend.describe()
         assert info["server"] == "llama-server" and info["parallel"] == 2
         assert info["engine_version"] and info["quantization"] == "Q4_1"
