@@ -1,6 +1,6 @@
 """``make bench`` for SOMA -> results/bench/soma.json (settings: conf/bench/soma.yaml).
 
-Three modes, each a real run on the tiny family with the request cache off:
+Its modes (all but ``f_decode`` are real runs on the tiny family with the request cache off):
 
 * ``full_adaptation``: SOMA at the family's default budget on >= 3 bundled dialogues; median
   and max seconds of the full adaptation (mining + F on the mined prompts + LoRA + gate), the
