@@ -101,3 +101,50 @@ def test_batch_speed_counts_every_completion_of_one_batch_call() -> None:
     assert calls == [1, 4, 4]  # a one-prompt warm-up, then whole batches
     assert out["batch"] == 4 and out["tok_s"]["n"] == 2
     assert 0 < out["tok_s"]["median"] <= 40 / 0.05
+
+
+def test_f_decode_rows_per_engine_with_skips_and_speedups(monkeypatch) -> None:
+    """f_decode: an hf row, one row per llama.cpp engine that is installed (the other recorded
+    as skipped with its reason), and each engine's speedups over hf, single and batched."""
+    from types import SimpleNamespace
+
+    import somabench.backends
+    from somabench.bench import soma
+
+    built: list[dict] = []
+
+    class Backend:
+        def __init__(self, spec: dict) -> None:
+            self.spec = spec
+            self.rate = 10.0 if spec["backend"] == "hf" else 30.0  # "tokens per second"
+
+        def chat(self, messages, gen):
+            return SimpleNamespace(completion_tokens=6, seconds=6 / self.rate,
+                                   meta={"request_seconds": 6 / self.rate})
+
+        def chat_batch(self, batch, gen):
+            return [SimpleNamespace(completion_tokens=6) for _ in batch]
+
+        def describe(self) -> dict:
+            return {"backend": self.spec["backend"]}
+
+        def close(self) -> None:
+            pass
+
+    def build(role, spec, cache_dir=None):
+        built.append(spec)
+        return Backend(spec)
+
+    monkeypatch.setattr(somabench.backends, "build_backend", build)
+    monkeypatch.setitem(soma.REQUIREMENTS, "llama_cpp", lambda: None)
+    monkeypatch.setitem(soma.REQUIREMENTS, "llama_server", lambda: "llama-server is not built")
+    settings = OmegaConf.create({"prompts": 2, "batch": 3, "max_new_tokens": 8, "repeats": 2})
+    out = soma.bench_f_decode(settings, ["experiment=default_tiny"], [])
+    assert [s["backend"] for s in built] == ["hf", "llamacpp"]
+    assert built[1]["llamacpp"]["engine"] == "python" and "n_ctx" in built[1]["llamacpp"]
+    assert out["llama_server"] == {"skipped": "llama-server is not built"}
+    assert out["hf"]["tok_s"]["median"] == pytest.approx(10.0)
+    assert out["llamacpp"]["tok_s"]["median"] == pytest.approx(30.0)
+    assert out["speedup_llamacpp_over_hf"] == pytest.approx(3.0)
+    assert out["llamacpp"]["batch_tok_s"]["batch"] == 3
+    assert "batch_speedup_llamacpp_over_hf" in out
