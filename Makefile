@@ -63,6 +63,9 @@ $(BIN)/llama-server: scripts/build-llama-server.sh | $(STAMP)
 
 llama-server: $(BIN)/llama-server  ## build llama.cpp's llama-server into .venv/bin (engine=native)
 
+test-llama-server: assets $(BIN)/llama-server  ## the engine=native tests against a real llama-server
+	SOMABENCH_REQUIRE_LLAMA_SERVER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/backends/test_llamacpp_native.py
+
 bench: assets  ## benchmarks -> results/bench/*.json
 	$(BIN)/python -m somabench bench
 
@@ -81,4 +84,4 @@ report: $(STAMP)  ## tables and figures from outputs/ -> results/
 clean:  ## remove outputs and caches of this checkout (not the model cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install assets run test test-full vllm-env test-vllm llama-server bench lint sweep paper-tiny report clean
+.PHONY: help install assets run test test-full vllm-env test-vllm llama-server test-llama-server bench lint sweep paper-tiny report clean

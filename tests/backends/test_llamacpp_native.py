@@ -26,6 +26,9 @@ from somabench.backends.llamacpp import (
 from .test_llamacpp import EXIT_WAIT_SECONDS, _wait_gone, serve_two_questions
 
 
+REQUIRE_ENV = "SOMABENCH_REQUIRE_LLAMA_SERVER"  # set by `make test-llama-server`: never skip
+
+
 def _fake_binary(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "llama-server"
     path.write_text("#!/bin/sh\n" + body + "\n")
@@ -116,7 +119,7 @@ def test_the_server_stops_at_the_end_of_its_lifetime_and_on_sigterm(tmp_path: Pa
     assert _wait_gone(child)
 
 
-@pytest.mark.skipif(_installed_binary() is None,
+@pytest.mark.skipif(_installed_binary() is None and not os.environ.get(REQUIRE_ENV),
                     reason="llama.cpp's llama-server is not built (make llama-server)")
 def test_native_server_serves_the_gguf_with_parallel_slots(tmp_path: Path, tiny_assets) -> None:
     knobs = {"engine": "native", "parallel": 2, "binary": None, "n_ctx": 1024, "n_threads": 1,
