@@ -25,7 +25,6 @@ from somabench.backends.llamacpp import (
 
 from .test_llamacpp import EXIT_WAIT_SECONDS, _wait_gone, serve_two_questions
 
-
 REQUIRE_ENV = "SOMABENCH_REQUIRE_LLAMA_SERVER"  # set by `make test-llama-server`: never skip
 
 
