@@ -15,7 +15,7 @@ def test_llamacpp_variant_extends_the_reference_settings() -> None:
     fast, missing = mode_settings(settings, "reference_settings_llamacpp_f")
     assert list(fast.overrides) == [*ref.overrides, "model.F.backend=llamacpp"]
     assert fast.dialogues == 2 and fast.goal_s == ref.goal_s
-    assert missing is None or "llama_cpp is not installed" in missing
+    assert missing is None or "pip install -e '.[llamacpp]'" in missing
     assert {key for key, _ in MODES.values()} <= set(settings)
 
 
@@ -28,16 +28,19 @@ def test_llama_server_variant_adds_the_native_engine() -> None:
     assert missing is None or "make llama-server" in missing
 
 
-def test_a_missing_engine_skips_the_mode_with_its_reason(monkeypatch) -> None:
-    from somabench.bench import soma
-
-    monkeypatch.setitem(soma.REQUIREMENTS, "engine_x", lambda: "engine_x is not installed")
+def test_a_missing_engine_skips_the_mode_with_the_engines_own_error(monkeypatch,
+                                                                     tmp_path) -> None:
+    """The reason is the engine's error (it names the fix); a typo in needs is an error."""
+    monkeypatch.setenv("SOMABENCH_LLAMA_SERVER", str(tmp_path / "missing"))
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
     settings = OmegaConf.create({"a": {"overrides": ["x=1"], "dialogues": 1},
-                                 "b": {"like": "a", "needs": "engine_x", "overrides": ["y=2"]},
+                                 "b": {"like": "a", "needs": "llama_server", "overrides": ["y=2"]},
                                  "c": {"needs": "no_such_engine", "overrides": []}})
     node, missing = mode_settings(settings, "b")
     assert list(node.overrides) == ["x=1", "y=2"]
-    assert missing == "engine_x is not installed"
+    assert missing is not None and "make llama-server" in missing
+    assert str(tmp_path / "missing") in missing  # where it looked
     with pytest.raises(ValueError, match="llama_server"):  # a typo is an error, not a skip
         mode_settings(settings, "c")
 
@@ -136,8 +139,8 @@ def test_f_decode_rows_per_engine_with_skips_and_speedups(monkeypatch) -> None:
         return Backend(spec)
 
     monkeypatch.setattr(somabench.backends, "build_backend", build)
-    monkeypatch.setitem(soma.REQUIREMENTS, "llama_cpp", lambda: None)
-    monkeypatch.setitem(soma.REQUIREMENTS, "llama_server", lambda: "llama-server is not built")
+    monkeypatch.setattr(soma, "missing_requirement",
+                        lambda needs: "llama-server is not built" if needs == "llama_server" else None)
     settings = OmegaConf.create({"prompts": 2, "batch": 3, "max_new_tokens": 8, "repeats": 2})
     out = soma.bench_f_decode(settings, ["experiment=default_tiny"], [])
     assert [s["backend"] for s in built] == ["hf", "llamacpp"]

@@ -24,7 +24,6 @@ before and after) and the resolved dtypes with their reasons: timings mean littl
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import resource
@@ -211,10 +210,7 @@ def _batch_speed(backend: Any, prompts: list[list[dict[str, str]]], gen: Any,
             "batch": len(prompts)}
 
 
-F_DECODE_ENGINES = {  # f_decode's llama.cpp rows: label -> (model.F.llamacpp overrides, needs)
-    "llamacpp": ({"engine": "python"}, "llama_cpp"),
-    "llama_server": ({"engine": "native"}, "llama_server"),
-}
+F_DECODE_ROWS = {"llamacpp": "llama_cpp", "llama_server": "llama_server"}  # row -> NEEDS_ENGINE key
 
 
 def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[str, Any]:
@@ -237,12 +233,13 @@ def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[s
     out["hf"] = _decode_speed(hf, prompts, gen, repeats)
     out["hf"]["batch_tok_s"] = _batch_speed(hf, batch, gen, repeats)
     del hf
-    for label, (knobs, needs) in F_DECODE_ENGINES.items():
+    for label, needs in F_DECODE_ROWS.items():
         missing = missing_requirement(needs)
         if missing:
             out[label] = {"skipped": missing}
             continue
-        spec = {**f_cfg, "backend": "llamacpp", "llamacpp": {**f_cfg["llamacpp"], **knobs}}
+        spec = {**f_cfg, "backend": "llamacpp",
+                "llamacpp": {**f_cfg["llamacpp"], "engine": NEEDS_ENGINE[needs]}}
         llama = build_backend("F", spec, cache_dir=cfg.paths.cache_dir)
         try:
             out[label] = _decode_speed(llama, prompts, gen, repeats)
@@ -290,31 +287,27 @@ def mode_settings(settings: DictConfig, key: str) -> tuple[DictConfig, str | Non
     return node, missing_requirement(node.get("needs"))
 
 
-def _llama_server_missing() -> str | None:
-    from somabench.backends.base import BackendError
-    from somabench.backends.llamacpp import find_llama_server
-
-    try:
-        find_llama_server(None)
-    except BackendError:
-        return "llama.cpp's llama-server is not built (make llama-server)"
-    return None
-
-
-REQUIREMENTS = {  # a mode's ``needs:`` -> why it cannot run here (None: it can)
-    "llama_cpp": lambda: (None if importlib.util.find_spec("llama_cpp") else
-                          "llama_cpp is not installed (pip install -e '.[llamacpp]')"),
-    "llama_server": _llama_server_missing,
+NEEDS_ENGINE = {  # a mode's ``needs:`` -> the llama.cpp engine (backends/llamacpp.py) it runs on
+    "llama_cpp": "python",
+    "llama_server": "native",
 }
 
 
 def missing_requirement(needs: str | None) -> str | None:
-    """Why a mode needing ``needs`` cannot run here; None when it can (or needs nothing)."""
+    """Why a mode needing ``needs`` cannot run here (the engine's own error, which names the
+    fix); None when it can, or needs nothing."""
+    from somabench.backends.base import BackendError
+    from somabench.backends.llamacpp import build_engine
+
     if not needs:
         return None
-    if needs not in REQUIREMENTS:
-        raise ValueError(f"bench needs={needs!r}; one of {sorted(REQUIREMENTS)}")
-    return REQUIREMENTS[str(needs)]()
+    if needs not in NEEDS_ENGINE:
+        raise ValueError(f"bench needs={needs!r}; one of {sorted(NEEDS_ENGINE)}")
+    try:
+        build_engine(NEEDS_ENGINE[str(needs)])
+    except BackendError as exc:
+        return str(exc)
+    return None
 
 
 def _measured(fn: Any, *args: Any) -> dict[str, Any]:
