@@ -39,6 +39,9 @@ run: assets  ## run the default experiment (tiny offline models, bundled data) a
 test: assets  ## fast test suite (excludes slow, gpu, network)
 	$(BIN)/python -m pytest -m "not slow and not gpu and not network" -q
 
+test-slow: assets  ## the slow suite (llmlingua, local judge panel, SOMA ablations; ~12 min), as CI runs it
+	$(BIN)/python -m pytest -m "slow and not gpu and not network" -q -p no:cacheprovider
+
 test-full: assets  ## every test, slow ones included
 	$(BIN)/python -m pytest -q
 
@@ -84,4 +87,4 @@ report: $(STAMP)  ## tables and figures from outputs/ -> results/
 clean:  ## remove outputs and caches of this checkout (not the model cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install assets run test test-full vllm-env test-vllm llama-server test-llama-server bench lint sweep paper-tiny report clean
+.PHONY: help install assets run test test-slow test-full vllm-env test-vllm llama-server test-llama-server bench lint sweep paper-tiny report clean
