@@ -11,11 +11,18 @@ prompt file (``judges/prompts/``, ``kind: answer``):
   reach the answer F would have?). F-served turns are scored too; ``served_by`` and
   ``post_switch`` on every line mark them.
 
-Outcomes (never a silent 0): ``ok`` with score 1 (equivalent) or 0 (not); ``unparsed`` when the
-method's reply has no extractable final answer (own status, excluded from the mean and counted);
-``skipped`` when the turn has no gold answer (the dataset declares none, or this dialogue has
-none) or, for agreement, when the Original's reply has no extractable answer; ``api_error``
-when sympy ran past ``sympy_timeout`` and nothing else decided (rerun with a larger timeout).
+Outcomes: ``ok`` with score 1 (equivalent) or 0 (not). A reply with no extractable final
+answer is ``ok`` with score 0 -- a wrong answer, as in every MATH evaluation (excluding it would
+raise the accuracy of a method that fails to answer) -- and ``raw`` records it
+(``"found": false``), so the report shows the found-rate beside accuracy. ``skipped`` when the
+turn has no gold answer (the dataset declares none, or this dialogue has none) or, for
+agreement, when the Original's reply has no extractable answer; ``api_error`` when sympy ran
+past ``sympy_timeout`` and nothing else decided (rerun with a larger timeout).
+
+Second opinion (issue 23): math-verify (:mod:`somabench.judges.math_verify_grader`) grades the
+same reply against the same target on every ``ok``/``api_error`` line; ``raw`` keeps
+``correct_math_verify`` (true/false, null when it failed or timed out, with
+``math_verify_error``) and ``math_verify_answer`` beside our ``correct``. The score is ours.
 
 Gold answers come from the dataset config: ``dataset.gold_answers`` names where they live in
 each dialogue (``meta.answers``: one per turn). The judge spec's ``dataset`` key is the run's
@@ -34,12 +41,13 @@ from typing import Any
 
 from somabench.judges.base import Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.math_equiv import GRADER_VERSION, MathGrader, extract_answer, normalize_answer
+from somabench.judges.math_verify_grader import MathVerifyGrader
 from somabench.judges.prompting import JudgePrompt
 
 log = logging.getLogger(__name__)
 
 TARGETS = {"accuracy": "gold", "answer_agreement": "reference"}  # prompt name -> compared with
-REQUIRED_SPEC = ("rel_tol", "sympy_timeout", "last_number_fallback")
+REQUIRED_SPEC = ("decimal_gold_rounding", "sympy_timeout", "last_number_fallback")
 
 
 def _lookup(dialogue: Any, path: str) -> Any:
@@ -104,8 +112,9 @@ class MathAnswerJudge(Judge):
         self.name = name
         self.spec = dict(spec)
         self.model = f"math-equivalence-v{GRADER_VERSION}"
-        self.grader = MathGrader(rel_tol=float(spec["rel_tol"]),
-                                 sympy_timeout=float(spec["sympy_timeout"]))
+        self.grader = MathGrader(sympy_timeout=float(spec["sympy_timeout"]),
+                                 decimal_gold_rounding=bool(spec["decimal_gold_rounding"]))
+        self.second = MathVerifyGrader(timeout=float(spec["sympy_timeout"]))
         self.last_number = bool(spec["last_number_fallback"])
         self._gold: dict[str, tuple[dict[str, list[Any]], str | None]] = {}
 
@@ -154,8 +163,9 @@ class MathAnswerJudge(Judge):
         gold, _ = self.gold(item)
         target = self._target(prompt)
         return cache_key({"judge": {"kind": "math_answer", "grader": GRADER_VERSION,
-                                    "rel_tol": self.grader.rel_tol,
-                                    "last_number": self.last_number},
+                                    "decimal_gold_rounding": self.grader.decimal_gold_rounding,
+                                    "last_number": self.last_number,
+                                    "math_verify": self.second.version},
                           "prompt_id": prompt.id, "prompt_sha": prompt.sha,
                           "candidate": item.candidate, "gold": gold,
                           "reference": item.reference if target == "reference" else None})
@@ -178,29 +188,37 @@ class MathAnswerJudge(Judge):
                                error="the Original's reply has no extractable final answer")
             target, target_how = found.answer, f"original:{found.method}"
         answer = extract_answer(item.candidate, self.last_number)
-        raw = {"answer": answer.answer, "extracted_by": answer.method, "target": target,
-               "target_from": target_how}
-        if not answer.ok:
-            return Verdict(status="unparsed", raw=json.dumps(raw, ensure_ascii=False),
-                           error="no final answer in the reply (no \\boxed{}, no 'the answer "
-                                 "is'" + (", no number)" if self.last_number else
-                                          "; last_number_fallback is off)"),
-                           attempts=1, request_key=key,
-                           seconds=time.perf_counter() - started)
-        timeouts = self.grader.timeouts
-        same = self.grader.equivalent(answer.answer, target)
-        raw["normalized"] = [normalize_answer(answer.answer), normalize_answer(target)]
-        if not same and self.grader.timeouts > timeouts:
-            return Verdict(status="api_error", raw=json.dumps(raw, ensure_ascii=False),
-                           error=f"sympy ran past sympy_timeout={self.grader.sympy_timeout:g}s "
-                                 f"and nothing else decided", attempts=1, request_key=key,
-                           seconds=time.perf_counter() - started)
-        return Verdict(status="ok", score=1.0 if same else 0.0,
-                       raw=json.dumps(raw, ensure_ascii=False), attempts=1, request_key=key,
-                       seconds=time.perf_counter() - started)
+        raw: dict[str, Any] = {"answer": answer.answer, "extracted_by": answer.method,
+                               "target": target, "target_from": target_how, "found": answer.ok}
+        status, error = "ok", None
+        if answer.ok:
+            timeouts = self.grader.timeouts
+            same = self.grader.equivalent(answer.answer, target)
+            raw["normalized"] = [normalize_answer(answer.answer), normalize_answer(target)]
+            if not same and self.grader.timeouts > timeouts:
+                status = "api_error"
+                error = (f"sympy ran past sympy_timeout={self.grader.sympy_timeout:g}s and "
+                         f"nothing else decided")
+        else:  # no final answer: wrong, and recorded as not found
+            same = False
+            raw["note"] = ("no final answer in the reply (no \\boxed{}, no 'the answer is'"
+                           + (", no number)" if self.last_number else
+                              "; last_number_fallback is off)") + ": counted wrong")
+        raw["correct"] = same if status == "ok" else None
+        second = self.second.grade(item.candidate,
+                                   gold if target_how == "gold" else str(item.reference),
+                                   target_is_gold=target_how == "gold")
+        raw["correct_math_verify"] = second.get("correct")
+        raw["math_verify_answer"] = second.get("answer")
+        if second.get("error"):
+            raw["math_verify_error"] = second["error"]
+        return Verdict(status=status, score=(1.0 if same else 0.0) if status == "ok" else None,
+                       raw=json.dumps(raw, ensure_ascii=False), error=error, attempts=1,
+                       request_key=key, seconds=time.perf_counter() - started)
 
     def close(self) -> None:
         self.grader.close()
+        self.second.close()
 
 
 def build_math_answer_judge(name: str, spec: dict[str, Any], panel: dict[str, Any],

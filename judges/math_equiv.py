@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import select
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 log = logging.getLogger(__name__)
 
-GRADER_VERSION = 1  # bump when extraction or equivalence changes meaning (judge request keys)
+GRADER_VERSION = 2  # bump when extraction or equivalence changes meaning (judge request keys)
 
 # Words deleted from answers, from minerva_math's REMOVED_EXPRESSIONS (lm-evaluation-harness)
 # plus math-evaluation-harness's unit list (strip_string); matched as whole words.
@@ -96,31 +96,45 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``), nested braces
-    kept; ``None`` when there is none or it never closes."""
-    best: tuple[int, str] | None = None
+def _boxes(text: str) -> list[tuple[str, bool]]:
+    """Every ``\\boxed``/``\\fbox`` in order: (content, closed). An unclosed ``\\boxed{`` (a
+    reply cut off or missing a brace) holds the rest of the text."""
+    out: list[tuple[str, bool]] = []
     for match in re.finditer(r"\\(?:boxed|fbox)\s*", text):
         end = match.end()
         if end < len(text) and text[end] == "{":
             group = _braced(text, end)
-            if group is None:
-                continue
-            content = group[0]
+            out.append((group[0].strip(), True) if group is not None
+                       else (text[end + 1:].strip().rstrip("$").strip(), False))
         elif match.group(0).endswith(" "):
-            content = re.split(r"[\s$]", text[end:], maxsplit=1)[0]
-        else:
-            continue
-        if best is None or match.start() > best[0]:
-            best = (match.start(), content.strip())
-    return best[1] if best else None
+            out.append((re.split(r"[\s$]", text[end:], maxsplit=1)[0].strip(), True))
+    return out
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last closed ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``), nested
+    braces kept; ``None`` when there is none."""
+    closed = [content for content, ok in _boxes(text) if ok]
+    return closed[-1] if closed else None
+
+
+# "the answer is X", "Final Answer: X", "**Final Answer:** X" (markdown emphasis around either part)
 _ANSWER_IS = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(.+?)(?:\.\s|\.$|\n|$)",
+    r"(?:final answer|the answer|answer)[*_]*\s*(?:is|:)[*_:\s]*(.+?)(?:\.\s|\.$|\n|$)",
     re.IGNORECASE | re.DOTALL)
 # the last number: a fraction a/b, a number with thousands separators, a decimal or an integer
 _NUMBER = re.compile(r"-?\d+/\d+|-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
+# Unicode a model may write instead of LaTeX (U+2212 minus sign first of all)
+UNICODE_MATH = {"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u22c5": "\\cdot ",
+                "\u00f7": "\\div ", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ",
+                "\u2265": "\\ge ", "\u2260": "\\ne ", "\u221a": "\\sqrt", "\u00b2": "^2",
+                "\u00b3": "^3", "\u00a0": " ", "\u2009": " ", "\u202f": " "}
+_UNICODE_TABLE = str.maketrans(UNICODE_MATH)
+
+
+def plain_unicode(text: str) -> str:
+    """Unicode math symbols as the ASCII/LaTeX the rest of the grader reads."""
+    return text.translate(_UNICODE_TABLE)
 
 
 def _unwrap_math(text: str) -> str:
@@ -132,18 +146,25 @@ def _unwrap_math(text: str) -> str:
 
 
 def extract_answer(reply: str | None, last_number: bool = True) -> Extraction:
-    """The reply's final answer: the last ``\\boxed{}``, else the last "the answer is X",
-    else (``last_number``) the last number (math-evaluation-harness ``extract_answer`` order).
+    """The reply's final answer: the last ``\\boxed{}`` (an unclosed last one: the text after
+    it, ``boxed_unclosed``), else the last "the answer is X" / "Final Answer: X", else
+    (``last_number``) the last number (math-evaluation-harness ``extract_answer`` order).
     Without the last-number fallback a reply cut off before its answer is unextractable
-    instead of being graded on an intermediate number."""
+    instead of being graded on an intermediate number; an unclosed box is never replaced by
+    a number inside it (``\\boxed{\\frac{1}{2}`` is 1/2, not 2)."""
     if not reply or not reply.strip():
         return Extraction(None, None)
-    boxed = last_boxed(reply)
-    if boxed:
-        return Extraction(boxed, "boxed")
+    reply = plain_unicode(reply)
+    boxes = _boxes(reply)
+    if boxes:
+        content, closed = boxes[-1]
+        if content:
+            return Extraction(content, "boxed" if closed else "boxed_unclosed")
+        if not closed:
+            return Extraction(None, None)  # cut off right after "\boxed{"
     stated = [m.group(1) for m in _ANSWER_IS.finditer(reply)]
     for candidate in reversed(stated):
-        candidate = _unwrap_math(candidate.strip().rstrip("."))
+        candidate = _unwrap_math(candidate.strip().rstrip(".").strip("*_ ").rstrip("."))
         if candidate and re.search(r"[\w\\]", candidate):
             return Extraction(candidate, "answer_is")
     numbers = _NUMBER.findall(reply) if last_number else []
@@ -189,6 +210,21 @@ def _strip_units(text: str) -> str:
 
 
 ROW = "\x02"  # placeholder for a LaTeX row break while normalising
+_VARIABLE = re.compile(r"\s*([A-Za-z](?:_\{?\w+\}?)?)\s*=(.*)", re.DOTALL)
+
+
+def _strip_variable(s: str) -> str:
+    """``x = 5`` -> ``5``; ``x=2,x=3`` (solutions of one equation, "x=2 or x=3") -> ``2,3``.
+    A list naming different variables (``x=1,y=2``) is a system's solution and is kept."""
+    if s.count("=") == 1:
+        match = _VARIABLE.fullmatch(s)
+        return match.group(2) if match else s
+    parts = _split_top(s, ",")
+    matches = [_VARIABLE.fullmatch(p) for p in parts]
+    if len(parts) > 1 and all(m and "=" not in m.group(2) for m in matches) \
+            and len({m.group(1) for m in matches if m}) == 1:
+        return ",".join(m.group(2) for m in matches if m)
+    return s
 
 
 def normalize_answer(answer: str | None) -> str | None:
@@ -197,11 +233,12 @@ def normalize_answer(answer: str | None) -> str | None:
     prefixes, thousands separators and trailing ``.0`` removed; ``dfrac``/``tfrac`` -> ``frac``."""
     if answer is None:
         return None
-    s = str(answer).strip()
+    s = plain_unicode(str(answer)).strip()
     s = last_boxed(s) or s
     s = _unwrap_math(s)
     s = s.replace("\n", " ").replace("\\\\", ROW).strip()  # matrix rows survive "\ " removal
     s = re.sub(r"\\(?:d|t)frac", r"\\frac", s)
+    s = re.sub(r"\\(?:d|t)binom", r"\\binom", s)
     s = s.replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:big|Big|bigg|Bigg)[lr]?", "", s)
     for noise in NOISE:
@@ -218,18 +255,16 @@ def normalize_answer(answer: str | None) -> str | None:
     s = s.replace("%", "")
     s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
     s = re.sub(r"\^\s*\{\s*\}", "", s)  # "\text{}^2" left by removed units
-    s = s.replace(" and ", ",").replace("\\text{and}", ",")
+    s = s.replace(" and ", ",").replace("\\text{and}", ",").replace(" or ", ",")
     s = _fix_shorthand(s)
     s = s.strip().rstrip(".").strip()
     # "x = 5" -> "5", "x \in [-2, 7]" -> "[-2, 7]" (a short variable name on the left)
     s = re.sub(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*\\in\s*", "", s)
-    if s.count("=") == 1:
-        lhs, rhs = s.split("=")
-        if re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", lhs):
-            s = rhs
+    s = _strip_variable(s)
+    s = re.sub(r"\\log_\s*([^\s{])", r"\\log_{\1}", s)  # "\log_2 8": the base is one token
     s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # "\cot x" keeps its space
     s = re.sub(r"\s+", "", s).replace("\x01", " ").replace(ROW, "\\\\")
-    s = re.sub(r"_\{(\w+)\}", r"_\1", s)  # 4210_{5} -> 4210_5
+    s = re.sub(r"(?<!\\log)_\{(\w+)\}", r"_\1", s)  # 4210_{5} -> 4210_5
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):  # 58,500 -> 58500
         s = s.replace(",", "")
     s = re.sub(r"(?<![\d.])\.(\d)", r"0.\1", s)  # .5 -> 0.5
@@ -256,13 +291,21 @@ def _convert(s: str, expr: str) -> str:
     """Recursive part of ``latex_to_sympy``: ``\\frac{}{}``, ``\\sqrt[n]{}``, ``{}`` groups."""
     out, i = [], 0
     while i < len(s):
-        if s.startswith("\\frac", i):
-            first = _braced(s, _skip_spaces(s, i + len("\\frac")))
+        two = next((c for c in TWO_ARGUMENTS if s.startswith(c, i)), None)
+        if two is not None:
+            first = _braced(s, _skip_spaces(s, i + len(two)))
             second = _braced(s, _skip_spaces(s, first[1])) if first else None
             if first is None or second is None:
                 raise NotConvertible(expr)
-            out.append(f"(({_convert(first[0], expr)})/({_convert(second[0], expr)}))")
+            out.append(TWO_ARGUMENTS[two].format(_convert(first[0], expr),
+                                                 _convert(second[0], expr)))
             i = second[1]
+        elif s.startswith("\\log_", i):  # \log_{b} x -> log(x, b)
+            base = _braced(s, i + len("\\log_"))
+            if base is None:
+                raise NotConvertible(expr)
+            arg, i = _log_argument(s, _skip_spaces(s, base[1]), expr)
+            out.append(f"log(({_convert(arg, expr)}),({_convert(base[0], expr)}))")
         elif s.startswith("\\sqrt", i):
             j, index = _skip_spaces(s, i + len("\\sqrt")), None
             if j < len(s) and s[j] == "[":
@@ -289,6 +332,28 @@ def _convert(s: str, expr: str) -> str:
     return "".join(out)
 
 
+TWO_ARGUMENTS = {"\\frac": "(({})/({}))", "\\binom": "binomial(({}),({}))"}
+
+
+def _log_argument(s: str, i: int, expr: str) -> tuple[str, int]:
+    """The argument of ``\\log_{b}`` at ``s[i]``: a ``{}`` group, a ``()`` group, a number or
+    one letter; (argument, index after it)."""
+    group = _braced(s, i)
+    if group is not None:
+        return group
+    if i < len(s) and s[i] == "(":
+        depth = 0
+        for j in range(i, len(s)):
+            depth += 1 if s[j] == "(" else -1 if s[j] == ")" else 0
+            if depth == 0:
+                return s[i + 1:j], j + 1
+        raise NotConvertible(expr)
+    token = re.match(r"\d+(?:\.\d+)?|[A-Za-z]", s[i:])
+    if token is None:
+        raise NotConvertible(expr)
+    return token.group(0), i + token.end()
+
+
 def _skip_spaces(s: str, i: int) -> int:
     while i < len(s) and s[i] == " ":
         i += 1
@@ -313,13 +378,14 @@ def latex_to_sympy(expr: str) -> str:
     ``parse_expr`` evaluates its input, the result may hold only digits, decimal points between
     digits, operators, parentheses, single-letter symbols and ``SYMPY_FUNCTIONS``.
     """
-    if re.search(r"\\pm|\\mp|_|\\cup|=|<|>|\\le|\\ge|\\ne", expr):
+    if re.search(r"\\pm|\\mp|(?<!\\log)_|\\cup|=|<|>|\\le|\\ge|\\ne", expr):
         raise NotConvertible(expr)
     mixed = re.fullmatch(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}", expr)
     if mixed:
         sign, whole, num, den = mixed.groups()
         return f"{sign}({whole}+Rational({num},{den}))"
     s = _convert(expr, expr)
+    s = re.sub(r"(\d+|\b[A-Za-z])!", r"factorial(\1)", s)  # 10! (before "!" is rejected)
     for latex, name in sorted(LATEX_FUNCTIONS.items(), key=lambda kv: -len(kv[0])):
         s = s.replace(latex, " " + name + " ")
     s = (s.replace("\\cdot", "*").replace("\\times", "*").replace("\\div", "/")
@@ -328,13 +394,27 @@ def latex_to_sympy(expr: str) -> str:
     if "\\" in s or not _SAFE.fullmatch(s) or re.search(r"\.(?!\d)|(?<!\d)\.", s):
         raise NotConvertible(expr)
     s = _IDENT.sub(_identifier, s)
+    s = re.sub(r"\d+\.\d+", _exact_decimal, s)  # 0.3333 is 3333/10000, not a float near 1/3
     return re.sub(r"(?<![A-Za-z])i(?![A-Za-z])", "I", s)
 
 
+def _exact_decimal(match: re.Match[str]) -> str:
+    whole, frac = match.group(0).split(".")
+    return f"Rational({int(whole + frac)},{10 ** len(frac)})"
+
+
 # -- sympy in a worker process with a deadline -------------------------------------------------
-def _sympy_equal(a: str, b: str, rel_tol: float) -> bool | None:
-    """True/False when sympy decides ``a == b``; None when either side does not parse."""
-    from sympy import N, Symbol, simplify
+EXACT_DIGITS = 50  # constants sympy cannot simplify to 0 are compared at this many digits
+EXACT_EPS = 1e-40  # ... and count as equal below this relative difference (an exact identity)
+
+
+def _sympy_equal(a: str, b: str, places: int | None) -> bool | None:
+    """True/False when sympy decides ``a == b``; None when either side does not parse.
+
+    ``places`` None: exact (sympy proves it, or two constants agree to ``EXACT_DIGITS`` digits:
+    an identity sympy cannot simplify, like nested radicals). ``places`` k: ``b`` is a decimal
+    gold with k places, and ``a`` matches when it rounds to it (|a - b| <= 0.5 * 10^-k)."""
+    from sympy import N, Rational, Symbol, simplify
     from sympy.parsing.sympy_parser import (
         convert_xor,
         implicit_multiplication_application,
@@ -353,6 +433,10 @@ def _sympy_equal(a: str, b: str, rel_tol: float) -> bool | None:
     except Exception:  # noqa: BLE001 - unparsable text is "undecided", not an error
         return None
     try:
+        if places is not None:
+            if x.free_symbols or y.free_symbols:
+                return False
+            return bool(abs(complex(N(x - y, EXACT_DIGITS))) <= float(Rational(1, 2 * 10 ** places)))
         if x == y or simplify(x - y) == 0:
             return True
     except Exception:  # noqa: BLE001
@@ -360,18 +444,43 @@ def _sympy_equal(a: str, b: str, rel_tol: float) -> bool | None:
     try:
         if x.free_symbols or y.free_symbols:
             return bool(x.equals(y))
-        vx, vy = complex(N(x)), complex(N(y))
-        return abs(vx - vy) <= rel_tol * max(abs(vx), abs(vy), 1e-300)
+        diff = abs(complex(N(x - y, EXACT_DIGITS)))
+        return diff <= EXACT_EPS * max(abs(complex(N(y, EXACT_DIGITS))), 1.0)
     except Exception:  # noqa: BLE001
         return False
 
 
-def serve_worker() -> None:
-    """The worker process: one JSON request per stdin line, one JSON reply per stdout line."""
+# what the worker process can run: op name -> function (or "module:function", imported there)
+WORKER_OPS: dict[str, Callable[..., object] | str] = {
+    "equal": _sympy_equal,
+    "math_verify": "somabench.judges.math_verify_grader:verify_reply",
+}
+READY = "ready"
+
+
+def _resolve(op: str) -> Callable[..., object]:
+    target = WORKER_OPS[op]
+    if callable(target):
+        return target
+    import importlib
+
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def serve_worker(ops: list[str]) -> None:
+    """The worker process: imports its ``ops`` (so the first deadline does not pay for them),
+    says ``ready``, then serves one JSON request ``[op, args]`` per stdin line with one JSON
+    reply per stdout line."""
+    import sympy  # noqa: F401 - the import is the slow part of the first comparison
+
+    funcs = {op: _resolve(op) for op in ops}
+    sys.stdout.write(json.dumps(READY) + "\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         try:
-            a, b, rel_tol = json.loads(line)
-            reply = _sympy_equal(a, b, rel_tol)
+            op, args = json.loads(line)
+            reply = funcs[op](*args)
         except Exception:  # noqa: BLE001 - keep serving; the caller sees "undecided"
             reply = None
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -379,36 +488,50 @@ def serve_worker() -> None:
 
 
 class SympyWorker:
-    """One long-lived ``python`` process that runs sympy comparisons; a call past ``timeout``
-    seconds kills it (it restarts on the next call) and returns ``None`` (undecided).
+    """One long-lived ``python`` process that runs sympy comparisons (``WORKER_OPS``); a call
+    past ``timeout`` seconds kills it (it restarts on the next call) and returns ``None``
+    (undecided). Starting it (python + imports) has its own allowance, ``startup_timeout``.
 
     Why a process and not ``signal.alarm`` (minerva's ``timeout``): an alarm only works in the
     main thread and cannot interrupt big-integer arithmetic in C, which is what hangs. Why a
     plain subprocess and not ``multiprocessing``: spawn re-imports the caller's main script.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, ops: tuple[str, ...] = ("equal",),
+                 startup_timeout: float = 120.0) -> None:
         self.timeout = float(timeout)
+        self.ops = list(ops)
+        self.startup_timeout = float(startup_timeout)
         self._proc: subprocess.Popen[str] | None = None
         self.timeouts = 0
 
-    def _start(self) -> subprocess.Popen[str]:
-        code = "from somabench.judges.math_equiv import serve_worker; serve_worker()"
-        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, bufsize=1)
-        return self._proc
+    def _start(self) -> subprocess.Popen[str] | None:
+        code = (f"from somabench.judges.math_equiv import serve_worker; "
+                f"serve_worker({self.ops!r})")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._proc = proc
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], self.startup_timeout)
+        if not ready or proc.stdout.readline().strip() != json.dumps(READY):
+            log.warning("the grader worker did not start within %.0fs", self.startup_timeout)
+            self.close()
+            return None
+        return proc
 
-    def equal(self, a: str, b: str, rel_tol: float) -> bool | None:
+    def call(self, op: str, *args: object) -> object:
+        """``op(*args)`` in the worker; ``None`` when it failed or ran past the deadline."""
         proc = self._proc if self._proc is not None and self._proc.poll() is None \
             else self._start()
+        if proc is None:
+            return None
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(json.dumps([a, b, rel_tol]) + "\n")
+            proc.stdin.write(json.dumps([op, list(args)]) + "\n")
             proc.stdin.flush()
         except OSError:
             self.close()
             return None
-        # the first call also pays for starting python and importing sympy
         ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
         if ready:
             line = proc.stdout.readline()
@@ -416,11 +539,15 @@ class SympyWorker:
                 return json.loads(line)
             self.close()
             return None
-        log.warning("sympy took longer than %.1fs comparing %r and %r; undecided", self.timeout,
-                    a[:80], b[:80])
+        log.warning("%s took longer than %.1fs on %r; undecided", op, self.timeout,
+                    [str(a)[:80] for a in args])
         self.timeouts += 1
         self.close()
         return None
+
+    def equal(self, a: str, b: str, places: int | None) -> bool | None:
+        reply = self.call("equal", a, b, places)
+        return reply if isinstance(reply, bool) else None
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -435,24 +562,31 @@ class SympyWorker:
 
 
 # -- equivalence -------------------------------------------------------------------------------
-def _to_float(s: str) -> float | None:
-    if "_" in s:  # float() reads "4210_5" as 42105; a subscript is a base, not a number
+def _to_fraction(s: str) -> Fraction | None:
+    """The exact value of an integer, decimal, ``a/b`` or ``\\frac{a}{b}`` of numbers; else None."""
+    if "_" in s:  # Fraction() reads "4210_5" as 42105; a subscript is a base, not a number
         return None
+    frac = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
     try:
-        value = float(s)
-    except ValueError:
-        frac = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
-        if frac is None:
-            slash = re.fullmatch(r"(-?\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)", s)
-            if slash is None:
-                return None
-            num, den = float(slash.group(1)), float(slash.group(2))
-            return num / den if den else None
-        sign, num, den = frac.groups()
-        if float(den) == 0:
+        if frac is not None:
+            sign, num, den = frac.groups()
+            value = Fraction(num) / Fraction(den)
+            return -value if sign else value
+        if re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+(?:\.\d+)?)?", s) is None:
             return None
-        value = float(num) / float(den) * (-1 if sign else 1)
-    return value if math.isfinite(value) else None
+        if "/" in s:
+            num, den = s.split("/")
+            return Fraction(num) / Fraction(den)
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def decimal_places(gold: str) -> int | None:
+    """k when ``gold`` is a decimal with k places (``3.14`` -> 2), else None: only such a gold
+    admits answers that round to it (a gold of 20241, 1/3 or \\pi needs the exact value)."""
+    match = re.fullmatch(r"-?\d*\.(\d+)", gold)
+    return len(match.group(1)) if match else None
 
 
 def _split_top(s: str, sep: str) -> list[str]:
@@ -508,12 +642,15 @@ def _enclosure(s: str) -> tuple[str, list[str], str] | None:
 class MathGrader:
     """MATH answer equivalence with settings from ``conf/judge/task.yaml``.
 
-    ``rel_tol``: relative tolerance of numeric equality (math-evaluation-harness ``math_equal``);
-    ``sympy_timeout``: seconds one symbolic comparison may take before it is abandoned.
+    Exact: numbers compare as fractions and expressions by sympy (no relative tolerance, so
+    20240 != 20241 and 3.1416 != \\pi). ``decimal_gold_rounding``: a gold written as a decimal
+    with k places (the problem asked to round) also matches an answer that rounds to it at k
+    places (MATH's "express as a decimal to the nearest tenth"). ``sympy_timeout``: seconds one
+    symbolic comparison may take before it is abandoned.
     """
 
-    rel_tol: float
     sympy_timeout: float
+    decimal_gold_rounding: bool = True
 
     def __post_init__(self) -> None:
         self._worker = SympyWorker(self.sympy_timeout)
@@ -576,20 +713,21 @@ class MathGrader:
                 return True
             return self._symbolic(f"({al})-({ar})", f"({gl})-({gr})", latex=True) or \
                 self._symbolic(f"({al})-({ar})", f"-(({gl})-({gr}))", latex=True)
-        fa, fg = _to_float(a), _to_float(g)
+        fa, fg = _to_fraction(a), _to_fraction(g)
+        places = decimal_places(g) if self.decimal_gold_rounding else None
         if fa is not None and fg is not None:
-            return math.isclose(fa, fg, rel_tol=self.rel_tol)
+            return fa == fg if places is None else abs(fa - fg) <= Fraction(1, 2 * 10 ** places)
         if re.fullmatch(r"[A-Za-z]{2,}", a) or re.fullmatch(r"[A-Za-z]{2,}", g):
             return False  # words are compared as strings only
-        return self._symbolic(a, g, latex=True)
+        return self._symbolic(a, g, latex=True, places=places)
 
-    def _symbolic(self, a: str, g: str, latex: bool) -> bool:
+    def _symbolic(self, a: str, g: str, latex: bool, places: int | None = None) -> bool:
         try:
             sa = latex_to_sympy(a) if latex else a
             sg = latex_to_sympy(g) if latex else g
         except NotConvertible:
             return False
-        return self._worker.equal(sa, sg, self.rel_tol) is True
+        return self._worker.equal(sa, sg, places) is True
 
     def _same_multiset(self, xs: list[str], ys: list[str]) -> bool:
         remaining = list(ys)

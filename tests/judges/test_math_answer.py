@@ -1,6 +1,7 @@
 """The ``math_answer`` judge kind in the ordinary panel (``judge=task``), on written run dirs:
-accuracy vs gold, agreement vs the Original, skipped turns without gold, unparsed replies
-without a final answer, and agreement of F with itself = 100 %."""
+accuracy vs gold, agreement vs the Original, skipped turns without gold, replies without a
+final answer graded wrong (and recorded as not found), math-verify's second opinion on every
+line, and agreement of F with itself = 100 %."""
 
 from __future__ import annotations
 
@@ -41,22 +42,29 @@ def test_task_panel_scores_accuracy_and_agreement(tmp_path: Path) -> None:
     objective = judge_run(cfg, run_dir)
     rows = _rows(run_dir)
     acc = {t: rows[("accuracy", MATH_ID, t)] for t in range(4)}
-    assert [acc[t]["status"] for t in range(4)] == ["ok", "unparsed", "ok", "ok"]
-    # turn 2's gold is 28 (not 448/15625): the method repeated turn 1's answer
-    assert [acc[t]["score"] for t in range(4)] == [1.0, None, 0.0, 0.0]
-    assert "no final answer" in acc[1]["error"]
+    assert [acc[t]["status"] for t in range(4)] == ["ok", "ok", "ok", "ok"]
+    # turn 1 has no final answer: wrong; turn 2's gold is 28 (the method repeated turn 1's)
+    assert [acc[t]["score"] for t in range(4)] == [1.0, 0.0, 0.0, 0.0]
+    raws = {t: json.loads(acc[t]["raw"]) for t in range(4)}
+    assert [raws[t]["found"] for t in range(4)] == [True, False, True, True]
+    assert raws[1]["answer"] is None and "no final answer" in raws[1]["note"]
+    assert [raws[t]["correct"] for t in range(4)] == [True, False, False, False]
+    # the second opinion: math-verify on the same replies and golds
+    assert [raws[t]["correct_math_verify"] for t in range(4)] == [True, False, False, False]
+    assert raws[0]["math_verify_answer"] == "12" and raws[1]["math_verify_answer"] is None
     assert acc[0]["served_by"] == "F" and acc[0]["judge_kind"] == "math-answer"
     agree = {t: rows[("answer_agreement", MATH_ID, t)] for t in range(4)}
-    assert [agree[t]["status"] for t in range(4)] == ["ok", "unparsed", "skipped", "ok"]
-    assert agree[0]["score"] == 1.0 and agree[3]["score"] == 1.0  # same wrong answer as F
+    assert [agree[t]["status"] for t in range(4)] == ["ok", "ok", "skipped", "ok"]
+    assert [agree[t]["score"] for t in (0, 1, 3)] == [1.0, 0.0, 1.0]  # 3: same wrong answer as F
+    assert json.loads(agree[3]["raw"])["correct_math_verify"] is True
     assert "Original's reply has no extractable final answer" in agree[2]["error"]
     for metric in ("accuracy", "answer_agreement"):
         for t in (0, 1):
             line = rows[(metric, MR_ID, t)]
             assert line["status"] == "skipped" and "no gold answers" in line["error"]
             assert line["score"] is None
-    # objective = accuracy %: dialogue mean over the 3 scored turns (1, 0, 0), never the unparsed
-    assert objective == pytest.approx(100 / 3, abs=1e-6)
+    # objective = accuracy %: dialogue mean over the 4 graded turns (1, 0, 0, 0): no answer is wrong
+    assert objective == pytest.approx(25.0, abs=1e-6)
 
 
 def test_agreement_of_f_with_itself_is_100(tmp_path: Path) -> None:
@@ -98,7 +106,7 @@ def test_run_made_before_gold_answers_were_declared(tmp_path: Path) -> None:
     assert rows[("accuracy", MATH_ID, 0)]["score"] == 1.0
 
 
-def test_without_last_number_fallback_a_cut_off_reply_is_unparsed(tmp_path: Path) -> None:
+def test_without_last_number_fallback_a_cut_off_reply_is_wrong_and_not_found(tmp_path: Path) -> None:
     from omegaconf import open_dict
 
     cfg = _cfg(tmp_path)
@@ -108,8 +116,9 @@ def test_without_last_number_fallback_a_cut_off_reply_is_unparsed(tmp_path: Path
                         references={MATH_ID: [r"\boxed{12}"]})
     judge_run(cfg, run_dir)
     line = _rows(run_dir)[("accuracy", MATH_ID, 0)]
-    assert line["status"] == "unparsed" and line["score"] is None
-    assert "last_number_fallback is off" in line["error"]
+    assert line["status"] == "ok" and line["score"] == 0.0
+    raw = json.loads(line["raw"])
+    assert raw["found"] is False and "last_number_fallback is off" in raw["note"]
 
 
 def test_gold_answers_declaration_changes_no_run_hash_or_reference() -> None:
