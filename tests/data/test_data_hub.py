@@ -1,12 +1,16 @@
-"""Hub conversions on in-memory ``datasets.Dataset`` objects (the hub is unreachable here).
+"""Hub conversions, on in-memory ``datasets.Dataset`` objects and through the real
+``datasets.load_dataset`` on files shipped in ``tests/data/fixtures/`` (the hub itself is
+unreachable here: ``dataset.hub.path=json|parquet`` reads local files with the same call).
 
-Rows go through ``Dataset.from_list`` so they arrive as Arrow gives them back (e.g. a
+Rows go through Arrow either way, so they arrive as Arrow gives them back (e.g. a
 ``characters`` struct holding the union of all rows' names, absent ones as None).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import datasets
 import pytest
@@ -14,6 +18,10 @@ import pytest
 from somabench.data import DatasetError, Turn, load_dialogues
 from somabench.data.hub import convert_rows
 from somabench.registry import RegistryError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHAREGPT_JSON = FIXTURES / "sharegpt_rows.json"        # SHAREGPT_ROWS as a ShareGPT dump (array)
+MULTICHAR_PARQUET = FIXTURES / "multichar_rows.parquet"  # MULTICHAR_ROWS as the hub's parquet
 
 SHAREGPT_ROWS = [
     {  # system prompt, consecutive human messages, trailing human message
@@ -161,39 +169,55 @@ def test_turns_converter_round_trips_bundled_rows(dataset_cfg) -> None:
     assert converted[0].meta["task"] == bundled[0].meta["task"]
 
 
-def test_load_dialogues_with_hub_loader(dataset_cfg, monkeypatch) -> None:
-    calls = []
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch) -> Path:
+    """Arrow files ``load_dataset`` writes go to tmp (config only; the loader itself is real)."""
+    cache = tmp_path / "hf_datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    return cache
 
-    def fake_load_dataset(path, **kwargs):  # stands in for the network, not for the conversion
-        calls.append((path, kwargs))
-        return datasets.Dataset.from_list(SHAREGPT_ROWS)
 
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    cfg = dataset_cfg("sharegpt", min_turns=2)
-    dialogues = load_dialogues(cfg, limit=None, seed=0)
+def test_fixtures_hold_the_rows_the_conversion_tests_use() -> None:
+    assert json.loads(SHAREGPT_JSON.read_text(encoding="utf-8")) == SHAREGPT_ROWS
+    assert datasets.Dataset.from_parquet(str(MULTICHAR_PARQUET)).to_list() == \
+        datasets.Dataset.from_list(MULTICHAR_ROWS).to_list()
+
+
+def test_hub_loader_reads_a_sharegpt_json_dump_with_the_real_load_dataset(
+        dataset_cfg, datasets_cache, caplog) -> None:
+    cfg = dataset_cfg("sharegpt", min_turns=2, **{"hub.path": "json",
+                                                  "hub.data_files": str(SHAREGPT_JSON)})
+    with caplog.at_level(logging.WARNING, logger="somabench.data.hub"):
+        dialogues = load_dialogues(cfg, limit=None, seed=0)
     assert [d.id for d in dialogues] == ["sharegpt-abc_0"]
-    assert calls == [
-        (
-            "anon8231489123/ShareGPT_Vicuna_unfiltered",
-            {
-                "name": None,
-                "split": "train",
-                "data_files": "ShareGPT_V3_unfiltered_cleaned_split.json",
-                "revision": None,
-            },
-        )
-    ]
+    assert dialogues[0].turns == (
+        Turn(user="Hello\n\nAre you there?", assistant="Yes."),
+        Turn(user="Explain it again.", assistant=None),
+    )
+    assert dialogues[0].meta["source"] == "hf:json"
+    assert "dropped 4 hub row(s)" in caplog.text
+    assert any(datasets_cache.rglob("*.arrow"))  # the real builder ran
 
 
-def test_unreachable_hub_is_a_clear_error(dataset_cfg, monkeypatch) -> None:
-    def offline(path, **kwargs):
-        raise ConnectionError("hub unreachable")
+def test_hub_loader_reads_parquet_like_the_in_memory_conversion(dataset_cfg, datasets_cache) -> None:
+    overrides = {"hub.path": "parquet", "hub.data_files": str(MULTICHAR_PARQUET)}
+    loaded = load_dialogues(dataset_cfg("multichar", **overrides), limit=None, seed=0)
+    in_memory = convert_rows(datasets.Dataset.from_list(MULTICHAR_ROWS), dataset_cfg("multichar"))
+    assert [(d.id, d.turns) for d in loaded] == [(d.id, d.turns) for d in in_memory]
+    assert loaded[0].meta["characters"] == {"Sophie": "a baker", "Tom": "a smith", "Mia": "a child"}
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(
-        DatasetError, match=r"could not be loaded \(ConnectionError.*dataset=custom"
-    ):
+
+def test_unreachable_hub_is_a_clear_error(dataset_cfg, datasets_cache) -> None:
+    """HF_HUB_OFFLINE=1 (tests/conftest.py): the real loader cannot reach the hub."""
+    with pytest.raises(DatasetError, match=r"could not be loaded \(ConnectionError.*dataset=custom"):
         load_dialogues(dataset_cfg("multichar"), limit=None, seed=0)
+
+
+def test_missing_data_file_is_a_clear_error(dataset_cfg, datasets_cache, tmp_path) -> None:
+    cfg = dataset_cfg("sharegpt", **{"hub.path": "json",
+                                     "hub.data_files": str(tmp_path / "nope.json")})
+    with pytest.raises(DatasetError, match=r"could not be loaded \(FileNotFoundError.*nope.json"):
+        load_dialogues(cfg, limit=None, seed=0)
 
 
 def test_remedi_hub_without_path(dataset_cfg) -> None:

@@ -7,8 +7,10 @@ validated dialogue of the source in source order; selection happens afterwards, 
 
 - ``bundled``: ``file`` (or, with ``tiny: true``, ``tiny/<name>.jsonl``) under
   ``somabench/data/bundled/``.
-- ``jsonl``: ``path``, any JSONL or JSONL.GZ file in the bundled line schema (relative paths are
-  taken from the directory the command was started in, also under Hydra).
+- ``jsonl``: ``path``, a JSONL or JSONL.GZ file (or a ``*.json`` array file) in
+  ``format`` (``auto`` | ``turns`` | ``messages`` | ``sharegpt``: ``somabench.data.formats``;
+  absent = ``auto``). Relative paths are taken from the directory the command was started in,
+  also under Hydra.
 - ``hub``: ``hub`` mapping, read with the ``datasets`` library (``somabench.data.hub``).
 """
 
@@ -19,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from somabench.data.files import read_dialogues_jsonl
+from somabench.data.files import read_dialogues, read_dialogues_jsonl
 from somabench.data.hub import load_hub
 from somabench.data.schema import DatasetError, Dialogue
 from somabench.registry import dataset_loaders
@@ -63,17 +65,19 @@ def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
 
 @dataset_loaders.register("jsonl")
 def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
-    """A user file in the bundled line schema, e.g. ``dataset=custom dataset.path=my.jsonl``."""
+    """A user file, e.g. ``dataset=custom dataset.path=my.jsonl`` (OpenAI ``messages``,
+    ShareGPT ``conversations`` or the bundled line schema; ``dataset.format`` picks one)."""
     _reject_tiny(cfg)
     path = cfg.get("path")
     if not path:
         raise DatasetError(
             f"dataset '{cfg.get('name')}' has loader=jsonl but dataset.path is {path!r}; "
-            "set dataset.path=<file.jsonl or file.jsonl.gz>"
+            "set dataset.path=<file.jsonl, file.jsonl.gz or file.json>"
         )
     from hydra.utils import to_absolute_path  # resolves against the launch dir under Hydra
 
-    return read_dialogues_jsonl(Path(to_absolute_path(str(Path(path).expanduser()))))
+    return read_dialogues(Path(to_absolute_path(str(Path(path).expanduser()))),
+                          fmt=str(cfg.get("format") or "auto"), dataset=str(cfg["name"]))
 
 
 @dataset_loaders.register("hub")
