@@ -68,7 +68,9 @@ def test_yaml_files_name_equals_stem_and_loader_is_registered() -> None:
     stems = sorted(p.stem for p in CONF_DATASET.glob("*.yaml"))
     assert stems == ALL_DATASETS
     keys = {"name", "loader", "file", "tiny", "path", "hub", *SELECTION_KEYS}
-    optional = {"gold_answers", "format"}  # format: loader=jsonl (somabench.data.formats)  # read by judge=task (judges/), declared by datasets that have them
+    # gold_answers: read by judge=task (judges/), declared by datasets that have them;
+    # format: how loader=jsonl reads the file (somabench.data.formats)
+    optional = {"gold_answers", "format"}
     for stem in stems:
         cfg = OmegaConf.load(CONF_DATASET / f"{stem}.yaml")
         assert keys <= set(cfg) <= keys | optional, stem
