@@ -15,7 +15,13 @@ Artifacts per family (and per panel holding these metrics, usually ``task``):
   every method minus the baseline (``report.stats.baseline``) on the same dialogues:
   difference [paired bootstrap CI], sign-flip p (the report's paired-table builder).
 * ``answer_found_<tag>``: share of graded turns whose reply had an extractable final answer
-  (``unparsed`` lines are excluded from accuracy, never counted as 0; this shows how many).
+  (a reply without one is graded wrong; this shows how often that happened). Every accuracy
+  table also states the found-rate per method in a footer line.
+* Second grader (issue 23): every line also carries math-verify's verdict
+  (``correct_math_verify`` in ``raw``). Every table here states how often the two graders agree
+  (footer line, per method), ``grader_agreement_<tag>`` has the agreement % per dataset x method
+  with CIs, and ``grader_disagreements_<tag>.csv`` lists each disagreement (turn id, gold or
+  target, the answers each grader extracted, both verdicts) for a human to settle.
 * ``fig_accuracy_per_turn_<tag>``: accuracy per turn index with CIs, and the share of turns G
   served (does quality decay after the switch?), with its numbers in the figure's ``.csv``.
 
@@ -27,6 +33,7 @@ data, each method's own post-switch turns are used (and the table says so).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,14 +96,110 @@ def _table(per: pd.DataFrame, lines: pd.DataFrame, cfg: Any, title: str, metric:
                       excluded=excluded_counts(lines), notes=notes, stats=_stats(cfg))
 
 
+def raw_field(lines: pd.DataFrame, key: str) -> pd.Series:
+    """``key`` of each line's ``raw`` JSON (the grader's details); None where absent."""
+    def get(text: Any) -> Any:
+        try:
+            value = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            return None
+        return value.get(key) if isinstance(value, dict) else None
+
+    if "raw" not in lines.columns:
+        return pd.Series([None] * len(lines), index=lines.index, dtype=object)
+    return lines["raw"].map(get).astype(object)
+
+
+def found_flags(lines: pd.DataFrame) -> pd.Series:
+    """Per graded line (ok or unparsed): did the reply have a final answer? Lines of this
+    grader record it (``raw.found``); older lines marked a missing answer ``unparsed``."""
+    return (lines["status"] == SCORE_OK) & (raw_field(lines, "found") != False)  # noqa: E712
+
+
 def answer_found(lines: pd.DataFrame) -> pd.DataFrame:
     """Per dialogue: % of graded turns (ok or unparsed) whose reply had a final answer."""
     graded = lines[lines["status"].isin([SCORE_OK, "unparsed"])]
     if graded.empty:
         return pd.DataFrame(columns=[*BY, "value"])
-    graded = graded.assign(found=(graded["status"] == SCORE_OK).astype(float) * PERCENT)
+    graded = graded.assign(found=found_flags(graded).astype(float) * PERCENT)
     per_turn = graded.groupby([*BY, "turn"], dropna=False)["found"].mean().reset_index()
     return per_turn.groupby(BY, dropna=False)["found"].mean().rename("value").reset_index()
+
+
+DISAGREEMENT_COLUMNS = ["metric", "label", "method", "dataset", "dialogue_id", "turn", "target",
+                        "target_from", "answer", "math_verify_answer", "grader_a_math_equiv",
+                        "grader_b_math_verify"]
+
+
+def grader_pairs(lines: pd.DataFrame) -> pd.DataFrame:
+    """The ok lines with both verdicts: ``grader_a`` (MATH equivalence, the score),
+    ``grader_b`` (math-verify; None when it gave none) and ``agree`` (None without b)."""
+    ok = lines[(lines["status"] == SCORE_OK) & lines["score_norm"].notna()]
+    b = raw_field(ok, "correct_math_verify")
+    out = ok.assign(grader_a=ok["score_norm"].astype(float) >= 1.0,
+                    grader_b=b.map(lambda v: v if isinstance(v, bool) else None).astype(object))
+    agree = [None if gb is None else bool(ga == gb)
+             for ga, gb in zip(out["grader_a"], out["grader_b"], strict=True)]
+    return out.assign(agree=pd.Series(agree, index=out.index, dtype=object))
+
+
+def disagreements(lines: pd.DataFrame) -> pd.DataFrame:
+    """One row per graded turn where the two graders differ (``DISAGREEMENT_COLUMNS``)."""
+    pairs = grader_pairs(lines)
+    bad = pairs[pairs["agree"].map(lambda v: v is False)]
+    if bad.empty:
+        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
+    rows = bad.assign(metric=score_metric(bad), target=raw_field(bad, "target"),
+                      target_from=raw_field(bad, "target_from"), answer=raw_field(bad, "answer"),
+                      math_verify_answer=raw_field(bad, "math_verify_answer"),
+                      grader_a_math_equiv=bad["grader_a"], grader_b_math_verify=bad["grader_b"])
+    return rows[DISAGREEMENT_COLUMNS].sort_values(["metric", "label", "dataset", "dialogue_id",
+                                                   "turn"]).reset_index(drop=True)
+
+
+def grader_agreement(lines: pd.DataFrame) -> pd.DataFrame:
+    """Per dialogue: % of graded turns (with a math-verify verdict) where both graders agree."""
+    pairs = grader_pairs(lines)
+    pairs = pairs[pairs["agree"].notna()]
+    if pairs.empty:
+        return pd.DataFrame(columns=[*BY, "value"])
+    pairs = pairs.assign(value=pairs["agree"].astype(float) * PERCENT)
+    return pairs.groupby(BY, dropna=False)["value"].mean().reset_index()
+
+
+def _per_label(cfg: Any, frame: pd.DataFrame, value: pd.Series) -> str:
+    """``Original 100.0 % (n=8), SOMA 87.5 % (n=8)``: pooled over the label's lines."""
+    parts = []
+    for label in F.order_labels(cfg, frame):
+        mine = value[frame["label"] == label].dropna()
+        if len(mine):
+            parts.append(f"{label} {mine.astype(float).mean() * PERCENT:.1f} % (n={len(mine)})")
+    return ", ".join(parts)
+
+
+def agreement_note(lines: pd.DataFrame, cfg: Any, csv_name: str) -> str:
+    """The footer line every accuracy table carries: do the two graders agree on these lines?"""
+    pairs = grader_pairs(lines)
+    judged = pairs[pairs["agree"].notna()]
+    missing = len(pairs) - len(judged)
+    if judged.empty:
+        return ("Graders: no math-verify verdict on these lines (judged before the second grader "
+                "existed, or math-verify failed); rejudge with judge=task to compare.")
+    n_bad = int((~judged["agree"].astype(bool)).sum())
+    return (f"Graders: MATH equivalence (the score) and math-verify (second opinion) agree on "
+            f"{judged['agree'].astype(float).mean() * PERCENT:.1f} % of {len(judged)} graded "
+            f"turns ({_per_label(cfg, judged, judged['agree'])}); {n_bad} disagreement(s) in "
+            f"{csv_name}" + (f"; no math-verify verdict on {missing}" if missing else "") + ".")
+
+
+def found_note(lines: pd.DataFrame, cfg: Any, found_name: str) -> str:
+    """The footer line with the found-rate beside accuracy (a reply without an answer is 0)."""
+    graded = lines[lines["status"].isin([SCORE_OK, "unparsed"])]
+    if graded.empty:
+        return "Final answer found: no graded turns."
+    return (f"Final answer found (share of graded turns; a reply without one is graded wrong): "
+            f"{_per_label(cfg, graded, found_flags(graded))}; per dataset with CIs in "
+            f"{found_name}.")
 
 
 def per_turn_points(lines: pd.DataFrame, cfg: Any, metric: str) -> pd.DataFrame:
@@ -181,6 +284,8 @@ def add_task_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, 
         suffix = f"{tag}_{_tag(panel)}"
         lines = scores[scores["panel"].astype(str) == panel]
         post_lines, post_note = post_switch_turns(lines, cfg)
+        csv_name = f"grader_disagreements_{suffix}.csv"
+        found_name = f"answer_found_{suffix}"
         for metric, unit in TASK_METRICS.items():
             name_of = unit.removesuffix(" %")
             for subset, subset_lines, extra in (("all turns", lines, []),
@@ -193,26 +298,32 @@ def add_task_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, 
                     result.skip(name, f"no ok {metric} scores of panel {panel} on {subset}")
                     continue
                 mlines = subset_lines[score_metric(subset_lines) == metric]
+                graders = [agreement_note(mlines, cfg, csv_name),
+                           found_note(mlines, cfg, found_name)]
                 title = f"{name_of} ({family}, panel {panel}), {subset}"
-                table = _table(per, mlines, cfg, title, unit, [_metric_note(metric, panel), *extra])
+                table = _table(per, mlines, cfg, title, unit,
+                               [_metric_note(metric, panel), *extra, *graders])
                 result.written.append(Artifact(name, "extra (issue 16)", table.write(out, name),
                                                f"{unit} per dataset x method, {subset}, "
                                                f"mean [CI] over dialogues"))
-                spec = SimpleNamespace(stem=stem, title=f"{name_of}, {subset}", unit=unit)
+                spec = SimpleNamespace(stem=stem, title=f"{name_of}, {subset}", unit=unit,
+                                       notes=graders)
                 _paired_table(result, cfg, knobs, family, tag, f"_{_tag(panel)}", per, "value",
                               spec, panel, out)
         acc_lines = lines[score_metric(lines) == "accuracy"]
         found = answer_found(acc_lines)
         if not found.empty:
-            name = f"answer_found_{suffix}"
             not_graded = acc_lines[~acc_lines["status"].isin([SCORE_OK, "unparsed"])]
             table = _table(found, not_graded, cfg,
                            f"Final answer found ({family}, panel {panel}), graded turns",
-                           "Answer found %", ["Share of graded turns (ok + unparsed accuracy lines) "
-                                              "whose reply had an extractable final answer; the "
-                                              "others are excluded from accuracy, never scored 0."])
-            result.written.append(Artifact(name, "extra (issue 16)", table.write(out, name),
+                           "Answer found %", ["Share of graded turns whose reply had an "
+                                              "extractable final answer; a reply without one "
+                                              "is graded wrong (score 0), not excluded.",
+                                              agreement_note(acc_lines, cfg, csv_name)])
+            result.written.append(Artifact(found_name, "extra (issue 16)",
+                                           table.write(out, found_name),
                                            "% of graded turns with an extractable final answer"))
+        _grader_artifacts(result, lines, cfg, family, panel, suffix, csv_name, out)
         points = per_turn_points(lines, cfg, "accuracy")
         name = f"fig_accuracy_per_turn_{suffix}"
         try:
@@ -227,11 +338,40 @@ def add_task_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, 
                                        "accuracy per turn index [CI] and share served by G"))
 
 
+def _grader_artifacts(result: Any, lines: pd.DataFrame, cfg: Any, family: str, panel: str,
+                      suffix: str, csv_name: str, out: Path) -> None:
+    """``grader_agreement_<suffix>`` (table) and the disagreements CSV (both metrics, all
+    turns): where MATH equivalence and math-verify differ, for a human to settle."""
+    from somabench.report.build import Artifact
+
+    agree = grader_agreement(lines)
+    name = f"grader_agreement_{suffix}"
+    if agree.empty:
+        result.skip(name, "no math-verify verdicts (lines judged before the second grader "
+                          "existed): rejudge with judge=task")
+        return
+    pairs = grader_pairs(lines)
+    table = _table(agree, pairs[pairs["agree"].isna()], cfg,
+                   f"Grader agreement ({family}, panel {panel}): MATH equivalence vs math-verify, "
+                   f"accuracy and answer agreement lines", "Graders agree %",
+                   [f"Share of graded turns on which the two graders give the same verdict; "
+                    f"excluded rows: lines where math-verify gave none. Disagreements: "
+                    f"{csv_name}."])
+    result.written.append(Artifact(name, "extra (issue 23)", table.write(out, name),
+                                   "% of graded turns where both MATH graders agree"))
+    out.mkdir(parents=True, exist_ok=True)
+    disagreements(lines).to_csv(out / csv_name, index=False)
+    result.written.append(Artifact(csv_name.removesuffix(".csv"), "extra (issue 23)",
+                                   [out / csv_name],
+                                   "turns where MATH equivalence and math-verify disagree"))
+
+
 def _metric_note(metric: str, panel: str) -> str:
     what = ("final answer vs the gold answer; the Original row (F, full history) is the ceiling"
             if metric == "accuracy" else
             "final answer vs the Original's final answer on the same turn; the Original row is "
             "F vs itself (100 % by construction)")
     return (f"{TASK_METRICS[metric]}: {what}. Graded by MATH equivalence (panel `{panel}`, "
-            f"judges/math_equiv.py), no LLM judge. Turns without gold are skipped; replies without "
-            f"a final answer are excluded as unparsed (see answer_found).")
+            f"judges/math_equiv.py; exact), no LLM judge. Turns without gold are skipped; a reply "
+            f"without a final answer is graded wrong (lines judged before issue 23 marked it "
+            f"unparsed and are excluded).")

@@ -324,7 +324,8 @@ def _paired_table(result: ReportResult, cfg: Any, knobs: StatsKnobs, family: str
                          f"[{knobs.confidence:.0%} paired bootstrap CI, {knobs.n_boot} resamples], two-sided "
                          f"sign-flip permutation p (exact over all 2^n sign patterns; ~ marks a Monte Carlo "
                          f"estimate with {int(cfg.stats.n_perm)} patterns), n = paired dialogues.",
-                         "somabench.stats.paired_comparison; seed report.stats.seed."])
+                         "somabench.stats.paired_comparison; seed report.stats.seed.",
+                         *getattr(spec, "notes", [])])  # e.g. MATH grader agreement
     paths = table.write(out, name)
     pd.DataFrame(rows_long).to_csv(out / f"{name}.csv", index=False)
     result.written.append(Artifact(name, "extra (statistics)", paths,
