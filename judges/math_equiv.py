@@ -16,16 +16,20 @@ module follows their conventions (own code, read for the approach):
   number) and ``math_equal`` (string, numeric with relative tolerance and percentage variants,
   elementwise for tuples, intervals and matrices, then symbolic).
 
-Differences, on purpose: (1) an answer nothing can be extracted from is its own outcome
-(``Extraction.answer is None``), never "wrong"; the judge records it as ``unparsed``. (2) LaTeX is
-converted to a sympy expression by a small converter here (``latex_to_sympy``), not by sympy's
-``parse_latex`` (needs an antlr4 runtime matching sympy's; the one pinned by omegaconf does not),
-and the converted text is whitelisted before sympy's ``parse_expr`` (which calls ``eval``) sees
-model output. (3) sympy runs in a separate worker process with a deadline (``SympyWorker``):
-a pathological expression (``10^{10^{10}}``) is killed, not waited for, and the comparison is
-``None`` (undecided) rather than a guess. (4) Bare comma lists (``1, -2`` as the solutions of an
-equation) compare as multisets; bracketed tuples and intervals compare in order, bracket types
-included.
+Differences, on purpose: (1) an answer nothing can be extracted from is reported as such
+(``Extraction.answer is None``); the judge grades it wrong and records it as not found, so the
+found-rate can stand beside accuracy. (2) Exact (issue 23): no relative tolerance (theirs, 1e-4,
+graded 3.1416 as pi and 20240 as 20241); numbers compare as fractions, decimals enter sympy as
+exact rationals, and only a gold written as a decimal with k places admits answers that round to
+it. (3) LaTeX is converted to a sympy expression by a small converter here (``latex_to_sympy``),
+not by sympy's ``parse_latex`` (needs an antlr4 runtime matching sympy's; the one pinned by
+omegaconf does not), and the converted text is whitelisted before sympy's ``parse_expr`` (which
+calls ``eval``) sees model output; math-verify, which does parse LaTeX on omegaconf's runtime,
+is the second opinion (``math_verify_grader``). (4) sympy runs in a separate worker process with
+a deadline (``SympyWorker``): a pathological expression (``10^{10^{10}}``) is killed, not waited
+for, and the comparison is ``None`` (undecided) rather than a guess. (5) Bare comma lists
+(``1, -2`` as the solutions of an equation) compare as multisets; bracketed tuples and
+intervals compare in order, bracket types included.
 """
 
 from __future__ import annotations
