@@ -85,9 +85,9 @@ def test_latex_and_csv_renderings():
     assert record["std"] == pytest.approx(0.7071, abs=1e-4) and math.isnan(record["ci_lo"])
 
 
-def test_make_table_bootstrap_ci_and_partial_flag():
-    """Two dialogues per cell: the percentile CI is [min, max] (see test_stats), the Avg CI
-    resamples within each column, and a cell with partial turns is flagged."""
+def test_make_table_small_n_prints_values_not_an_interval():
+    """Two dialogues per cell (below report.stats.min_n = 5): no interval, the values are
+    printed; equal values never get a zero-width "interval"; a partial cell is flagged."""
     from somabench.report.tables import PARTIAL, StatsKnobs
 
     frame = pd.DataFrame({"m": ["A", "A", "A", "A"], "d": ["x", "x", "y", "y"], "v": [2.0, 4.0, 10.0, 10.0],
@@ -96,12 +96,43 @@ def test_make_table_bootstrap_ci_and_partial_flag():
                        decimals_mean=1, decimals_std=2, stats=StatsKnobs(4000, 0, 0.95),
                        partial_col="partial_turns")
     x, y, avg = (table.cells[("A", c)] for c in ("x", "y", AVG))
-    assert (x.mean, x.lo, x.hi, x.flag) == (3.0, 2.0, 4.0, PARTIAL)
-    assert (y.lo, y.hi, y.flag) == (10.0, 10.0, "")
-    assert avg.mean == 6.5 and (avg.lo, avg.hi) == (6.0, 7.0)  # (2|3|4 + 10) / 2
+    assert (x.mean, x.lo, x.hi, x.flag, x.values) == (3.0, None, None, PARTIAL, (2.0, 4.0))
+    assert (y.lo, y.hi, y.flag) == (None, None, "")
+    assert avg.mean == 6.5 and avg.lo is None
     md = table.to_markdown()
-    assert "| A | 3.0 [2.0, 4.0]† | 10.0 [10.0, 10.0] | 6.5 [6.0, 7.0] |" in md
-    assert "95% bootstrap CI" in md and "†: some turns" in md
+    assert ("| A | 3.0 (n=2: 2.0, 4.0)† | 10.0 (n=2: 10.0, 10.0) | 6.5 (no CI: a column is below the "
+            "minimum n) |") in md
+    assert "studentized bootstrap (bootstrap-t), 4000 resamples; no CI below n = 5" in md
+    assert "†: some turns" in md
+    # min_n = 2 with the percentile bootstrap: two values give [min, max] (test_stats); equal
+    # values still no interval; the Avg resamples x alone (y has no spread): (2|3|4 + 10) / 2
+    table = make_table(frame, value="v", row="m", column="d", title="T", metric="S", higher_is_better=True,
+                       decimals_mean=1, decimals_std=2,
+                       stats=StatsKnobs(4000, 0, 0.95, method="percentile", min_n=2))
+    assert "| A | 3.0 [2.0, 4.0] | 10.0 (all equal) | 6.5 [6.0, 7.0] |" in table.to_markdown()
+
+
+def test_make_table_cells_have_their_own_streams_and_avg_resamples_independently():
+    """Two columns with the same five values: with one shared seed their resamples were
+    identical, so the Avg interval equalled each column's. Independent resamples of two
+    columns make the Avg interval narrower by about sqrt(2), and it matches an independent
+    per-dataset resample computed here by hand (percentile bootstrap, tolerance for the
+    Monte Carlo error of 4000 draws)."""
+    import numpy as np
+
+    from somabench.report.tables import StatsKnobs
+
+    values = [10.0, 20.0, 30.0, 60.0, 80.0]
+    frame = pd.DataFrame({"m": ["A"] * 10, "d": ["x"] * 5 + ["y"] * 5, "v": values * 2, "run_key": ["k"] * 10})
+    table = make_table(frame, value="v", row="m", column="d", title="T", metric="S", higher_is_better=True,
+                       decimals_mean=1, decimals_std=2, stats=StatsKnobs(4000, 0, 0.95, method="percentile"))
+    x, y, avg = (table.cells[("A", c)] for c in ("x", "y", AVG))
+    rng = np.random.default_rng(123)
+    arr = np.array(values)
+    draws = (arr[rng.integers(0, 5, (200_000, 5))].mean(1) + arr[rng.integers(0, 5, (200_000, 5))].mean(1)) / 2
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    assert avg.lo == pytest.approx(lo, abs=1.5) and avg.hi == pytest.approx(hi, abs=1.5)
+    assert (avg.hi - avg.lo) < 0.8 * (x.hi - x.lo)  # a tied resample would give the same width
 
 
 def test_table1_matches_hand_computation(report):
@@ -118,13 +149,14 @@ def test_table1_matches_hand_computation(report):
     assert ("SOMA w/o ADL", AVG) not in cells.index
     assert "Original" not in cells.index.get_level_values("row")  # the reference run is not judged
     assert set(cells[cells["best"]].index) == {("SOMA", "MATH"), ("SOMA", "MT-Bench"), ("SOMA", AVG)}
-    # two dialogues per cell: the 95 % percentile bootstrap CI is [lower, higher dialogue]
-    assert cells.loc[("SOMA", "MATH"), ["ci_lo", "ci_hi"]].tolist() == pytest.approx([260 / 3, 90.0])
-    assert cells.loc[("Surrogate", "MT-Bench"), ["ci_lo", "ci_hi"]].tolist() == pytest.approx([65.0, 80.0])
+    # two dialogues per cell, below report.stats.min_n: no interval, the two values instead
+    assert cells.loc[("SOMA", "MATH"), ["ci_lo", "ci_hi"]].isna().all()
+    assert cells.loc[("SOMA", "MATH"), "no_ci"] == "small_n"
     md = (out / "table1_similarity_tiny_p1.md").read_text()
-    assert "| SOMA | **88.3 [86.7, 90.0]†** | **87.5 [85.0, 90.0]** | **87.9 [" in md
-    assert "| Surrogate | 65.0 [63.3, 66.7]† | 72.5 [65.0, 80.0] | 68.8 [" in md
-    assert "| SOMA w/o ADL | 75.0 [70.0, 80.0] | – | – |" in md
+    assert ("| SOMA | **88.3 (n=2: 86.7, 90.0)†** | **87.5 (n=2: 90.0, 85.0)** | **87.9 (no CI: a column "
+            "is below the minimum n)** |") in md
+    assert "| Surrogate | 65.0 (n=2: 66.7, 63.3)† | 72.5 (n=2: 65.0, 80.0) | 68.8 (no CI: " in md
+    assert "| SOMA w/o ADL | 75.0 (n=2: 70.0, 80.0) | – | – |" in md
     assert "Excluded rows: 2 (1 api_error, 1 unparsed)." in md
     assert "n = 2 (per cell, and the std, in the CSV)" in md
     assert "2 of 26 scored turns were scored by fewer judges than the panel has" in md
@@ -136,14 +168,17 @@ def test_table1_matches_hand_computation(report):
 def test_paired_comparison_with_soma(report):
     out, _ = report
     paired = pd.read_csv(out / "table1_similarity_vs_soma_tiny_p1.csv").set_index(["row", "column"])
-    # Surrogate - SOMA on MATH: d1 66.67 - 86.67 = -20, d2 63.33 - 90 = -26.67; 2 pairs -> p = 2/4
+    # Surrogate - SOMA on MATH: d1 66.67 - 86.67 = -20, d2 63.33 - 90 = -26.67; 2 pairs -> sign-flip
+    # p = 2/4 and no interval (below min_n): the old table printed [-26.7, -20.0] next to p 0.500
     row = paired.loc[("Surrogate", "MATH")]
-    assert row["diff"] == pytest.approx(-70 / 3) and row["n"] == 2 and row["p"] == pytest.approx(0.5)
-    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx((-80 / 3, -20.0))
+    assert row["diff"] == pytest.approx(-70 / 3) and row["n"] == 2 and row["p_sign_flip"] == pytest.approx(0.5)
+    assert math.isnan(row["ci_lo"]) and math.isnan(row["p"]) and row["no_ci"] == "small_n"
     pooled = paired.loc[("Surrogate", "All (paired on dataset, dialogue)")]
-    assert pooled["n"] == 4 and pooled["p"] == pytest.approx(2 / 16)  # all four diffs negative
+    assert pooled["n"] == 4 and pooled["p_sign_flip"] == pytest.approx(2 / 16)  # all four diffs negative
     md = (out / "table1_similarity_vs_soma_tiny_p1.md").read_text()
-    assert "-23.3 [-26.7, -20.0], p 0.500 (n=2)" in md
+    assert "-23.3 (n=2: -20.0, -26.7; sign-flip p 0.500)" in md
+    # pooled: MATH -20, -26.7 and MT-Bench 65 - 90 = -25, 80 - 85 = -5 -> mean -19.2
+    assert "-19.2 (n=4: -20.0, -26.7, -25.0, -5.0; sign-flip p 0.125)" in md
 
 
 def test_post_switch_and_per_judge_tables(report):

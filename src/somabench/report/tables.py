@@ -5,7 +5,10 @@ the same and say the same things — the direction of the metric (↑/↓), the 
 bootstrap CI over units (``somabench.stats``), the best cell per column in bold, how many units
 each cell has, how many rows were excluded (and why), cells resting on fewer judges than the
 panel has, and which runs the numbers came from. The idea follows lm-eval's ``make_table``
-(STYLE.md rule 15). :func:`frame_markdown` renders a plain frame (summaries) the same way.
+(STYLE.md rule 15). A cell below ``report.stats.min_n`` dialogues, or whose values are all
+equal, prints its n and values instead of an interval (a percentile "CI" of two values is
+the pair itself, not a 95 % interval); the footnote names the interval method and the
+minimum n. :func:`frame_markdown` renders a plain frame (summaries) the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,17 @@ import numpy as np
 import pandas as pd
 
 from somabench.metrics import mean_std
+from somabench.stats import (
+    DEFAULT_METHOD,
+    DEFAULT_MIN_N,
+    EQUAL,
+    SMALL_N,
+    average_ci,
+    cell_seed,
+    describe,
+    fmt_p,
+    mean_ci,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,10 @@ class Cell(NamedTuple):
     flag: str = ""
     text: str | None = None
     """Pre-rendered text (paired-comparison cells); the numbers stay in the CSV."""
+    reason: str | None = None
+    """Why the cell has no interval (``somabench.stats.SMALL_N`` / ``EQUAL``; None: it has one)."""
+    values: tuple[float, ...] = ()
+    """The unit values of a cell with fewer than ``min_n`` units (printed instead of a CI)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +67,20 @@ class StatsKnobs:
     n_boot: int
     seed: int
     confidence: float
+    method: str = DEFAULT_METHOD
+    """Interval method, a key of ``somabench.stats.INTERVALS``."""
+    min_n: int = DEFAULT_MIN_N
+    """Fewer units than this: no interval, the values are printed."""
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> StatsKnobs:
-        return cls(int(cfg.n_boot), int(cfg.seed), float(cfg.confidence))
+        return cls(int(cfg.n_boot), int(cfg.seed), float(cfg.confidence),
+                   str(cfg.get("method", DEFAULT_METHOD)), int(cfg.get("min_n", DEFAULT_MIN_N)))
+
+    def describe(self) -> str:
+        """The footnote's words for the interval: level, method, resamples, minimum n."""
+        return (f"{self.confidence:.0%} CI: {describe(self.method, self.n_boot)}; no CI below "
+                f"n = {self.min_n} (the values are printed) or when all values are equal")
 
 
 def frame_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
@@ -94,6 +122,8 @@ class Table:
     unit_name: str = "dialogues"
     confidence: float | None = None
     """CI level of the cells (None: no CI, cells show mean ± std)."""
+    interval: str | None = None
+    """How the CIs were computed (:meth:`StatsKnobs.describe`), for the footnote."""
     bold_best: bool = True
     describe: str | None = None
     """Replaces the footer's first line (what a cell is) for tables of another kind."""
@@ -130,6 +160,8 @@ class Table:
         dm = self.decimals_mean
         if self.confidence is not None and cell.lo is not None and cell.hi is not None:
             text = f"{cell.mean:.{dm}f} [{cell.lo:.{dm}f}, {cell.hi:.{dm}f}]"
+        elif self.confidence is not None and cell.reason is not None:
+            text = f"{cell.mean:.{dm}f} ({no_interval_text(cell, dm)})"
         else:
             pm = r" $\pm$ " if latex else " ± "
             std = cell.std
@@ -143,8 +175,8 @@ class Table:
         lo, hi = self.n_range()
         n_text = f"{lo}" if lo == hi else f"{lo}–{hi}"
         if self.confidence is not None:
-            what = (f"mean [{self.confidence:.0%} bootstrap CI] over {self.unit_name} "
-                    f"(percentile bootstrap, somabench.stats)")
+            what = (f"mean [{self.interval or f'{self.confidence:.0%} CI'}] over {self.unit_name} "
+                    f"(somabench.stats)")
         else:
             what = f"mean ± std over {self.unit_name} (sample std)"
         lines = [self.describe or (f"{self.metric} {self.arrow}: {what}; best per column in bold; "
@@ -152,7 +184,8 @@ class Table:
                                    f"in the CSV).")]
         if AVG in self.columns:
             lines.append(f"{AVG}: mean of the row's column means" + (
-                " with a CI from resampling dialogues within each column" if self.confidence is not None
+                f" with a CI from resampling the {self.unit_name} of each column independently (no CI "
+                f"when a column is below the minimum n)" if self.confidence is not None
                 else " ± std of the column means") + f"; {DASH} when a column is missing.")
         if any(c.flag == PARTIAL for c in self.cells.values()):
             lines.append(f"{PARTIAL}: some turns of the cell were judged by fewer judges than the panel "
@@ -214,9 +247,9 @@ class Table:
                     continue
                 rows.append({"row": row, "column": col, "mean": cell.mean, "std": cell.std, "n": cell.n,
                              "ci_lo": cell.lo, "ci_hi": cell.hi, "best": row in best[col],
-                             "flag": cell.flag, "text": cell.text})
+                             "flag": cell.flag, "text": cell.text, "no_ci": cell.reason})
         return pd.DataFrame(rows, columns=["row", "column", "mean", "std", "n", "ci_lo", "ci_hi", "best",
-                                           "flag", "text"])
+                                           "flag", "text", "no_ci"])
 
     def to_csv(self) -> str:
         """Long CSV preceded by ``#`` lines (title, footer); read with ``pd.read_csv(comment="#")``."""
@@ -245,46 +278,86 @@ def make_table(frame: pd.DataFrame, *, value: str, row: str, column: str, title:
 
     ``frame`` holds one row per unit (a dialogue, usually) with the ``row`` label, the
     ``column`` label and the ``value``; rows with a missing value are not units. Each cell is
-    the mean over its units with sample std, and with ``stats`` a percentile bootstrap CI
-    (``somabench.stats``; seeded, so tables are reproducible). ``average`` adds an Avg column:
-    the mean of the row's column means (the paper's Avg), only when the row has every column;
-    its CI resamples units within each column. ``partial_col`` (e.g. ``partial_turns``) flags
-    cells whose units have a non-zero count there with :data:`PARTIAL`.
+    the mean over its units with sample std, and with ``stats`` a CI (``somabench.stats``,
+    method ``stats.method``; each cell resamples with its own stream seeded from ``stats.seed``
+    and the cell's identity, so tables are reproducible and cells independent). ``average``
+    adds an Avg column: the mean of the row's column means (the paper's Avg), only when the row
+    has every column; its CI resamples each column's units independently
+    (:func:`somabench.stats.average_ci`). ``partial_col`` (e.g. ``partial_turns``) flags cells
+    whose units have a non-zero count there with :data:`PARTIAL`.
     """
-    from somabench.stats import bootstrap_means
-
     data = frame.dropna(subset=[value])
     rows = _ordered(data[row].unique().tolist(), row_order)
     cols = _ordered(data[column].unique().tolist(), column_order)
     cells: dict[tuple[str, str], Cell] = {}
     samples: dict[tuple[str, str], np.ndarray] = {}
-    tail = (1.0 - stats.confidence) / 2.0 if stats is not None else 0.0
+    knob = ({"n_boot": stats.n_boot, "confidence": stats.confidence, "method": stats.method,
+             "min_n": stats.min_n} if stats is not None else {})
     for (r, c), group in data.groupby([row, column], sort=False):
         mean, std, n = mean_std(group[value])
-        lo = hi = None
+        lo = hi = reason = None
+        values: tuple[float, ...] = ()
         if stats is not None and n:
-            values = group[value].astype(float).to_numpy()
-            draws = bootstrap_means(values, stats.n_boot, np.random.default_rng(stats.seed))
-            samples[(r, c)] = draws
-            lo, hi = (float(q) for q in np.quantile(draws, [tail, 1.0 - tail]))
+            samples[(r, c)] = group[value].astype(float).to_numpy()
+            ci = mean_ci(samples[(r, c)], seed=cell_seed(stats.seed, title, metric, r, c), **knob)
+            lo, hi, reason, values = ci.lo, ci.hi, ci.reason, ci.values
         flag = PARTIAL if partial_col and partial_col in group and group[partial_col].fillna(0).sum() > 0 else ""
-        cells[(r, c)] = Cell(mean, std, n, lo, hi, flag)
+        cells[(r, c)] = Cell(mean, std, n, lo, hi, flag, reason=reason, values=values)
     if average and len(cols) > 1:
         for r in rows:
             means = [cells[(r, c)].mean for c in cols if (r, c) in cells]
             if len(means) == len(cols):
                 mean, std, n = mean_std(pd.Series(means))
-                lo = hi = None
+                lo = hi = reason = None
                 if stats is not None:
-                    draws = np.mean([samples[(r, c)] for c in cols], axis=0)
-                    lo, hi = (float(q) for q in np.quantile(draws, [tail, 1.0 - tail]))
-                cells[(r, AVG)] = Cell(mean, std, n, lo, hi)
+                    ci = average_ci([samples[(r, c)] for c in cols],
+                                    seed=cell_seed(stats.seed, title, metric, r, AVG), **knob)
+                    lo, hi, reason = ci.lo, ci.hi, ci.reason
+                cells[(r, AVG)] = Cell(mean, std, n, lo, hi, reason=reason)
         cols = [*cols, AVG]
     run_ids = sorted(data[run_col].astype(str).unique().tolist()) if run_col and run_col in data else []
     return Table(title=title, metric=metric, higher_is_better=higher_is_better, rows=rows, columns=cols,
                  cells=cells, decimals_mean=decimals_mean, decimals_std=decimals_std,
                  excluded=dict(excluded or {}), run_ids=run_ids, notes=list(notes or []),
-                 unit_name=unit_name, confidence=stats.confidence if stats is not None else None)
+                 unit_name=unit_name, confidence=stats.confidence if stats is not None else None,
+                 interval=stats.describe() if stats is not None else None)
+
+
+def no_interval_text(cell: Cell, decimals: int) -> str:
+    """What a cell without an interval prints after its mean: its n and values (few units),
+    ``all n equal`` (no spread), or why an Avg has none."""
+    if cell.reason == SMALL_N and cell.values:
+        return f"n={cell.n}: " + ", ".join(f"{v:.{decimals}f}" for v in cell.values)
+    if cell.reason == SMALL_N:
+        return "no CI: a column is below the minimum n"
+    if cell.reason == EQUAL:
+        return "all equal"
+    return f"no CI: {cell.reason}"
+
+
+def paired_text(r: Any, decimals: int) -> str:
+    """A paired-comparison cell (a :class:`somabench.stats.Paired` or a row of
+    ``compare_to_baseline``): ``Δ [CI], p (n)`` with the p dual to the CI, or, without an
+    interval, the differences (few pairs) and the exact sign-flip p ("~": Monte Carlo)."""
+    dm = decimals
+    if r.lo is not None and not pd.isna(r.lo):
+        return f"{r.diff:+.{dm}f} [{r.lo:+.{dm}f}, {r.hi:+.{dm}f}], p {fmt_p(r.p)} (n={r.n})"
+    flip = f"sign-flip p {fmt_p(r.p_sign_flip)}{'' if r.exact else '~'}"
+    if r.reason == SMALL_N and len(r.values):
+        return f"{r.diff:+.{dm}f} (n={r.n}: " + ", ".join(f"{v:+.{dm}f}" for v in r.values) + f"; {flip})"
+    return f"{r.diff:+.{dm}f} (all {r.n} differences equal; {flip})"
+
+
+def paired_note(knobs: StatsKnobs, n_perm: int, baseline: str) -> list[str]:
+    """Footnote of a paired table: what Δ, the CI and the two p-values are."""
+    return [f"Cell: mean difference (method − {baseline}) over the dialogues both served "
+            f"[{knobs.describe()}], two-sided p dual to that CI (the CI excludes 0 exactly when "
+            f"p <= {1 - knobs.confidence:.2f}), n = paired dialogues.",
+            f"Without a CI: the differences and a two-sided sign-flip permutation p (exact over all "
+            f"2^n sign patterns; ~ marks a Monte Carlo estimate with {n_perm} patterns); with n "
+            f"pairs it cannot be below 2/2^n.",
+            "somabench.stats.paired_comparison; each cell resamples with its own stream derived from "
+            "report.stats.seed."]
 
 
 def write_tables(tables: dict[str, Table], out_dir: Path, stem: str, key_name: str) -> list[Path]:
