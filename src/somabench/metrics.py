@@ -97,7 +97,9 @@ def turn_frame(turns: Iterable[TurnRecord]) -> pd.DataFrame:
                                "cached": t.cached, "generate_share_s": t.seconds.get("generate_share", 0.0),
                                "e2e_s": turn_seconds_e2e(t.seconds), "timed_plan": "plan" in t.seconds,
                                "completion_tokens": _count(answer.completion if answer else None),
-                               "user_words": len(t.user.split()), "response_words": len(t.response.split())}
+                               "user_words": len(t.user.split()), "response_words": len(t.response.split()),
+                               # latency (somabench.latency): NaN where not measured
+                               **{f"{k}_s": _count(t.seconds.get(k)) for k in ("ttft", "tpot", "latency")}}
         for role in TOKEN_ROLES:
             usage = t.tokens.get(role)
             row[f"tokens_{role}"] = _count(usage.total) if usage is not None else 0.0
@@ -194,7 +196,9 @@ def summary_table(dialogues: list[DialogueRecord], turns: list[TurnRecord]) -> p
             "cached_turns": int(tgroup["cached"].sum()) if len(tgroup) else 0,
             "wall_s/dlg": group["wall_s"].mean(), "adapt_s/dlg": group["adapt_s"].mean(),
         })
-    return pd.DataFrame(out)
+    from somabench.latency import with_latency  # TTFT/TPOT/latency mean, median, p90, p99
+
+    return with_latency(pd.DataFrame(out), turns)
 
 
 # -- Split of tokens per dialogue into what the reader should see (Fig. 2 / 5 / 6) -----------

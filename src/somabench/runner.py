@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from somabench.backends import build_backend
 from somabench.backends.base import Backend, BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
+from somabench.latency import queue_of_call, queue_of_planned, turn_timing
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import ERRORS_FILE, MODEL_ROLES, config_hash
@@ -167,15 +168,19 @@ class Runner:
         for turn in range(n_turns):
             active = [lv for lv in lives if turn < len(lv.session.dialogue.turns) and not lv.error]
             plans: list[tuple[_Live, TurnPlan]] = []
+            step_started = time.perf_counter()  # every active dialogue sends its turn now
             for live in active:
                 try:
                     started = time.perf_counter()
                     plan = self.method.plan(live.session, turn)
                     plan.seconds["plan"] = _plan_seconds(started, plan)  # end-to-end throughput
+                    if plan.completion is not None:  # answered while planning (latency)
+                        plan.seconds["queue"] = queue_of_planned(
+                            step_started, time.perf_counter(), plan.completion)
                     plans.append((live, plan))
                 except BackendError as exc:
                     live.error = f"turn {turn}: {exc}"
-            self._generate(plans)
+            self._generate(plans, step_started)
             for live, plan in plans:
                 if live.error:
                     continue
@@ -194,13 +199,16 @@ class Runner:
             if live.error:
                 yield self._finish(live)
 
-    def _generate(self, plans: list[tuple[_Live, TurnPlan]]) -> None:
+    def _generate(self, plans: list[tuple[_Live, TurnPlan]], step_started: float) -> None:
         """Fill ``plan.completion`` for plans that need generation, batched per role."""
         for role in ROLES:
             group = [(lv, p) for lv, p in plans if p.completion is None and p.role == role]
             if not group:
                 continue
             backend = self.ctx.backend(role)
+            queue = queue_of_call(step_started, time.perf_counter())
+            for _, plan in group:
+                plan.seconds["queue"] = queue
             try:
                 completions = backend.chat_batch([p.messages for _, p in group], self.ctx.gen)
             except BackendError as exc:
@@ -227,6 +235,7 @@ class Runner:
         share = completion.seconds_share
         seconds = {"generate": round(completion.seconds, 6), "generate_share": round(share, 6)}
         seconds.update(plan.seconds)
+        seconds.update(turn_timing(seconds.get("queue"), completion))  # TTFT/TPOT/latency
         tps = (completion.completion_tokens / share
                if completion.completion_tokens is not None and share > 0 else None)
         ref = (f"{self.reference_key}/{session.id}/{turn}"

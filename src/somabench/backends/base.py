@@ -62,6 +62,12 @@ class Completion:
     status: str = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    first_token_s: float | None = None
+    """Seconds from the start of the call to this answer's first token (for a batch: the
+    batch's first decoding step); None where the backend does not stream (TTFT unknown)."""
+    last_token_s: float | None = None
+    """Seconds from the start of the call to this answer's last token (a batched row may end
+    before the batch does); None where unknown (then ``seconds`` is the bound)."""
 
     @property
     def seconds_share(self) -> float:

@@ -153,8 +153,8 @@ class HFBackend(BackendBase):
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         kwargs = self._generate_kwargs(gen)
         bar = _token_bar(self.model_id, gen.max_new_tokens, len(prompts))
-        if bar is not None:
-            kwargs["streamer"] = bar
+        clock = _step_clock(bar)  # TTFT: the time of each decoding step (latency, docs/reports.md)
+        kwargs["streamer"] = clock
         model = self.model
         if base_rows is not None and any(base_rows):
             if len(base_rows) != len(prompts):
@@ -172,6 +172,7 @@ class HFBackend(BackendBase):
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
+        steps = [t - started for t in clock.steps]
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         results = []
         for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lengths, strict=True):
@@ -184,6 +185,8 @@ class HFBackend(BackendBase):
                 seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
                 batch_size=len(prompts), finish_reason=finish,
                 meta={"prompt_hash": sha16(prompt)},
+                first_token_s=steps[0] if steps and ids else None,
+                last_token_s=steps[min(len(ids), len(steps)) - 1] if steps and ids else None,
             ))
         return results
 
@@ -242,6 +245,31 @@ def _token_bar(model_id: str, max_new_tokens: int, batch: int) -> Any:
             self.bar.close()
 
     return TokenBar()
+
+
+def _step_clock(inner: Any) -> Any:
+    """A streamer that notes when each decoding step's tokens reach the host (the first
+    ``put`` is the prompt) and passes everything on to ``inner`` (the token bar, or None).
+    In a batch every row gets its first token at the first step: that is its TTFT."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class StepClock(BaseStreamer):
+        def __init__(self) -> None:
+            self.steps: list[float] = []
+            self.prompt_seen = False
+
+        def put(self, value: Any) -> None:
+            if self.prompt_seen:
+                self.steps.append(time.perf_counter())
+            self.prompt_seen = True
+            if inner is not None:
+                inner.put(value)
+
+        def end(self) -> None:
+            if inner is not None:
+                inner.end()
+
+    return StepClock()
 
 
 def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:

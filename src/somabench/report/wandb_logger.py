@@ -118,6 +118,7 @@ class WandbLogger:
     def _log_results(self) -> None:
         import wandb
 
+        from somabench.latency import latency_metrics
         from somabench.metrics import panels, run_metrics, score_frame, similarity_per_turn
 
         turns = load_turns(self.run_dir)
@@ -150,6 +151,7 @@ class WandbLogger:
         if payload:
             self.run.log(payload)
         metrics = run_metrics(dialogues, turns, scores, panel=panel)
+        metrics.update(latency_metrics(turns))  # latency/ttft_s_median ... as in summary.csv
         self.run.summary.update({k: v for k, v in metrics.items() if v is not None})
 
     def _figure(self, turns: list[Any], per_turn_sim: pd.DataFrame | None) -> Any:
@@ -264,6 +266,7 @@ def _turn_row(t: Any) -> dict[str, Any]:
         usage = t.tokens.get(role)
         row[f"{role}_prompt"] = usage.prompt if usage else None
         row[f"{role}_completion"] = usage.completion if usage else None
+    row.update({f"{k}_s": t.seconds.get(k) for k in ("ttft", "tpot", "latency")})  # somabench.latency
     gate = t.gate or {}
     row["gate_score"] = gate.get("score")
     row["switched"] = gate.get("switched")
