@@ -287,7 +287,7 @@ class LlamaCppBackend(OpenAIBackend):
                  gguf_file: str | None = None, cache_dir: str | None = None,
                  timeout: float, max_retries: int, backoff_initial: float, backoff_max: float,
                  concurrency: int, system_prompt: str | None = None, revision: str | None = None,
-                 **_: Any) -> None:
+                 stream: bool = False, **_: Any) -> None:
         knobs = dict(llamacpp)
         self.engine = build_engine(str(knobs.get("engine") or "python"), knobs.get("binary"))
         self.gguf = self._locate(model_id, knobs.get("gguf_file") or gguf_file, asset, cache_dir)
@@ -310,7 +310,8 @@ class LlamaCppBackend(OpenAIBackend):
         super().__init__(model_id, self.server.base_url, timeout=timeout, max_retries=max_retries,
                          backoff_initial=backoff_initial, backoff_max=backoff_max,
                          concurrency=concurrency, api_key_env=None, tokenizer=tokenizer,
-                         system_prompt=system_prompt, revision=revision)
+                         system_prompt=system_prompt, revision=revision,
+                         stream=stream)  # +model.<role>.stream=true: TTFT (somabench.latency)
 
     @staticmethod
     def _locate(model_id: str, gguf_file: str | None, asset: str | None,

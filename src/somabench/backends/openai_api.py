@@ -39,6 +39,7 @@ from somabench.backends.base import (
     sha16,
 )
 from somabench.registry import backends
+from somabench.testing import TEST_DOUBLE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class OpenAIBackend(BackendBase):
             ``max_completion_tokens`` for endpoints that require it).
         extra_body: extra request fields sent as is (provider reasoning controls such as
             OpenRouter's ``reasoning: {effort: low}``); judges set it per judge.
+        stream: use the streaming API (vLLM, llama.cpp and OpenAI servers stream) so each
+            answer records when its first and last tokens arrived (TTFT/TPOT,
+            ``somabench.latency``); without it TTFT is unknown (never guessed).
     """
 
     kind = "openai"
@@ -123,6 +127,7 @@ class OpenAIBackend(BackendBase):
         revision: str | None = None,
         max_tokens_field: str = "max_tokens",
         extra_body: dict[str, Any] | None = None,
+        stream: bool = False,
         **_: Any,
     ) -> None:
         import openai
@@ -147,6 +152,7 @@ class OpenAIBackend(BackendBase):
         self.system_prompt = system_prompt
         self.max_tokens_field = max_tokens_field
         self.extra_body = dict(extra_body or {})  # provider fields, e.g. reasoning controls
+        self.stream = bool(stream)
         self._semaphore = threading.BoundedSemaphore(self.concurrency)
         self._client = openai.OpenAI(
             api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout, max_retries=0
@@ -200,6 +206,12 @@ class OpenAIBackend(BackendBase):
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
         return self._request(messages, gen)
 
+    def describe(self) -> dict[str, Any]:
+        info = {**super().describe(), "stream": self.stream}
+        if getattr(self, "scripted", False):  # the server labelled itself a test double
+            info[TEST_DOUBLE_KEY] = f"scripted server at {self.base_url} (somabench.testing)"
+        return info
+
     def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
         """Send the batch concurrently (at most ``concurrency`` in flight). Each completion's
         ``seconds`` is the batch's wall time and ``batch_size`` its size (as for a batched local
@@ -210,7 +222,8 @@ class OpenAIBackend(BackendBase):
         started = time.perf_counter()
         workers = min(self.concurrency, len(batch))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend") as pool:
-            futures = [pool.submit(self._request, m, gen) for m in batch]
+            # token times count from the batch's start: waiting for a concurrency slot is queueing
+            futures = [pool.submit(self._request, m, gen, started) for m in batch]
             outcomes: list[Completion | BaseException] = []
             for future in futures:
                 try:
@@ -244,18 +257,25 @@ class OpenAIBackend(BackendBase):
             payload["stop"] = list(gen.stop)
         if self.extra_body:
             payload["extra_body"] = dict(self.extra_body)
+        if self.stream:
+            payload.update(stream=True, stream_options={"include_usage": True})
         return payload
 
-    def _request(self, messages: list[Message], gen: GenerationConfig) -> Completion:
+    def _request(self, messages: list[Message], gen: GenerationConfig,
+                 origin: float | None = None) -> Completion:
+        """One request with retries; ``origin`` is the clock's zero for token times (default:
+        this call's start)."""
         payload = self._payload(messages, gen)
         failures: list[str] = []
         started = time.perf_counter()
+        origin = started if origin is None else origin
         last_reason = "error"
         for attempt in range(self.max_retries + 1):
             try:
                 with self._semaphore:
                     t0 = time.perf_counter()
                     raw = self._client.chat.completions.with_raw_response.create(**payload)
+                    streamed = self._consume(raw, origin) if self.stream else None
                     request_seconds = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 - classified below
                 reason, retryable, detail, wait_hint = self._classify(exc)
@@ -271,7 +291,8 @@ class OpenAIBackend(BackendBase):
                             detail, attempt + 1, self.max_retries, wait)
                 time.sleep(wait)
                 continue
-            completion = self._parse(raw, messages, failures)
+            completion = (self._parse(raw, messages, failures) if streamed is None
+                          else self._completion(messages, raw.http_response, **streamed))
             completion.seconds = time.perf_counter() - started
             completion.meta.update(attempts=attempt + 1, request_seconds=request_seconds)
             if failures:
@@ -356,18 +377,43 @@ class OpenAIBackend(BackendBase):
                             f"chat completion ({type(exc).__name__}); body starts: {body!r}")
             raise BackendError(self._message("bad_response", failures), reason="bad_response",
                                attempts=failures) from exc
-        if text is None:
-            text = ""
+        return self._completion(messages, http, text=text, finish=finish,
+                                served_model=served_model, usage=usage)
+
+    def _consume(self, raw: Any, origin: float) -> dict[str, Any]:
+        """Read a streamed answer, noting when its first and last content arrived (seconds
+        since ``origin``). A stream that breaks off raises like a failed request (retried)."""
+        parts: list[str] = []
+        first = last = None
+        finish = served_model = usage = None
+        for chunk in raw.parse():
+            served_model = chunk.model or served_model
+            usage = chunk.usage or usage
+            for choice in chunk.choices or []:
+                if choice.delta is not None and choice.delta.content:
+                    last = time.perf_counter() - origin
+                    first = last if first is None else first
+                    parts.append(choice.delta.content)
+                finish = choice.finish_reason or finish
+        return {"text": "".join(parts), "finish": finish, "served_model": served_model,
+                "usage": usage, "first_token_s": first, "last_token_s": last}
+
+    def _completion(self, messages: list[Message], http: Any, *, text: str | None,
+                    finish: str | None, served_model: str | None, usage: Any,
+                    first_token_s: float | None = None,
+                    last_token_s: float | None = None) -> Completion:
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
         completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
         rendered = self.render(messages)
         meta: dict[str, Any] = {"prompt_hash": sha16(rendered), "served_model": served_model}
         if http.headers.get("x-somabench-scripted"):
             meta["scripted"] = True
+            self.scripted = True  # describe() -> run.json test_doubles -> a report warning
         return Completion(
-            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            text=text or "", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             seconds=0.0, rendered_prompt=rendered, model_id=self.model_id,
-            finish_reason=finish, meta=meta,
+            finish_reason=finish, meta=meta, first_token_s=first_token_s,
+            last_token_s=last_token_s,
         )
 
 
