@@ -4,15 +4,13 @@ Fast: every experiment / hparams_search / launcher config composes and follows S
 the search space is the paper's App. B.2 ranges on real SOMA keys; the search objective is
 hand-computed; a sweep whose jobs fail goes on and reports them.
 Slow (real tiny models, subprocess multiruns): a 2x2 joblib sweep generates the Original once
-per dataset and a rerun makes no model call; two Optuna trials in two invocations land in one
-sqlite study; ``experiment=glob(*)`` with ``debug=smoke`` runs every experiment file.
+per dataset and a rerun makes no model call; ``experiment=glob(*)`` with ``debug=smoke`` runs every experiment file.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import re
 import subprocess
@@ -31,42 +29,19 @@ from somabench.sweep import (
     FAILURES_FILE,
     STATUS_FILE,
     search_objective,
-    sqlite_path,
     sweep_summary,
-    trial_seed,
 )
 from somabench.task import run_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = conf_dir()
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
 # The plugin each launcher config builds on (skipped with this reason when not installed).
 LAUNCHER_PLUGINS = {
     "parallel": ("hydra_plugins.hydra_joblib_launcher", "pip install hydra-joblib-launcher"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "pip install hydra-submitit-launcher"),
     "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "pip install hydra-ray-launcher"),
-}
-# App. B.2 (paper ~line 434) -> conf/method/soma.yaml key: (kind, values or bounds).
-PAPER_RANGES = {
-    "method.soft_prompt.length": ("choice", [4, 8, 16, 32, 64]),
-    "method.mining.lr": ("log", (1e-4, 5e-3)),
-    "method.mining.weight_decay": ("float", (0.0, 1e-2)),
-    "method.mining.grad_clip": ("float", (0.5, 1.0)),
-    "method.neighbors.k": ("choice", [20, 50, 100]),
-    "method.mining.top_m": ("choice", [50, 100, 200]),
-    "method.mining.tau": ("float", (0.4, 1.2)),
-    "method.mining.lambda_exp": ("float", (0.5, 2.0)),
-    "method.mining.beta": ("float", (0.02, 0.15)),
-    "method.lora.rank": ("choice", [4, 8, 16, 32]),
-    "method.lora.alpha": ("choice", [4, 8, 16, 32]),
-    "method.lora.lr": ("log", (5e-5, 2e-3)),
-    "method.switch.warm_window": ("int", (5, 12)),
-    "method.switch.acceptance.epsilon": ("float", (0.05, 0.12)),  # Cor. 1 / Thm. 2
-    "method.switch.acceptance.batch": ("int", (6, 24)),  # |B|
-    "method.switch.gate.consecutive_hits": ("choice", [2, 3]),  # m (Sec. 5)
-    "method.soft_prompt.n_candidates": ("choice", [3, 4, 5]),
 }
 
 
@@ -116,55 +91,6 @@ def test_experiment_follows_style_and_composes(name: str) -> None:
             if option:
                 assert (CONF / group / f"{option}.yaml").exists(), \
                     f"{path}: hydra.sweeper.params.{group} names '{option}', no conf/{group}/{option}.yaml"
-
-
-@pytest.mark.parametrize("name", SEARCHES)
-def test_search_config_composes_with_optuna_sqlite_and_fixed_seed(name: str, tmp_path: Path) -> None:
-    path = CONF / "hparams_search" / f"{name}.yaml"
-    lines = header_lines(path)
-    assert lines[0] == "# @package _global_"
-    assert lines[1].startswith("# python -m somabench") and f"hparams_search={name}" in lines[1]
-    cfg = compose_full([f"hparams_search={name}", f"paths.output_root={tmp_path}"])
-    sweeper = cfg.hydra.sweeper
-    assert "optuna" in sweeper._target_.lower()
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert cfg.optimized_metric and cfg.token_penalty is not None
-    assert sweeper.direction == "maximize"
-    assert isinstance(sweeper.sampler.seed, int), "the sampler seed must be fixed"
-    assert sweeper.study_name
-    db = sqlite_path(sweeper.storage)
-    assert db is not None and db.is_relative_to(tmp_path), "the study lives in sqlite under paths"
-    # Every searched key exists in the composed SOMA config (a typo would fail every trial).
-    for key in sweeper.params:
-        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", \
-            f"{path}: searched key {key} is not in the composed config"
-
-
-def test_paper_search_space_is_app_b2() -> None:
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-    from optuna.distributions import (
-        CategoricalDistribution,
-        IntUniformDistribution,
-        LogUniformDistribution,
-        UniformDistribution,
-    )
-
-    cfg = compose_full(["hparams_search=soma_optuna"])
-    params = cfg.hydra.sweeper.params
-    assert set(params) == set(PAPER_RANGES)
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in params.items()])
-    assert not fixed
-    for key, (kind, expected) in PAPER_RANGES.items():
-        dist = space[key]
-        if kind == "choice":
-            assert isinstance(dist, CategoricalDistribution) and list(dist.choices) == expected, key
-        elif kind == "int":
-            assert isinstance(dist, IntUniformDistribution), key
-            assert (dist.low, dist.high) == expected, f"{key}: Optuna's range(a,b) includes b"
-        else:
-            cls = LogUniformDistribution if kind == "log" else UniformDistribution
-            assert isinstance(dist, cls), key
-            assert math.isclose(dist.low, expected[0]) and math.isclose(dist.high, expected[1]), key
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -217,30 +143,6 @@ def test_objective_errors_name_the_key(tmp_path: Path) -> None:
     cfg.optimized_metric = "objective"  # the panel's objective metric, whatever its area
     with pytest.raises(RuntimeError, match="needs a judge"):
         search_objective(cfg, run_metrics(tmp_path / "run2", None))
-
-
-def test_trial_seeds_differ_per_trial_and_repeat_per_study() -> None:
-    assert trial_seed(1234, 0) == trial_seed(1234, 0)
-    assert len({trial_seed(1234, n) for n in range(50)}) == 50
-
-
-def test_resumed_study_does_not_repeat_suggestions(tmp_path: Path) -> None:
-    import optuna
-
-    from somabench.sweep import TrialSeededTPESampler
-
-    storage = f"sqlite:///{tmp_path / 'study.sqlite'}"
-    suggested = []
-    for _ in range(2):  # two invocations, each with a fresh sampler of the same seed
-        study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
-                                    sampler=TrialSeededTPESampler(seed=7, n_startup_trials=10),
-                                    direction="maximize")
-        trial = study.ask()
-        suggested.append(trial.suggest_float("x", 0.0, 1.0))
-        study.tell(trial, suggested[-1])
-    assert suggested[0] != suggested[1]
-    fresh = optuna.create_study(sampler=TrialSeededTPESampler(seed=7, n_startup_trials=10))
-    assert fresh.ask().suggest_float("x", 0.0, 1.0) == suggested[0]  # reproducible per seed
 
 
 # -- fast: a failing sweep goes on and reports -----------------------------------------------
@@ -335,35 +237,6 @@ def test_joblib_2x2_multirun_shares_the_reference_and_reruns_for_free(tmp_path: 
     for job in jobs:
         assert (job / "records.jsonl").read_text() == records[job]
         assert json.loads((job / "judge.json").read_text())["units_judged_now"] == 0
-
-
-@pytest.mark.slow
-def test_optuna_two_trials_resume_one_sqlite_study(tmp_path: Path) -> None:
-    import optuna
-
-    # SOMA trials on one 2-turn dialogue (too short to switch: the trial exercises the search,
-    # the objective and resume; SOMA's adaptation has its own tests in tests/soma/).
-    args = ["hparams_search=soma_optuna_tiny", "hydra.sweeper.n_trials=1", "limit=1",
-            "dataset=mathmt", "dataset.tiny=true", "dataset.truncate_turns=2",
-            "generation.max_new_tokens=8", *private_paths(tmp_path)]
-    for invocation in range(2):
-        out = somabench(args, timeout=1800)
-        assert out.returncode == 0, (invocation, out.stdout[-3000:] + out.stderr[-3000:])
-    cfg = compose_full(["hparams_search=soma_optuna_tiny", f"paths.output_root={tmp_path / 'outputs'}"])
-    storage = str(cfg.hydra.sweeper.storage)
-    assert sqlite_path(storage).exists()
-    study = optuna.load_study(study_name=str(cfg.hydra.sweeper.study_name), storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 2, "the second invocation added its trial to the same study"
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert all(0.0 <= t.value <= 100.0 for t in trials)  # embedding-proxy similarity %
-    assert trials[0].params != trials[1].params, "a resumed study must not repeat a suggestion"
-    runs = sorted((tmp_path / "outputs" / "soma_optuna_tiny" / "optuna").rglob("run.json"))
-    assert len(runs) == 2
-    for run in runs:
-        header = json.loads(run.read_text())
-        assert header["status"] == "success"
-        assert header["config"]["method"]["name"] == "soma"
 
 
 @pytest.mark.slow

@@ -48,7 +48,6 @@ LAUNCHER_PLUGINS = {  # Hydra launcher/sweeper target prefix -> module the plugi
     "hydra_plugins.hydra_joblib_launcher": "hydra_plugins.hydra_joblib_launcher",
     "hydra_plugins.hydra_submitit_launcher": "hydra_plugins.hydra_submitit_launcher",
     "hydra_plugins.hydra_ray_launcher": "hydra_plugins.hydra_ray_launcher",
-    "hydra_plugins.hydra_optuna_sweeper": "hydra_plugins.hydra_optuna_sweeper",
 }
 
 
@@ -141,12 +140,12 @@ def sweep_jobs(cfg: DictConfig, cli_sweeps: dict[str, list[str]],
     and the command line's sweep overrides. As in Hydra's BasicSweeper, the command line wins
     for the same key, a plain ``key=value`` included (it pins that axis to one value)."""
     sweeper = cfg.hydra.sweeper
-    target = str(sweeper.get("_target_", ""))
+    search = cfg.get("search")  # an hparams_search config: `somabench tune` runs it
+    if search is not None:
+        space = ", ".join(f"{k}: {v}" for k, v in (search.get("params") or {}).items())
+        return [], (f"Optuna search (python -m somabench tune): {search.get('n_trials')} "
+                    f"trial(s), one at a time, space {space}")
     params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=False)
-    if "optuna" in target.lower():
-        trials = sweeper.get("n_trials")
-        space = ", ".join(f"{k}: {v}" for k, v in params.items())
-        return [], f"Optuna search: {trials} trial(s) (n_jobs={sweeper.get('n_jobs')}), space {space}"
     grid: dict[str, list[str]] = {}
     if params:
         _, from_cfg = split_sweeps([f"{k}={v}" for k, v in params.items()])
@@ -405,7 +404,8 @@ def build_plan(overrides: list[str]) -> Plan:
     base = compose_with_hydra(plain + [f"{k}={v[0]}" for k, v in cli_sweeps.items()])
     launcher = str(base.hydra.launcher.get("_target_", "?"))
     sweeper = str(base.hydra.sweeper.get("_target_", "?"))
-    multirun = str(base.hydra.get("mode")) == "RunMode.MULTIRUN" or bool(cli_sweeps)
+    multirun = (str(base.hydra.get("mode")) == "RunMode.MULTIRUN" or bool(cli_sweeps)
+                or base.get("search") is not None)  # an hparams_search: trials, not one run
     jobs, note = sweep_jobs(base, cli_sweeps, plain) if multirun else ([[]], None)
     # Models depend on the config groups a job selects: compose once per distinct
     # (model, method) choice among the jobs, not once per job.

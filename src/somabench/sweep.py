@@ -1,5 +1,5 @@
 """Multirun glue: one failed job never kills a sweep, every sweep ends with a status file, and
-an Optuna search gets the objective it was told to optimize.
+a search (``somabench tune``) gets the objective it was told to optimize.
 
 Why: with Hydra's basic sweeper an exception in one job aborts the sweep once the batch ends,
 showing only the first error, and ``SystemExit`` (a bad config found at run time) stops it at
@@ -8,8 +8,8 @@ logged with its error in its ``run.json`` (status ``error``), the sweep goes on,
 ``<sweep dir>/sweep_status.json`` lists every job of this invocation (and, apart, the sweep
 dir's jobs from earlier invocations); the command exits non-zero if any of this one failed.
 Re-running the same command is the resume (records resume per dialogue, so finished jobs make
-no model calls). Under the Optuna sweeper a failed trial is
-raised to the sweeper instead, which marks it FAIL and applies ``max_failure_rate``.
+no model calls). Optuna searches are not Hydra sweeps: ``somabench tune`` runs them
+(``somabench.tune``) and calls :func:`objective_of` per trial.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from somabench.errors import ConfigError
 from somabench.rundir import RUN_HEADER, now, read_header, update_header
 from somabench.task import JUDGE_METRIC, run_dir_of, run_task
 
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "sweep_status.json"
 FAILURES_FILE = "sweep_failures.jsonl"  # one line per failed job (appended by the job itself)
-SQLITE_PREFIX = "sqlite:///"     # SQLAlchemy URL of a sqlite file (Optuna storage)
-
-
-class SweepJobError(RuntimeError):
-    """A job stopped with ``SystemExit`` inside a sweep (re-raised as an ordinary error)."""
 
 
 def _hydra_cfg() -> Any | None:
@@ -53,20 +49,22 @@ def in_multirun() -> bool:
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
-def is_search(sweeper_cfg: Any) -> bool:
-    """True for sweepers that consume the job's return value (Optuna)."""
-    target = str((sweeper_cfg or {}).get("_target_", ""))
-    return "optuna" in target.lower()
+def refuse_search(cfg: DictConfig) -> None:
+    """An ``hparams_search`` config holds a search, which ``somabench tune`` runs: as a plain
+    run it would silently be one job with the default values."""
+    if cfg.get("search") is not None:
+        raise ConfigError("this config holds an Optuna search (search: from hparams_search=...); "
+                          "run it with `python -m somabench tune hparams_search=<name> [overrides]`"
+                          " (docs/sweeps.md)")
 
 
 def run_job(cfg: DictConfig) -> float | None:
     """The Hydra task: ``run_task`` then the objective it is asked for (recorded in
     ``run.json``). A single run raises; inside a multirun a failure is logged and recorded,
-    then either swallowed (grid sweeps go on) or handed to a search sweeper (Optuna marks the
-    trial failed)."""
+    then swallowed (the sweep goes on; the status file and exit code report it)."""
+    refuse_search(cfg)
     if not in_multirun():
         return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
-    search = is_search(_hydra_cfg().sweeper)
     try:
         return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
     except (KeyboardInterrupt, GeneratorExit):
@@ -76,10 +74,6 @@ def run_job(cfg: DictConfig) -> float | None:
         log.exception("job failed (%s: %s); recorded in %s; the sweep goes on", type(exc).__name__,
                       exc, run_dir / RUN_HEADER)
         _note_failure(run_dir, f"{type(exc).__name__}: {exc}")
-        if search:
-            if isinstance(exc, SystemExit):
-                raise SweepJobError(str(exc)) from None
-            raise
         return None
 
 
@@ -137,13 +131,6 @@ def job_status(sweep_dir: Path, since: str | None = None) -> list[dict[str, Any]
     return rows
 
 
-def sqlite_path(storage: Any) -> Path | None:
-    """The file behind a ``sqlite:///...`` storage URL (None for other storages)."""
-    if not isinstance(storage, str) or not storage.startswith(SQLITE_PREFIX):
-        return None
-    return Path(storage[len(SQLITE_PREFIX):])
-
-
 def sweep_summary(sweep_dir: Path, started: str | None) -> dict[str, Any]:
     """The status file's content: this invocation's jobs (``rows``; they decide the exit code)
     and, under ``earlier_jobs``, the other job dirs of the same sweep dir as their run.json
@@ -158,16 +145,13 @@ def sweep_summary(sweep_dir: Path, started: str | None) -> dict[str, Any]:
 
 
 class SweepStatus(Callback):
-    """Hydra callback: prepares a sweep (sqlite storage folder) and reports it at the end."""
+    """Hydra callback: notes when a sweep starts and reports it at the end."""
 
     def __init__(self) -> None:
         self.started: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = now()
-        storage = sqlite_path(config.hydra.sweeper.get("storage"))
-        if storage is not None:  # sqlite cannot create the folder of its file
-            storage.parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -181,7 +165,7 @@ class SweepStatus(Callback):
                  summary["success"], len(failed), sweep_dir / STATUS_FILE)
         for row in failed:
             log.error("  failed job %s (status %s): %s", row["job"], row["status"], row["error"])
-        if failed and not is_search(config.hydra.sweeper):
+        if failed:
             # Raised past Hydra's callback guard on purpose: scripts must see a non-zero exit.
             raise SystemExit(
                 f"error: {len(failed)} of {len(rows)} sweep job(s) failed; see "
@@ -239,54 +223,3 @@ def search_objective(cfg: DictConfig, metrics: dict[str, Any],
     else:
         log.info("objective = %s = %.4f", metric, objective)
     return objective
-
-
-# -- a sampler that resumes without repeating itself ------------------------------------------
-def trial_seed(base: int, number: int) -> int:
-    """Seed of one trial: a function of the study seed and the trial's number only."""
-    return (int(base) * 1_000_003 + int(number)) % (2**32)
-
-
-def _tpe_sampler_class() -> type:
-    from optuna.samplers import RandomSampler, TPESampler
-
-    class TrialSeededTPESampler(TPESampler):
-        """Optuna's TPE with its randomness re-seeded from (seed, trial number).
-
-        Why: with a fixed seed and ``load_if_exists`` a resumed study restarts the sampler's
-        random stream, so its first trials repeat the first invocation's suggestions. Seeding
-        per trial number keeps a fresh study reproducible and a resumed one new.
-        """
-
-        def __init__(self, seed: int, **kwargs: Any) -> None:
-            super().__init__(seed=seed, **kwargs)
-            self._base_seed = int(seed)
-            self._seeded_for: int | None = None
-
-        def _reseed_for(self, trial: Any) -> None:
-            if self._seeded_for != trial.number:
-                import numpy as np
-
-                seed = trial_seed(self._base_seed, trial.number)
-                self._rng = np.random.RandomState(seed)  # optuna<3 TPESampler internals
-                self._random_sampler = RandomSampler(seed=seed)
-                self._seeded_for = trial.number
-
-        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
-            self._reseed_for(trial)
-            return super().sample_relative(study, trial, search_space)
-
-        def sample_independent(self, study: Any, trial: Any, param_name: str,
-                               param_distribution: Any) -> Any:
-            self._reseed_for(trial)
-            return super().sample_independent(study, trial, param_name, param_distribution)
-
-    return TrialSeededTPESampler
-
-
-def TrialSeededTPESampler(seed: int, **kwargs: Any) -> Any:  # noqa: N802 - a Hydra _target_
-    """Build the per-trial-seeded TPE sampler (optuna is imported only when a search runs)."""
-    if seed is None:
-        raise ValueError("hydra.sweeper.sampler.seed must be set: a search is reproducible only "
-                         "with a fixed seed (e.g. hydra.sweeper.sampler.seed=1234)")
-    return _tpe_sampler_class()(seed=seed, **kwargs)
