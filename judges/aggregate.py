@@ -37,6 +37,8 @@ from somabench.metrics import (
     score_keys,
     score_per_turn,
     score_summary,
+    split_current,
+    superseded_note,
 )
 
 log = logging.getLogger(__name__)
@@ -258,23 +260,24 @@ def metrics_from(df: pd.DataFrame, panel: str, objective: str) -> dict[str, Any]
     return out
 
 
-def scores_frame(rows: list[dict[str, Any]], panel: str | None = None) -> pd.DataFrame:
-    columns = ["run_id", "dialogue_id", "turn", "panel", "judge", "judge_kind", "judge_model", "metric",
-               "status", "score_norm", "post_switch"]
+def scores_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["run_id", "dialogue_id", "turn", "panel", "panel_fingerprint", "judge", "judge_kind",
+               "judge_model", "metric", "status", "score_norm", "post_switch"]
     if not rows:
         return pd.DataFrame(columns=columns)
-    df = score_frame(rows, panel=panel)
+    df = score_frame(rows)
     for col in ("judge_model",):
         if col not in df:
             df[col] = ""
     return df
 
 
-def write_summary(run_dir: Path, rows: list[dict[str, Any]], panel: str,
-                  objective: str) -> dict[str, Any]:
+def write_summary(run_dir: Path, rows: list[dict[str, Any]], panel: str, objective: str,
+                  fingerprints: dict[str, str] | None = None) -> dict[str, Any]:
     """Write ``judge_summary.csv``, ``judge_agreement.csv`` and ``judge_summary.md`` for every
-    panel in ``rows`` (each on its own); return ``panel``'s metrics."""
-    df = scores_frame(rows, panel=panel)
+    panel in ``rows`` (each on its own, each from the lines of its current fingerprint:
+    ``fingerprints`` panel -> fingerprint, else the newest line's); return ``panel``'s metrics."""
+    df, superseded = split_current(scores_frame(rows), fingerprints)
     names = sorted(df["panel"].unique()) if not df.empty else [panel]
     sections = {name: (similarity_table(df, name), agreement_table(df, name), coverage_table(df, name))
                 for name in names}
@@ -283,7 +286,13 @@ def write_summary(run_dir: Path, rows: list[dict[str, Any]], panel: str,
     (pd.concat(sims) if sims else pd.DataFrame()).to_csv(run_dir / SUMMARY_CSV, index=False)
     (pd.concat(agrees) if agrees else pd.DataFrame()).to_csv(run_dir / AGREEMENT_CSV, index=False)
     run_ids = sorted(df["run_id"].unique()) if not df.empty else []
-    (run_dir / SUMMARY_MD).write_text(to_markdown(sections, run_ids), encoding="utf-8")
+    text = to_markdown(sections, run_ids)
+    notes = superseded_note(superseded)
+    if notes:
+        text += "\n\n## Earlier panel versions (not aggregated)\n\n" + "\n".join(f"- {n}." for n in notes)
+        for note in notes:
+            log.warning("%s: %s", run_dir, note)
+    (run_dir / SUMMARY_MD).write_text(text + "\n", encoding="utf-8")
     metrics = metrics_from(df, panel, objective)
     log.info("judge summary %s: %s", run_dir / SUMMARY_MD, json.dumps(
         {k: v for k, v in metrics.items()

@@ -105,6 +105,12 @@ class ScoreLine:
     parse_retries: int | None = None
     """Parse retries allowed when the line was made; an ``unparsed`` line made with fewer
     retries than the panel now allows is judged again."""
+    panel_fingerprint: str | None = None
+    """Hash of the panel's judges, models and prompt ids + hashes when the line was made
+    (``somabench.judges.panel.panel_fingerprint``): a panel re-judged under the same name with
+    another judge, model or prompt version gets a new fingerprint, and aggregates use only the
+    lines of the current one (lines of older versions are kept for audit, never averaged in).
+    ``None`` in lines written before fingerprints existed."""
     timestamp: str = field(default_factory=now)
     schema_version: int = SCORE_SCHEMA_VERSION
     kind: str = "score"
@@ -113,23 +119,28 @@ class ScoreLine:
         return dataclasses.asdict(self)
 
     @property
-    def unit_key(self) -> tuple[str, str, str, int, str, str]:
+    def unit_key(self) -> UnitKey:
         return unit_key(self.run_id, self.dialogue_id, self.turn, self.judge, self.prompt_id,
-                        self.panel)
+                        self.panel, self.panel_fingerprint)
+
+
+UnitKey = tuple[str, str, str, str, int, str, str]
 
 
 def unit_key(run_id: str, dialogue_id: str, turn: int, judge: str, prompt_id: str,
-             panel: str | None) -> tuple[str, str, str, int, str, str]:
-    """Identity of a score line: a rerun replaces the line with the same key. The panel is
-    part of it, so re-judging a run with another panel never overwrites (or mixes with) the
-    first panel's lines, even when both name a judge alike."""
-    return (str(panel or ""), str(run_id), str(dialogue_id), int(turn), str(judge), str(prompt_id))
+             panel: str | None, fingerprint: str | None = None) -> UnitKey:
+    """Identity of a score line: a rerun replaces the line with the same key. The panel and
+    its fingerprint are part of it, so re-judging a run with another panel, or with a changed
+    version of the same panel, never overwrites (or mixes with) the earlier lines, even when
+    both name a judge alike."""
+    return (str(panel or ""), str(fingerprint or ""), str(run_id), str(dialogue_id), int(turn),
+            str(judge), str(prompt_id))
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, str, str, int, str, str]:
+def row_key(row: dict[str, Any]) -> UnitKey:
     """:func:`unit_key` of a ``scores.jsonl`` row."""
     return unit_key(row["run_id"], row["dialogue_id"], row["turn"], row["judge"], row["prompt_id"],
-                    row.get("panel"))
+                    row.get("panel"), row.get("panel_fingerprint"))
 
 
 @dataclass

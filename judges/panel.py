@@ -11,6 +11,7 @@ aggregate and return the objective (panel similarity %, all turns).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -142,7 +143,10 @@ class ScoreWriter:
         self._fh = path.open("a", encoding="utf-8")
 
     def write(self, line: ScoreLine) -> None:
-        text = json.dumps(line.to_json(), ensure_ascii=False) + "\n"
+        self.write_row(line.to_json())
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        text = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
             self._fh.write(text)
             self._fh.flush()
@@ -160,7 +164,7 @@ def compact(path: Path) -> list[dict[str, Any]]:
     latest: dict[tuple, dict[str, Any]] = {}
     for row in read_jsonl(path):
         latest[row_key(row)] = row
-    rows = [latest[k] for k in sorted(latest, key=lambda k: (k[0], k[1], k[2], k[4], k[5], k[3]))]
+    rows = [latest[k] for k in sorted(latest, key=lambda k: (k[0], k[1], k[2], k[3], k[5], k[6], k[4]))]
     atomic_write_jsonl(path, rows)
     return rows
 
@@ -198,6 +202,10 @@ class Panel:
         self._reused = 0
         self.judges: list[Judge] = [self._build(name, dict(spec))
                                     for name, spec in cfg["judges"].items()]
+        self.fingerprint_spec = {j.name: {"kind": j.kind, "model": j.model,
+                                          "prompts": {p.id: p.sha for p in self.prompts_for(j)}}
+                                 for j in self.judges}
+        self.fingerprint = panel_fingerprint(self.fingerprint_spec)
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Panel:
@@ -268,6 +276,8 @@ class Panel:
         try:
             for line in skipped:
                 writer.write(line)
+            for row in self._carried:
+                writer.write_row(row)
             remote = [(j, u) for j, u in plan if j.kind == "llm" and u]
             sequential = [(j, u) for j, u in plan if j.kind != "llm" and u]
             if remote:
@@ -286,9 +296,11 @@ class Panel:
         rows = compact(scores_path)
         from somabench.judges.aggregate import write_summary
 
-        panel_rows = [r for r in rows if r.get("panel", self.name) == self.name
-                      and r["judge"] in self.cfg["judges"]]
-        metrics = write_summary(run_dir, rows, panel=self.name, objective=self.objective)
+        panel_rows = [r for r in rows if r.get("panel") == self.name
+                      and r.get("panel_fingerprint") == self.fingerprint]
+        fingerprints = {**self._recorded_fingerprints(run_dir), self.name: self.fingerprint}
+        metrics = write_summary(run_dir, rows, panel=self.name, objective=self.objective,
+                                fingerprints=fingerprints)
         counts = Counter((r["judge"], r["status"]) for r in panel_rows)
         self._write_header(run_dir, reference_dir, metrics, counts, seconds, n_calls)
         if self.cache is not None:
@@ -298,26 +310,45 @@ class Panel:
         return metrics
 
     def _finished_units(self, path: Path) -> dict[tuple, dict[str, Any]]:
-        done = {}
+        """Final lines by unit key (fingerprint included), plus, under ``(unit key without
+        the fingerprint, request_key)``, final lines of any version of this panel: a judge the
+        panel change did not touch made exactly that request before (same model, prompt and
+        messages), so its line is carried over to the new fingerprint instead of paying for
+        the call again."""
+        done: dict[tuple, dict[str, Any]] = {}
         for row in read_jsonl(path):
+            key = row_key(row)
             if row.get("status") in FINAL_STATUSES:
-                done[row_key(row)] = row
+                done[key] = row
+                if row.get("request_key"):
+                    done[("any-version", key[0], *key[2:], row["request_key"])] = row
             else:
-                done.pop(row_key(row), None)
+                done.pop(key, None)
         return done
+
+    @staticmethod
+    def _recorded_fingerprints(run_dir: Path) -> dict[str, str]:
+        """panel -> fingerprint of its latest judging, from ``judge.json``."""
+        try:
+            panels = json.loads((run_dir / JUDGE_HEADER).read_text()).get("panels") or {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return {name: head["fingerprint"] for name, head in panels.items()
+                if isinstance(head, dict) and head.get("fingerprint")}
 
     def _plan(self, items: list[JudgeItem], existing: dict[tuple, dict[str, Any]],
               reference_dir: Path | None) -> tuple[list[tuple[Judge, list[tuple]]], list[ScoreLine]]:
         """Units still to judge per judge, plus skipped lines (nothing to judge)."""
         plan, skipped = [], []
         self._reused = 0
+        self._carried: list[dict[str, Any]] = []
         for judge in self.judges:
             units = []
             for prompt in self.prompts_for(judge):
                 settings = self.settings_for(prompt)
                 for item in items:
                     key = unit_key(item.run_id, item.dialogue_id, item.turn, judge.name, prompt.id,
-                                   self.name)
+                                   self.name, self.fingerprint)
                     old = existing.get(key)
                     reason = None
                     if item.record_status != "ok":
@@ -329,10 +360,15 @@ class Panel:
                     if reason:
                         skipped.append(self._line(item, judge, prompt, Verdict(
                             status="skipped", error=reason)))
-                    elif old and old.get("request_key") == judge.request_key(item, prompt,
-                                                                             settings) \
-                            and not _wants_more_retries(old, judge):
+                        continue
+                    request = judge.request_key(item, prompt, settings)
+                    earlier = existing.get(("any-version", key[0], *key[2:], request))
+                    if old and old.get("request_key") == request and not _wants_more_retries(old, judge):
                         self._reused += 1  # judged before with exactly this request
+                    elif earlier and not _wants_more_retries(earlier, judge):
+                        self._carried.append({**earlier, "panel_fingerprint": self.fingerprint,
+                                              "cached": True})
+                        self._reused += 1  # an older panel version made exactly this request
                     else:
                         units.append((item, prompt, settings))
             plan.append((judge, units))
@@ -378,7 +414,7 @@ class Panel:
             request_key=v.request_key, reference_turn_ref=item.reference_turn_ref,
             messages=v.messages if self.cfg.get("store_messages", True) else None,
             finish_reason=v.finish_reason, max_tokens=_budget(judge, prompt, settings_of(self, prompt)),
-            parse_retries=v.parse_retries,
+            parse_retries=v.parse_retries, panel_fingerprint=self.fingerprint,
         )
 
     def _write_header(self, run_dir: Path, reference_dir: Path | None, metrics: dict[str, Any],
@@ -392,7 +428,8 @@ class Panel:
             except (OSError, json.JSONDecodeError):
                 previous = {}
         header = {
-            "panel": self.name, "label": self.cfg.get("label"),
+            "panel": self.name, "label": self.cfg.get("label"), "fingerprint": self.fingerprint,
+            "fingerprint_of": self.fingerprint_spec,
             "judges": {j.name: {"kind": j.kind, "model": j.model, "endpoint": j.endpoint()}
                        for j in self.judges},
             "prompts": {p.id: p.sha for p in self.prompts}, "reference_dir": str(reference_dir),
@@ -426,6 +463,14 @@ class Panel:
                 f"\nEvery finished judgment is kept in {scores_path}; the run's records are "
                 f"untouched. Fix the endpoint, then rerun `python -m somabench.judge {run_dir} "
                 f"judge={self.name}`: only the failed lines are judged again.")
+
+
+def panel_fingerprint(spec: dict[str, Any]) -> str:
+    """12 hex digits of sha256 over the panel's judges (name, kind, model) and each judge's
+    prompts (id and file hash): what makes two judgings of a run comparable. Transport
+    settings (timeouts, concurrency) are left out: they do not change a verdict."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def settings_of(panel: Panel, prompt: JudgePrompt) -> dict[str, Any]:

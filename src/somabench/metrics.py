@@ -350,22 +350,73 @@ SCORE_OK = "ok"
 PERCENT = 100.0  # bounded [0, 1] scores are reported in percent (paper Table 1)
 SUBSETS = ("all", "post_switch")
 UNKNOWN_PANEL = "unnamed"  # score lines written without a panel name (hand-made files)
+FINGERPRINT = "panel_fingerprint"  # score-line field: which version of the panel wrote it
+LEGACY_FINGERPRINT = ""  # lines written before panels had fingerprints
 
 
-def score_frame(rows: Iterable[dict[str, Any]], panel: str | None = None) -> pd.DataFrame:
+def score_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Judge score lines (``scores.jsonl``) as a frame; missing optional columns are added,
-    ``metric`` is filled (:func:`score_metric`) and a line without ``panel`` gets ``panel``
-    (or ``unnamed``): score identity includes the panel."""
+    ``metric`` is filled (:func:`score_metric`). A line without ``panel`` is put in the panel
+    ``unnamed`` (kept apart: it is never relabelled as whatever panel judged last), a line
+    without ``panel_fingerprint`` gets ``""`` (written before fingerprints existed)."""
     frame = pd.DataFrame(list(rows))
-    for col in ("run_id", "dialogue_id", "turn", "method", "panel", "judge", "judge_kind", "prompt_id",
-                "metric", "status", "score", "score_norm", "post_switch", "finish_reason"):
+    for col in ("run_id", "dialogue_id", "turn", "method", "panel", FINGERPRINT, "judge", "judge_kind",
+                "prompt_id", "metric", "status", "score", "score_norm", "post_switch", "finish_reason",
+                "timestamp"):
         if col not in frame.columns:
             frame[col] = pd.Series(dtype=object)
     if not frame.empty:
         frame["metric"] = score_metric(frame)
-        frame["panel"] = frame["panel"].where(frame["panel"].notna(), panel or UNKNOWN_PANEL).astype(str)
+        frame["panel"] = frame["panel"].where(frame["panel"].notna(), UNKNOWN_PANEL).astype(str)
+        frame[FINGERPRINT] = frame[FINGERPRINT].where(frame[FINGERPRINT].notna(), LEGACY_FINGERPRINT).astype(str)
         frame["score_norm"] = pd.to_numeric(frame["score_norm"], errors="coerce")
     return frame
+
+
+def current_fingerprints(scores: pd.DataFrame, recorded: dict[str, Any] | None = None) -> dict[str, str]:
+    """panel -> its current fingerprint in ONE run's score lines: the one ``judge.json``
+    recorded for the panel's latest judging (``recorded``: panel -> fingerprint), else the
+    fingerprint of the panel's newest line."""
+    out: dict[str, str] = {}
+    if scores.empty:
+        return out
+    for panel, lines in scores.groupby("panel", sort=True):
+        fp = (recorded or {}).get(str(panel))
+        if fp is None:
+            stamped = lines.sort_values("timestamp", na_position="first", kind="stable")
+            fp = stamped[FINGERPRINT].iloc[-1]
+        out[str(panel)] = str(fp or LEGACY_FINGERPRINT)
+    return out
+
+
+def split_current(scores: pd.DataFrame, recorded: dict[str, Any] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ONE run's score lines -> (lines of each panel's current fingerprint, a summary of the
+    others: panel, current, fingerprint, n_lines). A panel re-judged under the same name after
+    its judges, models or prompts changed keeps its old lines in ``scores.jsonl`` for audit;
+    they are reported (``superseded``), never averaged in."""
+    columns = ["panel", "current", FINGERPRINT, "n_lines"]
+    if scores.empty:
+        return scores, pd.DataFrame(columns=columns)
+    current = current_fingerprints(scores, recorded)
+    keep = scores[FINGERPRINT].astype(str) == scores["panel"].astype(str).map(current)
+    old = scores[~keep]
+    summary = (old.groupby(["panel", FINGERPRINT]).size().rename("n_lines").reset_index()
+               if not old.empty else pd.DataFrame(columns=["panel", FINGERPRINT, "n_lines"]))
+    summary.insert(1, "current", summary["panel"].map(current))
+    return scores[keep], summary[columns]
+
+
+def superseded_note(summary: pd.DataFrame, where: str = "") -> list[str]:
+    """One line per panel with lines of older panel versions (for notes and ``ls runs``)."""
+    notes = []
+    for panel, rows in summary.groupby("panel", sort=True):
+        parts = ", ".join(f"{fp or 'no fingerprint'} ({int(n)} lines)"
+                          for fp, n in zip(rows[FINGERPRINT], rows["n_lines"], strict=True))
+        notes.append(f"{where}panel {panel} was judged by several versions (current fingerprint "
+                     f"{rows['current'].iloc[0] or 'none'}); lines of {parts} are kept in scores.jsonl "
+                     f"but NOT aggregated")
+    return notes
 
 
 def score_metric(scores: pd.DataFrame) -> pd.Series:
@@ -404,11 +455,26 @@ def select_scores(scores: pd.DataFrame, *, panel: str, metric: str, subset: str 
     if scores.empty:
         return scores
     rows = scores[(scores["panel"].astype(str) == str(panel)) & (score_metric(scores) == metric)]
+    _refuse_mixed(rows, panel)
     if subset == "post_switch":
         rows = rows[rows["post_switch"].fillna(False).astype(bool)]
     if judge is not None:
         rows = rows[rows["judge"] == judge]
     return rows
+
+
+def _refuse_mixed(rows: pd.DataFrame, panel: str) -> None:
+    """One run's lines of one panel must come from one version of it (:func:`split_current`
+    filters them); averaging two versions is the bug this guards against."""
+    if rows.empty or FINGERPRINT not in rows:
+        return
+    run = "run_key" if "run_key" in rows else "run_id"
+    versions = rows.assign(_fp=rows[FINGERPRINT].fillna(LEGACY_FINGERPRINT)).groupby(run)["_fp"].nunique()
+    mixed = versions[versions > 1]
+    if not mixed.empty:
+        raise ValueError(f"run(s) {', '.join(map(str, mixed.index))} hold lines of several versions "
+                         f"(fingerprints) of panel {panel}; keep the current one first "
+                         f"(somabench.metrics.split_current)")
 
 
 def score_per_turn(scores: pd.DataFrame, *, panel: str, metric: str, by: list[str],

@@ -60,7 +60,7 @@ ROWS = [
 
 
 def test_similarity_table_hand_computed() -> None:
-    df = scores_frame(ROWS, panel="p")
+    df = scores_frame([{**r, "panel": "p"} for r in ROWS])
     sim = similarity_table(df, panel="p").set_index(["subset", "judge"])
     panel = sim.loc[("all", "panel:p")]
     # A: (0.7 + 1.0)/2 = 0.85, B: (0.3 + 0.5)/2 = 0.4 -> mean 62.5 %, sample std of 85, 40
@@ -86,7 +86,7 @@ def test_agreement_table() -> None:
     rows = [line(d, 0, j, "ok", v) for d, vals in
             {"A": (0.1, 0.2), "B": (0.5, 0.4), "C": (0.9, 1.0), "D": (0.3, 0.3)}.items()
             for j, v in zip(("j1", "j2"), vals, strict=True)]
-    agree = agreement_table(scores_frame(rows, panel="p"), "p").set_index("judges")
+    agree = agreement_table(scores_frame([{**r, "panel": "p"} for r in rows]), "p").set_index("judges")
     pair = agree.loc["j1 vs j2"]
     assert pair.n_units == 4 and pair.spearman == pytest.approx(1.0)
     assert 0.9 < pair.pearson <= 1.0

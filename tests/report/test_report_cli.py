@@ -20,7 +20,7 @@ TABLES = ["table1_similarity_tiny_p1", "table1_similarity_post_switch_tiny_p1", 
           "throughput_tiny", "abilities_tiny_p1"]
 FIGURES = ["fig1_relative_tokens_per_turn_tiny", "fig1_served_tokens_per_turn_tiny", "fig2_tokens_per_dialogue_tiny",
            "fig2_cost_per_dialogue_tiny", "fig5-6_tokens_by_dataset_tiny", "fig7-8_throughput_tiny",
-           "fig3-9_ablation_tiny_p1", "fig10_abilities_tiny_p1"]
+           "fig3-9_ablation_tiny_p1", "fig10_abilities_tiny_p1", "fig_similarity_per_turn_tiny_p1"]
 SWEEP_FIGURES = ["fig11_warm_window_tiny_p1", "fig12_plateau_vs_best_w_tiny_p1"]
 
 

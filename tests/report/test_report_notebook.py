@@ -35,6 +35,6 @@ def test_notebook_executes(outputs, report_cfg, tmp_path, monkeypatch, kind):
     assert "14 dialogues from 7 runs" in text and "shown: p1" in text
     markdown = "\n".join(o["data"].get("text/markdown", "") for o in outputs_by_type if "data" in o)
     # the same cell as the report's Table 1 (test_report_tables): one path, one number
-    assert "| SOMA | **88.3 [86.7, 90.0]†** | **87.5 [85.0, 90.0]** | **87.9 [" in markdown
+    assert "| SOMA | **88.3 (n=2: 86.7, 90.0)†** | **87.5 (n=2: 90.0, 85.0)** | **87.9 (" in markdown
     assert "Excluded rows: 2 (1 api_error, 1 unparsed)." in markdown
     assert any("image/png" in o.get("data", {}) for o in outputs_by_type)

@@ -26,8 +26,16 @@ from somabench.metrics import (
 )
 from somabench.report import figures as figs
 from somabench.report.collect import ReportData, flatten_config
-from somabench.report.tables import Cell, StatsKnobs, Table, make_table, write_tables
-from somabench.stats import compare_to_baseline, fmt_p
+from somabench.report.tables import (
+    Cell,
+    StatsKnobs,
+    Table,
+    make_table,
+    paired_note,
+    paired_text,
+    write_tables,
+)
+from somabench.stats import compare_to_baseline
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +184,8 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path,
 
 EXTRA_ARTIFACTS = ("somabench.report.accuracy:add_task_artifacts",
                    "somabench.report.mining:add_mining_artifacts",
-                   "somabench.report.latency:add_latency_artifacts")
+                   "somabench.report.latency:add_latency_artifacts",
+                   "somabench.report.figures:add_served_turn_artifacts")
 """Artifact builders of other issues, ``(result, data, cfg, family, tag, out) -> None``; each
 computes through ``somabench.metrics`` / ``somabench.stats`` like the tables here."""
 
@@ -296,20 +305,19 @@ def _paired_table(result: ReportResult, cfg: Any, knobs: StatsKnobs, family: str
     dm = cfg.tables.decimals_mean
     cells: dict[tuple[str, str], Cell] = {}
     knob = {"n_boot": knobs.n_boot, "n_perm": int(cfg.stats.n_perm), "seed": knobs.seed,
-            "confidence": knobs.confidence}
+            "confidence": knobs.confidence, "method": knobs.method, "min_n": knobs.min_n}
     rows_long = []
     for col, part in [*((c, named[named["dataset"] == c]) for c in cols), (pooled, named)]:
         cmp = compare_to_baseline(part, value=value, group="label", unit=["dataset", "dialogue_id"],
-                                  baseline=base_label, **knob)
+                                  baseline=base_label, identity=(name, col), **knob)
         for r in cmp.itertuples():
             if r.n == 0:
                 continue
-            text = (f"{r.diff:+.{dm}f} [{r.lo:+.{dm}f}, {r.hi:+.{dm}f}], p {fmt_p(r.p)}"
-                    f"{'' if r.exact else '~'} (n={r.n})")
+            text = paired_text(r, dm)
             cells[(r.label, col)] = Cell(r.diff, None, int(r.n), r.lo, r.hi, "", text)
             rows_long.append({"row": r.label, "column": col, "diff": r.diff, "ci_lo": r.lo, "ci_hi": r.hi,
-                              "p": r.p, "n": r.n, "exact_p": r.exact, "mean_method": r.mean_a,
-                              "mean_baseline": r.mean_b})
+                              "p": r.p, "n": r.n, "p_sign_flip": r.p_sign_flip, "exact_p": r.exact,
+                              "no_ci": r.reason, "mean_method": r.mean_a, "mean_baseline": r.mean_b})
     if not cells:
         result.skip(name, f"no dialogue served by both {base_label} and another method (panel {panel})")
         return
@@ -321,11 +329,7 @@ def _paired_table(result: ReportResult, cfg: Any, knobs: StatsKnobs, family: str
                   run_ids=sorted(frame["run_key"].astype(str).unique()), bold_best=False,
                   confidence=knobs.confidence, describe=f"Δ {spec.unit} (method − {base_label}) ↑: "
                   f"positive = the method scores higher than {base_label}.",
-                  notes=[f"Cell: mean difference (method − {base_label}) over the dialogues both served "
-                         f"[{knobs.confidence:.0%} paired bootstrap CI, {knobs.n_boot} resamples], two-sided "
-                         f"sign-flip permutation p (exact over all 2^n sign patterns; ~ marks a Monte Carlo "
-                         f"estimate with {int(cfg.stats.n_perm)} patterns), n = paired dialogues.",
-                         "somabench.stats.paired_comparison; seed report.stats.seed.",
+                  notes=[*paired_note(knobs, int(cfg.stats.n_perm), base_label),
                          *getattr(spec, "notes", [])])  # e.g. MATH grader agreement
     paths = table.write(out, name)
     pd.DataFrame(rows_long).to_csv(out / f"{name}.csv", index=False)

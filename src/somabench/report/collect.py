@@ -19,9 +19,17 @@ from typing import Any
 import pandas as pd
 
 from somabench.errors import ConfigError
-from somabench.metrics import dialogue_frame, mark_missing, score_frame, turn_frame
+from somabench.metrics import (
+    dialogue_frame,
+    mark_missing,
+    score_frame,
+    split_current,
+    superseded_note,
+    turn_frame,
+)
 from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
 from somabench.rundir import JUDGE_HEADER, REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
+from somabench.testing import report_warnings
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +252,17 @@ def _read_scores(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_scores(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's score lines of each panel's current version (``judge.json`` records the
+    fingerprint of each panel's latest judging), and a summary of the lines of earlier
+    versions (``somabench.metrics.split_current``): kept on disk, never aggregated."""
+    rows = _read_scores(run_dir)
+    judged = _read_json(run_dir / JUDGE_HEADER) if (run_dir / JUDGE_HEADER).exists() else {}
+    recorded = {name: head.get("fingerprint") for name, head in (judged.get("panels") or {}).items()
+                if isinstance(head, dict) and head.get("fingerprint")}
+    return split_current(score_frame(rows), recorded)
+
+
 def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> ReportData:
     """Load every run under ``root`` (an outputs dir, one experiment, a sweep dir or one run)."""
     root = Path(root)
@@ -272,6 +291,9 @@ def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> 
         raise ConfigError(f"no run directories (with {TURNS_FILE}) under {root}")
     _label_variants(runs, dict(report_cfg.methods), list(report_cfg.pool_keys))
     _guard_labels(runs, warnings)
+    for message in report_warnings(runs):  # runs on test doubles (somabench.testing) are flagged
+        log.warning("%s", message)
+        warnings.insert(0, message)
     turns_f, dialogues_f, scores_f = _frames(runs, records, warnings)
     return ReportData(source=source or str(root), runs=runs, turns=turns_f, dialogues=dialogues_f,
                       scores=scores_f, warnings=warnings)
@@ -305,11 +327,12 @@ def _frames(runs: list[RunInfo], records: dict[str, tuple[list[Any], list[Any]]]
             dialogue_parts.append(dialogue_frame(dialogues).assign(
                 **tags, adaptation=[d.adaptation for d in dialogues]))
         if run.kind == "run":
-            rows = _read_scores(run.path)
-            if rows:
-                judged = _read_json(run.path / JUDGE_HEADER) if (run.path / JUDGE_HEADER).exists() else {}
-                frame = score_frame(rows, panel=judged.get("panel")).assign(
-                    **tags, dataset=run.dataset, method=run.method)
+            frame, superseded = run_scores(run.path)
+            for note in superseded_note(superseded, where=f"{run.key}: "):
+                warnings.append(note)
+                log.warning(note)
+            if not frame.empty:
+                frame = frame.assign(**tags, dataset=run.dataset, method=run.method)
                 finished = {d.dialogue_id for d in dialogues}
                 score_parts.append(frame[frame["dialogue_id"].isin(finished)])
     turns_f = pd.concat(turn_parts, ignore_index=True) if turn_parts else pd.DataFrame()

@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 
 from somabench.metrics import (
     STACKS,
@@ -64,6 +65,9 @@ POINTS_PER_INCH = 72.0
 CMAP_SMALL = 10            # tab10 holds this many distinct colours
 CMAP_MEDIUM = 20           # tab20 holds this many
 LIGHT_ALPHA = 0.45         # the first of two side-by-side bars (e.g. generation-only throughput)
+DOT_SIZE = 22              # points^2: one dialogue in a dot plot (cells below report.stats.min_n)
+DODGE = 0.08               # turns: horizontal offset between lines so their whiskers do not overlap
+MAX_DODGE = 0.5            # turns: all the lines of one turn stay within this width
 
 
 class Skip(Exception):
@@ -267,43 +271,104 @@ def _bar_height(cfg: Any, labels: list[str], bars_per_label: int = 1, text_lines
     return height / cfg.figures.panel_height
 
 
+def min_n(knobs: Any) -> int:
+    """Fewest units a bar (and a CI) needs: ``report.stats.min_n``, the stats default without knobs."""
+    from somabench.stats import DEFAULT_MIN_N
+
+    return int(getattr(knobs, "min_n", DEFAULT_MIN_N)) if knobs is not None else DEFAULT_MIN_N
+
+
+def _interval(groups: list[np.ndarray], knobs: Any, *identity: Any) -> tuple[float, float]:
+    """(lo, hi) of the mean of the groups' means with the tables' estimator
+    (:func:`somabench.stats.average_ci`: each group resampled independently, its own stream);
+    NaN where there is no interval (too few units, no spread)."""
+    from somabench.stats import average_ci, cell_seed
+
+    ci = average_ci(groups, n_boot=knobs.n_boot, seed=cell_seed(knobs.seed, *identity),
+                    confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
+    return (ci.lo, ci.hi) if ci.lo is not None else (np.nan, np.nan)
+
+
+def ci_words(knobs: Any) -> str:
+    """``95 % CI (studentized bootstrap (bootstrap-t))``: how a figure names its whiskers."""
+    from somabench.stats import describe
+
+    return f"{knobs.confidence:.0%} CI ({describe(knobs.method)})"
+
+
+def few_words(knobs: Any, what: str = "value") -> str:
+    """The figure note for cells drawn as dots."""
+    return f"dots: each dialogue's {what} where a cell has < {min_n(knobs)} dialogues (no bar, no CI; | = mean)"
+
+
+def _totals(frame: pd.DataFrame, stacks: list[str]) -> pd.DataFrame:
+    return frame.assign(_total=frame[stacks].fillna(0.0).sum(axis=1))
+
+
 def _total_ci(frame: pd.DataFrame, labels: list[str], stacks: list[str], knobs: Any) -> np.ndarray | None:
     """Per label: CI of the total (sum of the stacks) per dialogue; with several datasets, of the
-    mean of the dataset means (dialogues resampled within each dataset). Rows: lo, hi."""
-    from somabench.stats import bootstrap_means
-
+    mean of the dataset means (the Avg column's estimator: each dataset's dialogues resampled
+    independently). Rows: lo, hi; NaN without an interval."""
     if knobs is None or "dataset" not in frame:
         return None
-    tail = (1.0 - knobs.confidence) / 2.0
-    totals = frame.assign(_total=frame[stacks].fillna(0.0).sum(axis=1))
+    totals = _totals(frame, stacks)
     out = np.full((2, len(labels)), np.nan)
     for i, label in enumerate(labels):
         part = totals[totals["label"] == label]
-        draws = [bootstrap_means(g["_total"].to_numpy(dtype=float), knobs.n_boot,
-                                 np.random.default_rng(knobs.seed)) for _, g in part.groupby("dataset")]
-        if draws:
-            out[:, i] = np.quantile(np.mean(draws, axis=0), [tail, 1.0 - tail])
+        groups = [g["_total"].to_numpy(dtype=float) for _, g in part.groupby("dataset")]
+        if groups:
+            out[:, i] = _interval(groups, knobs, "tokens total", label, *sorted(part["dataset"].unique()))
     return out
 
 
+def _few(frame: pd.DataFrame, labels: list[str], stacks: list[str], knobs: Any) -> dict[str, np.ndarray]:
+    """Labels with fewer than ``min_n`` dialogues in some dataset -> their dialogue totals
+    (drawn as dots, not as a bar whose length suggests a settled mean)."""
+    totals = _totals(frame, stacks)
+    out = {}
+    for label in labels:
+        part = totals[totals["label"] == label]
+        if len(part) and part.groupby("dataset").size().min() < min_n(knobs):
+            out[label] = part["_total"].to_numpy(dtype=float)
+    return out
+
+
+def _dots(ax: Any, y: float, values: np.ndarray, mean: float, color: Any, width: float = BAR_WIDTH) -> None:
+    """Individual values as dots around row ``y`` (spread over the ``width`` a bar would
+    take) and the mean as a tick: the figure of a cell too small for a bar."""
+    offsets = np.linspace(-width / 4, width / 4, len(values)) if len(values) > 1 else np.zeros(len(values))
+    ax.scatter(values, y + offsets, s=DOT_SIZE, color=color, edgecolor="black", linewidth=0.5, zorder=3)
+    ax.plot([mean, mean], [y - width / 2, y + width / 2], color="black", linewidth=1.5, zorder=4)
+
+
 def _stacked(ax: Any, frame: pd.DataFrame, labels: list[str], stacks: list[str], cfg: Any,
-             unit_fmt: str | None, ci: np.ndarray | None = None) -> list[Any]:
+             unit_fmt: str | None, ci: np.ndarray | None = None,
+             dots: dict[str, np.ndarray] | None = None) -> list[Any]:
     """Horizontal stacked bars, one row per label (top = first), total printed at the bar end;
-    ``ci`` (rows lo, hi) draws whiskers on the totals."""
+    ``ci`` (rows lo, hi) draws whiskers on the totals. Labels in ``dots`` get no bar: their
+    dialogue totals as dots and the mean total as a tick."""
     colors = dict(cfg.figures.stack_colors)
+    dots = dots or {}
     means = frame.groupby("label")[stacks].mean().reindex(labels)
     y = np.arange(len(labels))
+    barred = np.array([lb not in dots for lb in labels])
     left = np.zeros(len(labels))
     handles = []
     for stack in stacks:
         values = means[stack].fillna(0.0).to_numpy()
-        handles.append(ax.barh(y, values, left=left, color=colors.get(stack), label=stack, height=BAR_WIDTH))
+        ax.barh(y[barred], values[barred], left=left[barred], color=colors.get(stack), label=stack,
+                height=BAR_WIDTH)
+        handles.append(Patch(facecolor=colors.get(stack), label=stack))  # also when no bar is drawn
         left += values
-    ends = left.copy()  # where each total's label goes: past the bar, or past its whisker
+    ends = left.copy()  # where each total's label goes: past the bar, its whisker or its dots
+    for i, label in enumerate(labels):
+        if label in dots:
+            _dots(ax, y[i], dots[label], left[i], "lightgrey")
+            ends[i] = max(left[i], float(np.max(dots[label])))
     if ci is not None and np.isfinite(ci).any():
         err = np.vstack([np.clip(left - ci[0], 0, None), np.clip(ci[1] - left, 0, None)])
         ax.errorbar(left, y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
-        ends = np.maximum(left, np.nan_to_num(ci[1], nan=0.0))
+        ends = np.maximum(ends, np.nan_to_num(ci[1], nan=0.0))
     top = ends.max() if len(ends) else 0
     for yi, total, end in zip(y, left, ends, strict=True):
         ax.text(end + top * TOTAL_LABEL_OFFSET, yi, compact(total) if unit_fmt is None else format(total, unit_fmt),
@@ -342,19 +407,23 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         frame = token_stacks(frame)
         xlabel, unit_fmt = "tokens per dialogue", None
     stacks = [s for s in STACKS if (frame[s].fillna(0) != 0).any()] or list(STACKS[:1])
-    if knobs is not None:
-        subtitle = "; ".join(filter(None, [subtitle, f"whiskers: {knobs.confidence:.0%} bootstrap CI of the total"]))
     labels = order_labels(cfg, frame)
+    if knobs is not None:
+        subtitle = "; ".join(filter(None, [subtitle, f"whiskers: {ci_words(knobs)} of the total"]))
+    few_all = _few(frame, labels, stacks, knobs)
+    if few_all:
+        subtitle = "\n".join(filter(None, [subtitle, few_words(knobs, "total")]))
     datasets = order_datasets(cfg, frame["dataset"].unique().tolist())
     what = "Cost" if prices is not None else "Tokens per dialogue"
-    text_lines = len(notes) + 2 + bool(subtitle)  # notes, the title and its subtitle
+    text_lines = len(notes) + 2 + subtitle.count("\n") + bool(subtitle)  # notes, the title and its subtitle
     if by_dataset:
         fig, axes = _figure(cfg, len(datasets),
                             height_scale=_bar_height(cfg, labels, text_lines=text_lines))
         for ax, name in zip(axes, datasets, strict=True):
             part = frame[frame["dataset"] == name]
             shown = [lb for lb in labels if lb in set(part["label"])]
-            handles = _stacked(ax, part, shown, stacks, cfg, unit_fmt, _total_ci(part, shown, stacks, knobs))
+            few = _few(part, shown, stacks, knobs)
+            handles = _stacked(ax, part, shown, stacks, cfg, unit_fmt, _total_ci(part, shown, stacks, knobs), few)
             ax.set_title(f"{dataset_name(cfg, name)} ({n_text(part.groupby('label').size())} dialogues)")
             ax.set_xlabel(xlabel)
         fig.suptitle(f"{what} by dataset ({family})" + (f"\n{subtitle}" if subtitle else ""))
@@ -367,8 +436,9 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE,
                              height_scale=_bar_height(cfg, [f"{lb}*" for lb in labels],
                                                       text_lines=text_lines))
+        few = {shown[lb]: v for lb, v in _few(frame, labels, stacks, knobs).items()}
         handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt,
-                           _total_ci(frame, labels, stacks, knobs))
+                           _total_ci(frame, labels, stacks, knobs), few)
         ax.set_xlabel(xlabel)
         n = frame.groupby("label").size()
         title = (f"{what} ({family}; mean over {len(datasets)} dataset{'s' if len(datasets) != 1 else ''}; "
@@ -378,7 +448,8 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""))
     if notes:  # above the plot: constrained layout keeps it clear of the axes and the legend
         fig.suptitle("Note: " + "\n".join(notes), fontsize=cfg.figures.font_size - 1, color="firebrick")
-    _legend_below(fig, handles, stacks, cfg)
+    if len(few_all) < len(labels):  # the stack colours mean something only where a bar is drawn
+        _legend_below(fig, handles, stacks, cfg)
     return fig
 
 
@@ -426,14 +497,13 @@ def _method_panels(cfg: Any, stats: pd.DataFrame, values: list[tuple[str, str]],
     and n in the method's label; ``values`` = (column prefix, legend name) pairs drawn side by
     side, the first hatched and light (e.g. generation vs end-to-end throughput). ``bounded``
     fixes the x axis to [0, bounded] (bounded scores start at 0)."""
-    from matplotlib.patches import Patch
-
     labels = order_labels(cfg, stats)
     datasets = order_datasets(cfg, stats["dataset"].unique().tolist())
     colors = label_colors(cfg, labels, stats)
     widest = stats.groupby("label")["n"].max()  # the tick label says n: wrap what is drawn
     fig, axes = _figure(cfg, len(datasets), height_scale=_bar_height(
-        cfg, [f"{lb} (n={int(widest[lb])})" for lb in labels], len(values), text_lines=2))
+        cfg, [f"{lb} (n={int(widest[lb])})" for lb in labels], len(values),
+        text_lines=2 + bool((stats["n"] < min_n(knobs)).any())))
     height = BAR_WIDTH / len(values)
     styles = [{"alpha": 1.0, "hatch": None}] if len(values) == 1 else \
         [{"alpha": LIGHT_ALPHA, "hatch": "///"}, *[{"alpha": 1.0, "hatch": None}] * (len(values) - 1)]
@@ -442,23 +512,32 @@ def _method_panels(cfg: Any, stats: pd.DataFrame, values: list[tuple[str, str]],
         shown = [lb for lb in labels if lb in part.index]
         part = part.reindex(shown)
         y = np.arange(len(shown))
+        barred = (part["n"] >= min_n(knobs)).to_numpy()
         for i, ((prefix, _), style) in enumerate(zip(values, styles, strict=True)):
             cols = part[[f"{prefix}mean", f"{prefix}lo", f"{prefix}hi"]].rename(
                 columns=lambda c, p=prefix: c[len(p):])
             offset = (i - (len(values) - 1) / 2) * height
-            ax.barh(y + offset, cols["mean"].to_numpy(dtype=float), height=height,
-                    xerr=_errors(cols), capsize=2, alpha=style["alpha"], hatch=style["hatch"],
-                    color=[colors[lb] for lb in shown], edgecolor=[colors[lb] for lb in shown],
+            bars = cols[barred]
+            ax.barh(y[barred] + offset, bars["mean"].to_numpy(dtype=float), height=height,
+                    xerr=_errors(bars), capsize=2, alpha=style["alpha"], hatch=style["hatch"],
+                    color=[colors[lb] for lb in bars.index], edgecolor=[colors[lb] for lb in bars.index],
                     error_kw={"elinewidth": 0.8})
+            for j in np.flatnonzero(~barred):  # too few dialogues for a bar: the dialogues themselves
+                label = shown[j]
+                _dots(ax, y[j] + offset, np.asarray(part[f"{prefix}values"].iloc[j], dtype=float),
+                      float(cols["mean"].iloc[j]), colors[label], height)
         his = part[[f"{p}hi" for p, _ in values]].to_numpy(dtype=float)
+        highest = [max(v, default=np.nan) for p, _ in values for v in part[f"{p}values"]]
+        his = np.append(his.ravel(), highest)
         top = float(np.nanmax(his)) if np.isfinite(his).any() else 1.0
         ax.set_xlim(0, bounded if bounded is not None else top * (1 + TOP_HEADROOM))
         ax.set_yticks(y, [wrap(f"{lb} (n={int(n)})") for lb, n in zip(shown, part["n"], strict=True)])
         ax.invert_yaxis()
         ax.set_title(dataset_name(cfg, name))
         ax.set_xlabel(xlabel)
-    ci = f"{knobs.confidence:.0%} bootstrap CI" if knobs is not None else "std"
-    fig.suptitle(f"{title}\nbars: mean over dialogues, whiskers: {ci}; n = dialogues")
+    ci = ci_words(knobs) if knobs is not None else "std"
+    few = f"\n{few_words(knobs)}" if (stats["n"] < min_n(knobs)).any() else ""
+    fig.suptitle(f"{title}\nbars: mean over dialogues, whiskers: {ci}; n = dialogues{few}")
     if len(values) > 1:
         handles = [Patch(facecolor="grey", alpha=style["alpha"], hatch=style["hatch"], label=legend)
                    for (_, legend), style in zip(values, styles, strict=True)]
@@ -478,8 +557,8 @@ def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str, dialogues: pd.
     gen = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps", knobs)
     e2e = cell_stats(per_dialogue, ["label", "method", "dataset"], "tps_e2e", knobs)
     stats = gen.merge(e2e, on=["label", "method", "dataset"], suffixes=("", "_e2e"))
-    stats = stats.rename(columns={c: f"gen_{c}" for c in ("mean", "std", "lo", "hi")})
-    stats = stats.rename(columns={f"{c}_e2e": f"e2e_{c}" for c in ("mean", "std", "lo", "hi")})
+    stats = stats.rename(columns={c: f"gen_{c}" for c in ("mean", "std", "lo", "hi", "values")})
+    stats = stats.rename(columns={f"{c}_e2e": f"e2e_{c}" for c in ("mean", "std", "lo", "hi", "values")})
     return _method_panels(cfg, stats, [("gen_", "generation only"),
                                        ("e2e_", "end to end (compress, route, gate, adaptation)")],
                           "completion tokens / s", None, f"Throughput ({family})", knobs)
@@ -487,19 +566,19 @@ def throughput_figure(turns: pd.DataFrame, cfg: Any, family: str, dialogues: pd.
 
 # -- Fig. 3 / 9 ------------------------------------------------------------------------------
 def cell_stats(frame: pd.DataFrame, keys: list[str], value: str, knobs: Any = None) -> pd.DataFrame:
-    """Per cell: mean, std, n and (with ``knobs``, ``report.stats``) the bootstrap CI."""
-    from somabench.stats import bootstrap_ci
-
+    """Per cell: mean, std, n, the values and (with ``knobs``, ``report.stats``) the CI of the
+    tables (:func:`somabench.stats.mean_ci`, a stream per cell from its keys; no CI below
+    ``min_n`` or without spread: lo/hi NaN)."""
     rows = []
     for key, group in frame.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
         mean, std, n = mean_std(group[value])
         lo = hi = None
         if knobs is not None and n:
-            ci = bootstrap_ci(group[value], n_boot=knobs.n_boot, seed=knobs.seed, confidence=knobs.confidence)
-            lo, hi = ci.lo, ci.hi
-        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                     "mean": mean, "std": std, "n": n, "lo": lo, "hi": hi})
-    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n", "lo", "hi"])
+            lo, hi = _interval([group[value].dropna().to_numpy(dtype=float)], knobs, value, *key)
+        rows.append({**dict(zip(keys, key, strict=True)), "mean": mean, "std": std, "n": n, "lo": lo, "hi": hi,
+                     "values": tuple(group[value].dropna().astype(float))})
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n", "lo", "hi", "values"])
 
 
 def ablation_figure(similarity: pd.DataFrame, cfg: Any, family: str, knobs: Any = None) -> Any:
@@ -714,3 +793,124 @@ def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, 
     ax.set_title(title)
     _legend_below(fig, handles, [h.get_label() for h in handles], cfg)
     return fig
+
+
+# -- per turn, split by who served it -------------------------------------------------------------
+SERVED = {"F": {"linestyle": "-", "marker": "o"}, "G": {"linestyle": "--", "marker": "s"}}
+"""Line style per serving model: a turn served by F (the original model) or by G (the cheap one)."""
+TURN_KEYS = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
+
+
+def served_role(served_by: pd.Series) -> pd.Series:
+    """The model that answered a turn: ``served_by`` up to its first ``+`` (``G+lora`` -> G)."""
+    return served_by.astype(str).str.split("+").str[0]
+
+
+def served_turn_values(scores: pd.DataFrame, turns: pd.DataFrame, *, panel: str, metric: str) -> pd.DataFrame:
+    """Per (dialogue, turn): the metric % (:func:`somabench.metrics.score_per_turn`) and who
+    served the turn (``served``: F / G), from the turn records (score lines written before
+    they carried ``served_by`` have none). Turns without a record are dropped."""
+    from somabench.metrics import score_per_turn
+
+    columns = [*TURN_KEYS, "turn", "value", "served"]
+    per = score_per_turn(scores, panel=panel, metric=metric, by=TURN_KEYS, value="value")
+    if per.empty or turns.empty or "served_by" not in turns:
+        return pd.DataFrame(columns=columns)
+    served = turns[["run_key", "dialogue_id", "turn", "served_by"]].drop_duplicates(["run_key", "dialogue_id", "turn"])
+    per = per.merge(served, on=["run_key", "dialogue_id", "turn"], how="inner")
+    return per.assign(served=served_role(per["served_by"]))[columns]
+
+
+def served_turn_points(values: pd.DataFrame, knobs: Any = None) -> pd.DataFrame:
+    """Per (label, method, dataset, turn, served): mean [CI] over the dialogues whose turn was
+    served by that model (:func:`cell_stats`, the tables' estimator); turn is 1-based."""
+    frame = values.assign(turn=values["turn"].astype(int) + 1)
+    return cell_stats(frame, ["label", "method", "dataset", "turn", "served"], "value", knobs)
+
+
+def served_turn_figure(points: pd.DataFrame, cfg: Any, title: str, ylabel: str, knobs: Any = None,
+                       bounded: float | None = PERCENT) -> Any:
+    """A metric per turn index with one line per (method, serving model): F-served turns solid,
+    G-served turns dashed, so what happens after a switch is not averaged away by the turns
+    F still serves. Whiskers: CI over dialogues; hollow markers: fewer than ``min_n``
+    dialogues (no CI). Below: share of each turn's dialogues served by G."""
+    from matplotlib.lines import Line2D
+
+    if points.empty:
+        raise Skip("no scored turn with a turn record (served_by)")
+    datasets = order_datasets(cfg, points["dataset"].unique().tolist())
+    _style(cfg)
+    fig, axes = plt.subplots(2, len(datasets), squeeze=False, sharex="col", layout="constrained",
+                             height_ratios=[3, 1], figsize=(cfg.figures.panel_width * len(datasets),
+                                                            cfg.figures.panel_height * 4 / 3))
+    labels = order_labels(cfg, points)
+    colors = label_colors(cfg, labels, points)
+    servers = [s for s in SERVED if s in set(points["served"])] + sorted(set(points["served"]) - set(SERVED))
+    lines = [(lb, s) for lb in labels for s in servers]
+    for j, dataset in enumerate(datasets):
+        top, bottom = axes[0][j], axes[1][j]
+        part = points[points["dataset"] == dataset]
+        for k, (label, server) in enumerate(lines):
+            line = part[(part["label"] == label) & (part["served"] == server)].sort_values("turn")
+            if line.empty:
+                continue
+            style = SERVED.get(server, {"linestyle": ":", "marker": "^"})
+            x = line["turn"] + (k - (len(lines) - 1) / 2) * min(DODGE, MAX_DODGE / len(lines))
+            err = _errors(line.assign(lo=line["lo"].astype(float), hi=line["hi"].astype(float)))
+            top.errorbar(x, line["mean"], yerr=None if err is None else np.nan_to_num(err), color=colors[label],
+                         linestyle=style["linestyle"], marker=style["marker"], markersize=MARKER + 1, capsize=2,
+                         linewidth=1)
+            few = line["n"] < min_n(knobs)
+            top.scatter(x[few], line["mean"][few], s=DOT_SIZE, facecolor="white", edgecolor=colors[label],
+                        marker=style["marker"], zorder=3)
+        share = part.pivot_table(index=["label", "turn"], columns="served", values="n", aggfunc="sum", fill_value=0)
+        for label in labels:
+            if label not in share.index.get_level_values("label"):
+                continue
+            rows = share.loc[label]
+            g = rows["G"] if "G" in rows else pd.Series(0, index=rows.index)
+            bottom.plot(rows.index, PERCENT * g / rows.sum(axis=1), color=colors[label], marker="o",
+                        markersize=MARKER)
+        if bounded is not None:
+            top.set_ylim(0, bounded)
+        top.set_ylabel(ylabel)
+        top.set_title(f"{dataset_name(cfg, dataset)} ({n_text(part.groupby(['label', 'turn'])['n'].sum())} "
+                      f"dialogues per turn)")
+        bottom.set_ylim(0, PERCENT)
+        bottom.set_ylabel("served by G %")
+        bottom.set_xlabel("turn")
+        bottom.set_xticks(sorted(part["turn"].unique()))
+    ci = ci_words(knobs) if knobs is not None else "no CI"
+    fig.suptitle(f"{title}\nsolid: turns served by F, dashed: by G; whiskers: {ci}\n"
+                 f"hollow: < {min_n(knobs)} dialogues (no CI)")
+    handles = [Line2D([], [], color=colors[lb], label=lb) for lb in labels]
+    handles += [Line2D([], [], color="black", label=f"served by {s}", **SERVED.get(s, {})) for s in servers]
+    _legend_below(fig, handles, [h.get_label() for h in handles], cfg)
+    return fig
+
+
+def add_served_turn_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, out: Path) -> None:
+    """``fig_similarity_per_turn_<tag>_<panel>``: similarity per turn split by who served it,
+    with its points in a ``.csv`` (a hook of :func:`somabench.report.build.build_report`,
+    ``EXTRA_ARTIFACTS``)."""
+    from somabench.report.build import Artifact, _tag
+    from somabench.report.tables import StatsKnobs
+
+    knobs = StatsKnobs.from_cfg(cfg.stats)
+    scores = data.scores[data.scores["family"] == family] if not data.scores.empty else data.scores
+    turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
+    for metric, spec in dict(cfg.score_tables).items():
+        for panel in panels(scores, metric):
+            name = f"fig_{metric}_per_turn_{tag}_{_tag(panel)}"
+            values = served_turn_values(scores, turns, panel=panel, metric=metric)
+            points = served_turn_points(values, knobs)
+            try:
+                fig = served_turn_figure(points, cfg, f"{spec.title} per turn ({family}, panel {panel})",
+                                         str(spec.unit), knobs)
+            except Skip as exc:
+                result.skip(name, str(exc))
+                continue
+            paths = save(fig, out, name, cfg)
+            points.drop(columns=["values"]).to_csv(out / f"{name}.csv", index=False)
+            result.written.append(Artifact(name, "extra (issue 23)", [*paths, out / f"{name}.csv"],
+                                           f"{spec.unit} per turn, split by the model that served the turn"))

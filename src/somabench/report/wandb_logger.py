@@ -119,12 +119,13 @@ class WandbLogger:
         import wandb
 
         from somabench.latency import latency_metrics
-        from somabench.metrics import panels, run_metrics, score_frame, similarity_per_turn
+        from somabench.metrics import panels, run_metrics, similarity_per_turn
+        from somabench.report.collect import run_scores
 
         turns = load_turns(self.run_dir)
         dialogues = load_dialogues(self.run_dir)
         panel = str(self.cfg.judge.name) if self.cfg.get("judge") else None
-        scores = score_frame(_read_jsonl(self.run_dir / SCORES_FILE), panel=panel)
+        scores, _ = run_scores(self.run_dir)  # each panel's current version only
         report = self.cfg.report
         metric = str(report.similarity_metric)
         # the run's own panel (judge.name), through the same aggregate as the report and summary
@@ -237,19 +238,6 @@ def start(cfg: DictConfig, run_dir: Path) -> WandbLogger | None:
     if cfg.logger.name != "wandb" or cfg.logger.get("mode") == "disabled":
         return None
     return WandbLogger(cfg, run_dir)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s: unreadable line skipped", path)
-    return rows
 
 
 def _turn_row(t: Any) -> dict[str, Any]:
