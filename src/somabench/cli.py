@@ -36,10 +36,14 @@ COMMANDS: dict[str, Command] = {
                   "backend, judge_kind ..."),
     "judge": Command("somabench.judge:main", "(re-)judge an existing run dir with a judge panel"),
     "report": Command("somabench.report.__main__:main", "tables and figures from run dirs"),
+    "view": Command("somabench.view:main", "one static HTML page: every method's answers side by "
+                    "side with the Original's, judges, gate, tokens, latency"),
     "bench": Command("somabench.bench.__main__:main", "benchmarks -> results/bench/<name>.json"),
     "serve": Command("somabench.serve:main", "a loopback OpenAI-compatible server for a model"),
     "assets": Command("somabench.assets:main", "fetch / list the offline model assets"),
     "theory": Command("somabench.soma.theory:main", "SOMA's theory knobs from the paper's bounds"),
+    "tune": Command("somabench.tune:main", "Optuna search over config keys (hparams_search=...; "
+                    "rerun resumes)"),
     "plan": Command("somabench.plan:main", "dry-run: what a run or sweep needs, without loading "
                     "a model", missing="the plan command (somabench/plan.py) is not installed "
                     "in this checkout yet"),
@@ -62,12 +66,14 @@ Examples:
   python -m somabench ls method                                     # what method= accepts
   python -m somabench judge outputs/run/tiny/mathmt/soma judge=local
   python -m somabench report outputs/tiny_paper --out results/tiny_paper
+  python -m somabench view outputs/tiny_paper --out view.html       # open from disk
   python -m somabench bench judges --out results/bench
   python -m somabench serve --asset smollm2-135m-instruct --port 8000
   python -m somabench assets fetch tiny
   python -m somabench theory --delta 0.05 --theta 0.1 --r-act 8 --eta 0.1 --epsilon 0.05 \\
       --sigma-delta 0.1
   python -m somabench plan experiment=table1_llama
+  python -m somabench tune hparams_search=soma_optuna_tiny dataset=mathmt search.n_trials=5
 
 Exit codes: 0 ok, 1 the run failed (see run.json / errors.jsonl), 2 bad command line or
 config, 3 bad dataset, 4 missing model or asset, 5 the run dir holds another config.
