@@ -3,6 +3,7 @@
 from somabench.registry import methods
 
 methods.register("original", "somabench.baselines.original:Original")
+methods.register("original_prefix_cache", "somabench.baselines.original:OriginalPrefixCache")
 methods.register("surrogate", "somabench.baselines.surrogate:Surrogate")
 methods.register("history_prefix", "somabench.baselines.history_prefix:HistoryPrefix")
 methods.register("history_ft", "somabench.baselines.history_ft:HistoryFT")

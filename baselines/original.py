@@ -1,6 +1,15 @@
-"""Original: the large model F answers every turn with the full history (the reference)."""
+"""Original: the large model F answers every turn with the full history (the reference).
+
+``original_prefix_cache`` is the same method served the way modern engines serve it: F keeps
+the KV cache of earlier prompts and prefills only the tokens no earlier call computed (hf:
+``backends/prefix_cache.py``; vLLM: ``enable_prefix_caching``; llama.cpp: ``cache_prompt``).
+Answers are the Original's; the records show fewer prompt tokens computed
+(``Usage.cached_prompt``), which cached-input prices bill lower (``model.prices.*.cached_prompt``).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from somabench.methods import Method, Session, TurnPlan
 
@@ -10,3 +19,18 @@ class Original(Method):
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         return TurnPlan(role="F", messages=session.full_messages(turn))
+
+
+class OriginalPrefixCache(Original):
+    """The Original with F's prefix cache on (``method.model_overrides.F.prefix_cache``)."""
+
+    name = "original_prefix_cache"
+
+    @classmethod
+    def label_problem(cls, cfg: Any) -> str | None:
+        overrides = (cfg.get("model_overrides") or {}).get("F") or {}
+        if not overrides.get("prefix_cache"):
+            return (f"method {cfg.get('name', cls.name)} needs method.model_overrides.F.prefix_cache"
+                    f"=true (conf/method/original_prefix_cache.yaml); without it this is the "
+                    f"plain Original")
+        return None

@@ -162,7 +162,8 @@ class Method(ABC):
 
 
 def usage_of(completion: Completion) -> Usage:
-    return Usage(completion.prompt_tokens, completion.completion_tokens)
+    return Usage(completion.prompt_tokens, completion.completion_tokens,
+                 completion.cached_prompt_tokens)
 
 
 __all__ = ["Method", "Session", "TurnPlan", "methods", "usage_of"]

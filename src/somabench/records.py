@@ -32,7 +32,11 @@ class Usage:
     """Tokens one model (or compressor/router) spent; ``None`` when a backend cannot count."""
 
     prompt: int | None = None
+    """Prompt tokens sent (the whole prompt, cached or not)."""
     completion: int | None = None
+    cached_prompt: int | None = None
+    """Of ``prompt``, tokens read from a KV/prefix cache (not prefilled; billed at a cached-input
+    price where one is set). ``None``: the backend cannot tell."""
 
     @property
     def total(self) -> int | None:
@@ -40,11 +44,23 @@ class Usage:
             return None
         return (self.prompt or 0) + (self.completion or 0)
 
+    @property
+    def computed_prompt(self) -> int | None:
+        """Prompt tokens prefilled (sent minus read from cache); None when either is unknown."""
+        if self.prompt is None or self.cached_prompt is None:
+            return None
+        return self.prompt - self.cached_prompt
+
     def __add__(self, other: Usage) -> Usage:
         def add(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
 
-        return Usage(add(self.prompt, other.prompt), add(self.completion, other.completion))
+        # A cached count is known for the sum only when every part that sent prompt tokens
+        # knows its own (else computed_prompt would count unknown parts as prefilled).
+        unknown = any(u.prompt and u.cached_prompt is None for u in (self, other))
+        cached = None if unknown else add(self.cached_prompt, other.cached_prompt)
+        return Usage(add(self.prompt, other.prompt), add(self.completion, other.completion),
+                     cached)
 
 
 @dataclass

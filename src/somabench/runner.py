@@ -50,12 +50,22 @@ class RunContext:
         if role not in self._raw:
             if role not in ROLES:
                 raise KeyError(f"unknown model role {role!r}; roles: {ROLES}")
-            other = next((r for r in self._raw if _same_model(self.cfg.model[r], self.cfg.model[role])), None)
+            other = next((r for r in self._raw if self.model_spec(r) == self.model_spec(role)), None)
             self._raw[role] = self._raw[other] if other else build_backend(
-                role, self.cfg.model[role], cache_dir=self.cfg.paths.cache_dir)
+                role, self.model_spec(role), cache_dir=self.cfg.paths.cache_dir)
             for hook in self.on_build:
                 hook(role, self._raw[role])
         return self._raw[role]
+
+    def model_spec(self, role: str) -> dict[str, Any]:
+        """``model.<role>`` with the method's ``model_overrides.<role>`` on top (how a method such
+        as original_prefix_cache asks for a backend setting: conf/method/*.yaml)."""
+        spec = OmegaConf.to_container(self.cfg.model[role], resolve=True)
+        method = self.cfg.get("method")
+        extra = (method.get("model_overrides") or {}).get(role) if method is not None else None
+        if extra:
+            spec.update(OmegaConf.to_container(extra, resolve=True))
+        return spec
 
     def backend(self, role: str) -> Backend:
         """The role's backend behind the request cache (if enabled)."""
@@ -89,10 +99,6 @@ class RunContext:
 
     def cache_stats(self) -> str:
         return self.cache.stats() if self.cache else "cache: disabled"
-
-
-def _same_model(a: Any, b: Any) -> bool:
-    return OmegaConf.to_container(a, resolve=True) == OmegaConf.to_container(b, resolve=True)
 
 
 @dataclass

@@ -62,6 +62,9 @@ class Completion:
     status: str = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    cached_prompt_tokens: int | None = None
+    """Of ``prompt_tokens``, how many were read from a KV/prefix cache instead of being
+    prefilled (0: all computed; None: the backend cannot tell)."""
     first_token_s: float | None = None
     """Seconds from the start of the call to this answer's first token (for a batch: the
     batch's first decoding step); None where the backend does not stream (TTFT unknown)."""

@@ -6,6 +6,7 @@ Why: the offline default (tiny models shipped as PyPI packages) and SOMA's white
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from somabench import dtype as dtypes
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
+from somabench.backends.prefix_cache import Hit, PrefixCacheStore
 from somabench.registry import backends
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class HFBackend(BackendBase):
         trust_remote_code: bool = False,
         system_prompt: str | None = None,
         cache_dir: str | None = None,
+        prefix_cache: bool = False,
+        prefix_cache_entries: int = 16,
         **_: Any,
     ) -> None:
         import torch
@@ -84,6 +88,9 @@ class HFBackend(BackendBase):
         self.peft_model: Any = None
         """The PeftModel of the attached session adapter (None when G carries none)."""
         self.peft_adapter_name = "default"
+        # prefix_cache: keep the KV cache of recent sequences; a prompt prefills only what no
+        # earlier call computed (backends/prefix_cache.py). Prompts are then served one by one.
+        self.prefix_store = PrefixCacheStore(int(prefix_cache_entries)) if prefix_cache else None
         log.info("loaded %s from %s (%s, %s) in %.1fs; dtype: %s", model_id, self.source,
                  self.dtype_name, device, time.perf_counter() - started, self.dtype_choice.reason)
 
@@ -118,6 +125,8 @@ class HFBackend(BackendBase):
         fp.update(source=self.source, dtype=self.dtype_name)
         if base:
             fp["adapter_id"] = None
+        if self.prefix_store is not None:  # answers may differ in the last bits: own cache keys
+            fp["prefix_cache"] = True
         return fp
 
     @property
@@ -148,10 +157,14 @@ class HFBackend(BackendBase):
                       base_rows: Sequence[bool] | None = None) -> list[Completion]:
         import torch
 
+        use_prefix = self._prefix_cache_applies(base_rows)
+        if use_prefix and len(prompts) > 1:  # a cache per row: served one prompt at a time
+            return [c for p in prompts for c in self.generate_text([p], gen)]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         kwargs = self._generate_kwargs(gen)
+        hit = self._prefix_kwargs(enc, kwargs) if use_prefix else None
         bar = _token_bar(self.model_id, gen.max_new_tokens, len(prompts))
         clock = _step_clock(bar)  # TTFT: the time of each decoding step (latency, docs/reports.md)
         kwargs["streamer"] = clock
@@ -173,6 +186,10 @@ class HFBackend(BackendBase):
                 bar.close()
         seconds = time.perf_counter() - started
         steps = [t - started for t in clock.steps]
+        if use_prefix:
+            self.prefix_store.add(out.sequences[0].tolist(), getattr(out, cache_arg()))
+            out = out.sequences
+        cached_tokens = hit.cached_tokens if hit is not None else 0
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         results = []
         for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lengths, strict=True):
@@ -184,11 +201,26 @@ class HFBackend(BackendBase):
                 text=text.strip(), prompt_tokens=int(n_prompt), completion_tokens=len(ids),
                 seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
                 batch_size=len(prompts), finish_reason=finish,
-                meta={"prompt_hash": sha16(prompt)},
+                meta={"prompt_hash": sha16(prompt)}, cached_prompt_tokens=cached_tokens,
                 first_token_s=steps[0] if steps and ids else None,
                 last_token_s=steps[min(len(ids), len(steps)) - 1] if steps and ids else None,
             ))
         return results
+
+    def _prefix_cache_applies(self, base_rows: Sequence[bool] | None) -> bool:
+        """Prefix caching serves the plain model only: a session adapter changes every KV."""
+        return (self.prefix_store is not None and self.peft_model is None
+                and self.adapter_id is None and not (base_rows is not None and any(base_rows)))
+
+    def _prefix_kwargs(self, enc: dict[str, Any], kwargs: dict[str, Any]) -> Hit | None:
+        """generate() arguments that continue from the best cached prefix of this one prompt
+        (transformers then prefills only the uncached tail) and return the cache to keep."""
+        from transformers import DynamicCache
+
+        hit = self.prefix_store.lookup(enc["input_ids"][0].tolist())
+        kwargs.update({"return_dict_in_generate": True,
+                       cache_arg(): hit.cache if hit is not None else DynamicCache()})
+        return hit
 
     def _generate_kwargs(self, gen: GenerationConfig) -> dict[str, Any]:
         import torch
@@ -216,6 +248,15 @@ class HFBackend(BackendBase):
             if tok in eos_ids:
                 return ids[: i + 1]
         return ids
+
+
+@functools.cache
+def cache_arg() -> str:
+    """generate()'s KV cache argument and output field: ``cache`` in recent transformers 5.x,
+    ``past_key_values`` before (e.g. in the kvpress venv)."""
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
 def _token_bar(model_id: str, max_new_tokens: int, batch: int) -> Any:
