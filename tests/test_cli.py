@@ -15,7 +15,7 @@ import pytest
 from somabench.cli import COMMANDS, main, usage
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = ["model.F.backend=fake", "model.G.backend=fake", "judge=none", "progress=false",
+FAKE = ["model.F.backend=testing.fake", "model.G.backend=testing.fake", "judge=none", "progress=false",
         "method=original", "limit=1"]
 
 

@@ -24,7 +24,7 @@ from somabench.rundir import (
 )
 from somabench.task import run_task
 
-FAKE = ["model.F.backend=fake", "model.G.backend=fake", "model.F.asset=null", "model.G.asset=null"]
+FAKE = ["model.F.backend=testing.fake", "model.G.backend=testing.fake", "model.F.asset=null", "model.G.asset=null"]
 
 
 def fake_overrides(tmp_path: Path) -> list[str]:

@@ -36,6 +36,9 @@ from somabench.rundir import (
     served_anything,
 )
 from somabench.rundir import write_header as write_header_file
+from somabench.testing import HEADER_KEY as TEST_DOUBLES
+from somabench.testing import doubles_in
+from somabench.testing import warning as test_double_warning
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ def record_models(run_dir: Path, ctx: Any) -> Callable[[str, Any], None]:
     def record(role: str, backend: Any) -> None:
         header = read_header(run_dir) or {}
         header["models"] = {**(header.get("models") or {}), **ctx.describe_models()}
+        header[TEST_DOUBLES] = doubles_in(header["models"])
         write_header_file(run_dir, header)
 
     return record
@@ -149,6 +153,9 @@ def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **extra: Any
         "updated": now(), **extra,
     })
     header.setdefault("started", header["updated"])
+    header[TEST_DOUBLES] = doubles_in(header.get("models"))  # never silent: reports flag them
+    if header[TEST_DOUBLES] and status in ("success", "error"):
+        log.warning("%s", test_double_warning(str(run_dir), header[TEST_DOUBLES]))
     write_header_file(run_dir, header)
 
 

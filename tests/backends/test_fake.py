@@ -1,4 +1,5 @@
-"""FakeBackend: deterministic, labelled, whitespace token counts (control-flow tests only)."""
+"""FakeBackend: deterministic, labelled, whitespace token counts (control-flow tests only); a
+test double in the ``testing`` namespace that run.json records and reports flag."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import pytest
 
 from somabench.backends import build_backend
 from somabench.backends.base import Backend, BackendError, GenerationConfig
-from somabench.backends.fake import FakeBackend
 from somabench.cache import CachedBackend, SqliteCache
-from somabench.registry import backends
+from somabench.registry import RegistryError, backends
+from somabench.testing.fake import FakeBackend
 
 GEN = GenerationConfig(max_new_tokens=5)
 MSG = [{"role": "user", "content": "hello there"}]
 
 
-def test_registered_and_speaks_the_protocol() -> None:
-    assert backends.get("fake") is FakeBackend
-    backend = build_backend("G", {"backend": "fake", "model_id": "fake-g"})
-    assert isinstance(backend, Backend) and backend.kind == "fake"
+def test_registered_in_the_testing_namespace_and_speaks_the_protocol() -> None:
+    assert backends.get("testing.fake") is FakeBackend
+    backend = build_backend("G", {"backend": "testing.fake", "model_id": "fake-g"})
+    assert isinstance(backend, Backend) and backend.kind == "testing.fake"
+    assert "test_double" in backend.describe()
+    with pytest.raises(RegistryError, match="Unknown backend 'fake'"):
+        backends.get("fake")  # the bare name is gone: a double is always named as one
 
 
 def test_deterministic_and_prompt_dependent() -> None:
@@ -63,3 +67,52 @@ def test_longer_limit_extends_the_same_reply() -> None:
     short = FakeBackend().chat(MSG, GEN).text
     longer = FakeBackend().chat(MSG, GenerationConfig(max_new_tokens=9)).text
     assert longer.startswith(short) and len(longer.split()) == 9
+
+
+def test_a_run_on_the_fake_backend_is_recorded_and_flagged_in_the_report(tmp_path, capsys) -> None:
+    """run.json lists the double under test_doubles; the report's first note and its CLI say so."""
+    import json
+
+    from somabench.config import compose
+    from somabench.report.__main__ import main as report_main
+    from somabench.task import run_dir_of, run_task
+
+    cfg = compose(["method=original", "model.F.backend=testing.fake", "model.F.asset=null",
+                   "model.G.backend=testing.fake", "model.G.asset=null", "judge=none", "limit=1",
+                   "dataset.truncate_turns=2", "progress=false", "cache.enabled=false",
+                   f"paths.output_root={tmp_path / 'outputs'}"])
+    run_task(cfg)
+    header = json.loads((run_dir_of(cfg) / "run.json").read_text())
+    assert header["test_doubles"] == ["F: testing.fake backend (hashed words, not a model)"]
+    assert report_main([str(tmp_path / "outputs"), "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: TEST DOUBLE: " in printed and "used test double(s) F: testing.fake" in printed
+    index = (tmp_path / "report" / "README.md").read_text()
+    assert "TEST DOUBLE: " in index
+
+
+def test_real_runs_have_no_test_doubles() -> None:
+    from somabench.testing import run_doubles
+
+    assert run_doubles({"models": {"F": {"engine": "hf"}}, "test_doubles": [],
+                        "config": {"model": {"F": {"backend": "hf"}}}}) == []
+    # a run killed before its models were recorded is still caught by its config
+    assert run_doubles({"config": {"model": {"G": {"backend": "testing.fake"}}}}) == \
+        ["G: testing.fake"]
+
+
+def test_an_openai_backend_answered_by_the_scripted_server_says_so() -> None:
+    """The scripted server is the other double: a backend it answered reports it (-> run.json
+    test_doubles -> report warning); one it never answered does not."""
+    from tests.helpers.servers import openai_backend_for, serve_in_thread
+
+    from somabench.testing import doubles_in
+    from somabench.testing.scripted import Behavior
+
+    with serve_in_thread(script=[Behavior.reply("ok")]) as server:
+        backend = openai_backend_for(server)
+        assert "test_double" not in backend.describe()
+        backend.chat(MSG, GEN)
+        info = backend.describe()
+    assert info["test_double"].startswith("scripted server at http://127.0.0.1:")
+    assert doubles_in({"G": info}) == [f"G: {info['test_double']}"]

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from somabench.backends.fake import FakeBackend
 from somabench.data import DatasetError, load_dialogues
 from somabench.data.preflight import check_context, context_window, find_oversized
+from somabench.testing.fake import FakeBackend
 
 
 def WindowedFake() -> FakeBackend:  # noqa: N802 - reads like the class it returns
@@ -83,7 +83,7 @@ def test_run_fails_before_any_generation(tmp_path: Path) -> None:
     from somabench.task import run_task
 
     data = _write(tmp_path, 200)
-    cfg = compose(["model.F.backend=fake", "model.G.backend=fake", "model.F.asset=null",
+    cfg = compose(["model.F.backend=testing.fake", "model.G.backend=testing.fake", "model.F.asset=null",
                    "model.G.asset=null", "+model.F.context_window=60",
                    "+model.G.context_window=60", "dataset=custom", f"dataset.path={data}",
                    "method=original", "judge=none", "progress=false", "logger=csv",

@@ -204,8 +204,8 @@ def test_runner_times_start_plan_and_observe(tmp_path):
         def observe(self, session, turn, plan, completion):  # noqa: ANN001
             time.sleep(0.02)
 
-    cfg = compose(["model.F.backend=fake", "model.G.backend=fake", "cache.enabled=false",
-                   f"paths.output_root={tmp_path}"])
+    cfg = compose(["model.F.backend=testing.fake", "model.G.backend=testing.fake",
+                   "cache.enabled=false", f"paths.output_root={tmp_path}"])
     ctx = RunContext(cfg)
     store = RecordStore(tmp_path / "run")
     runner = Runner(cfg, ctx, Slow(None, ctx), store, run_id="r", reference=None, reference_key=None,

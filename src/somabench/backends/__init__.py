@@ -15,7 +15,8 @@ backends.register("hf", "somabench.backends.hf:HFBackend")
 backends.register("openai", "somabench.backends.openai_api:OpenAIBackend")
 backends.register("vllm", "somabench.backends.vllm_backend:VLLMBackend")
 backends.register("llamacpp", "somabench.backends.llamacpp:LlamaCppBackend")  # extra [llamacpp]
-backends.register("fake", "somabench.backends.fake:FakeBackend")
+# A test double, in the testing namespace: run.json lists it under test_doubles and reports warn.
+backends.register("testing.fake", "somabench.testing.fake:FakeBackend")
 
 __all__ = ["Backend", "BackendBase", "Completion", "GenerationConfig", "Message", "build_backend"]
 

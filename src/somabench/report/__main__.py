@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+from somabench.testing import WARNING_PREFIX
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -67,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             for name, reason in result.skipped:
                 print(f"  {name}: {reason}")
         for message in result.messages:
-            print(f"note: {message}")
+            print(_flag(message) if message.startswith(WARNING_PREFIX) else f"note: {message}")
         print(f"index: {out / 'README.md'}")
     return 0
+
+
+def _flag(message: str) -> str:
+    """A test-double warning (somabench.testing): red on a terminal, WARNING either way."""
+    text = f"WARNING: {message}"
+    return f"\033[1;31m{text}\033[0m" if sys.stdout.isatty() else text
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""A deterministic stand-in backend for unit tests of control flow only.
+"""A deterministic stand-in backend for unit tests of control flow only: a test double.
 
 Why: runner, cache and record plumbing can be tested in milliseconds without a model. It never
 replaces the thing under test: anything that measures model behaviour uses a real tiny model.
-Everything it returns says it is fake (``kind == "fake"``, text starting with ``fake``,
-``meta["fake"]``); token counts are whitespace-separated words, not tokens.
+It lives in the ``testing`` namespace (``model.<role>.backend=testing.fake``) so no run can use it
+by accident, and everything it returns says it is fake (``kind == "testing.fake"``, text starting
+with ``fake``, ``meta["fake"]``, ``describe()["test_double"]``, which run.json records under
+``test_doubles`` and reports print as a warning); token counts are whitespace-separated words,
+not tokens.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from somabench.backends.base import (
     sha16,
 )
 from somabench.registry import backends
+from somabench.testing import TEST_DOUBLE_KEY
 
 FAKE_PREFIX = "fake"  # first word of every fake reply, so no one mistakes it for a model's
+FAKE_BACKEND = "testing.fake"  # its backend name: the testing namespace says what it is
 
 
 def _words_from(seed_text: str, n: int) -> list[str]:
@@ -36,25 +41,31 @@ def _words_from(seed_text: str, n: int) -> list[str]:
     return words[:n]
 
 
-@backends.register("fake")
+@backends.register(FAKE_BACKEND)
 class FakeBackend(BackendBase):
     """Reply = ``fake`` + words hashed from the rendered prompt, ``max_new_tokens`` words long.
 
     ``fail_marker``: if set, any prompt containing it raises :class:`BackendError` (to test
     ``api_error`` handling). ``calls`` counts generate calls (prompts served).
     ``context_window``: if set, the window the preflight checks turns against (in fake tokens).
+    ``delay_seconds``: wait this long per reply (lets a test interrupt a run mid-way).
     """
 
-    kind = "fake"
+    kind = FAKE_BACKEND
 
     def __init__(self, model_id: str = "fake", system_prompt: str | None = None,
                  fail_marker: str | None = None, context_window: int | None = None,
-                 **_: Any) -> None:
+                 delay_seconds: float = 0.0, **_: Any) -> None:
         self.model_id = model_id
         self.context_window = context_window
         self.system_prompt = system_prompt
         self.fail_marker = fail_marker
+        self.delay_seconds = float(delay_seconds)
         self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(),
+                TEST_DOUBLE_KEY: "testing.fake backend (hashed words, not a model)"}
 
     def with_system(self, messages: list[Message]) -> list[Message]:
         if self.system_prompt and not any(m["role"] == "system" for m in messages):
@@ -75,6 +86,8 @@ class FakeBackend(BackendBase):
             raise BackendError(f"fake backend '{self.model_id}': prompt contains the fail marker "
                                f"{self.fail_marker!r}", reason="error")
         self.calls += 1
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         # like a real model: the reply depends on the prompt and sampling, while max_new_tokens
         # and stop strings only cut it (a longer limit extends the same reply)
         sampling = {k: v for k, v in gen.cache_fields().items() if k not in ("max_new_tokens", "stop")}
