@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SELECTION_KEYS = ("sample", "min_turns", "max_turns", "tasks", "context_dependent_only")
+SELECTION_KEYS = ("sample", "min_turns", "max_turns", "tasks", "context_dependent_only",
+                  "context_dependent_tasks", "negative_control_tasks")
 """``dataset.*`` keys that pick which dialogues are served, not what they say."""
 
 

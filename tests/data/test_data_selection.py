@@ -165,9 +165,12 @@ def test_bad_limit_or_seed(dataset_cfg, kwargs, fragment: str) -> None:
         load_dialogues(dataset_cfg("mtbench", tiny=True), **call)
 
 
-def test_context_dependent_only_refuses_unlabelled_data(dataset_cfg) -> None:
-    with pytest.raises(DatasetError, match="needs a boolean meta.context_dependent"):
-        load_dialogues(dataset_cfg("mtbench", context_dependent_only=True), limit=None, seed=0)
+def test_context_dependent_only_refuses_unlabelled_data(dataset_cfg, write_jsonl,
+                                                        dialogue_line) -> None:
+    path = write_jsonl([dialogue_line("a")])  # no meta.context_dependent, no task list
+    with pytest.raises(DatasetError, match="cannot classify dialogue 'a'.*no dataset.context_dep"):
+        load_dialogues(dataset_cfg("custom", path=str(path), context_dependent_only=True),
+                       limit=None, seed=0)
 
 
 def test_context_dependent_only_uses_labels(dataset_cfg, write_jsonl, dialogue_line) -> None:

@@ -19,12 +19,9 @@ always give the same dialogues in the same order. Order of the steps:
 
 An empty selection after step 3 is an error (the config is wrong); an empty shard only warns.
 
-``context_dependent_only`` is a hook, not the paper's filter: the paper drops dialogues whose
-later turns do not depend on earlier ones, but does not publish its classifier. With ``true``
-a dialogue is kept iff ``meta.context_dependent`` is ``true``; every dialogue must carry that
-boolean, and no bundled dataset does (a keyword-cue heuristic was tried on the bundled data and
-rejected: it marked 39 of the 60 MATH-500 sessions, whose turns are independent problems, as
-context dependent). Annotate a custom JSONL to use it.
+``context_dependent_only`` applies the written rule of ``somabench.data.context`` (the paper's
+App. B.1 filter, whose classifier is unpublished): a dialogue's own ``meta.context_dependent``
+label, else its ``meta.task`` against the dataset's ``context_dependent_tasks`` list.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from somabench.data.context import ContextRule, filter_context_dependent
 from somabench.data.schema import DatasetError, Dialogue
 from somabench.registry import did_you_mean
 
@@ -47,6 +45,8 @@ SELECTION_KEYS = (
     "tasks",
     "sample",
     "context_dependent_only",
+    "context_dependent_tasks",
+    "negative_control_tasks",
     "truncate_chars",
 )
 
@@ -74,6 +74,7 @@ class Selection:
     sample: int | None
     context_dependent_only: bool
     truncate_chars: int | None
+    context_rule: ContextRule
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> Selection:
@@ -116,6 +117,7 @@ class Selection:
             sample=_optional_int(cfg, "sample", minimum=1),
             context_dependent_only=flag,
             truncate_chars=_optional_int(cfg, "truncate_chars", minimum=1),
+            context_rule=ContextRule.from_cfg(cfg),
         )
 
 
@@ -167,19 +169,6 @@ def _filter_tasks(dialogues: list[Dialogue], tasks: tuple[str, ...], name: str) 
     return [d for d in dialogues if d.meta["task"] in wanted]
 
 
-def _filter_context_dependent(dialogues: list[Dialogue], name: str) -> list[Dialogue]:
-    for dialogue in dialogues:
-        if not isinstance(dialogue.meta.get("context_dependent"), bool):
-            raise DatasetError(
-                f"dataset.context_dependent_only=true needs a boolean meta.context_dependent on "
-                f"every dialogue; {dialogue.id!r} of '{name}' has none. No bundled dataset "
-                "carries this label (the paper's classifier is unpublished; see "
-                "somabench.data.select). Set dataset.context_dependent_only=false, or annotate "
-                "a JSONL file and load it with dataset=custom dataset.path=<file>."
-            )
-    return [d for d in dialogues if d.meta["context_dependent"]]
-
-
 def _truncate(dialogue: Dialogue, n: int) -> Dialogue:
     if len(dialogue.turns) <= n:
         return dialogue
@@ -222,7 +211,7 @@ def select_dialogues(
         kept = [d for d in kept if len(d.turns) >= low and (high is None or len(d.turns) <= high)]
         counts.append(f"turns in [{low}, {high if high is not None else 'inf'}] {len(kept)}")
     if selection.context_dependent_only:
-        kept = _filter_context_dependent(kept, name)
+        kept = filter_context_dependent(kept, selection.context_rule, name)
         counts.append(f"context-dependent {len(kept)}")
     if not kept:
         raise DatasetError(

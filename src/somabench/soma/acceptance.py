@@ -28,6 +28,21 @@ Reading chosen (closest to the paper's equations, see docs/soma.md):
   estimate would be noise); Delta is the mean over *every* gate context so far (>= |B|).
 * A method that does not adapt G (History-Prefix) has old == new, Delta == 0 by construction:
   the test is recorded as not applicable and only the cosine gate decides.
+
+The other reading (``batch_source: mined_holdout``; App. B.2 quotes |B| in 6-24 and the paper
+reports SOMA on 2-turn MT-Bench, which the strict reading cannot switch on): B is a set of
+*held-out mined contexts*, V(P_m) (+) D_{t-1} (+) q_t with F's answers, that the LoRA never
+trained on (nor validated on). It costs no future F turn: the test is complete at the end of
+the warm window, so a switch needs only the m cosine hits. Its contexts are mined neighbours
+of the warm turns, not future turns: Delta there measures generalisation to unseen contexts
+*near* the session, which is SOMA's premise, not to the session's future. The size is
+``batch`` (a number) or Thm. 2 with the prior sigma (sigma is only estimated after training),
+capped by the mined pairs available (``batch_capped`` recorded).
+
+Bounded gate: ``max_failed_tests: k`` closes the gate after k failed tests (each look at a
+complete batch that falls short of epsilon counts; a fixed mined batch fails once and for
+all), so a session that will never switch stops paying for G's candidates. Only when the test
+blocks (``required``); recorded as ``gate_closed``.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import numpy as np
 from somabench.soma import theory
 
 AUTO = "auto"
+BATCH_SOURCES = ("future_turns", "mined_holdout")
 
 
 def _auto_or_float(value: Any) -> float | None:
@@ -59,6 +75,13 @@ class AcceptanceConfig:
     batch: int | None  # None: Thm. 2 (clipped to [min_batch, max_batch]); else fixed |B|
     min_batch: int
     max_batch: int
+    batch_source: str = "future_turns"  # future_turns (Sec. 4.1, strict) | mined_holdout (App. B.2)
+    max_failed_tests: int | None = None  # bounded gate: close after k failed tests (None: never)
+    positive_control: bool = False  # mined_holdout only: also train on B (a test that must pass)
+
+    @property
+    def uses_future_turns(self) -> bool:
+        return self.batch_source == "future_turns"
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> AcceptanceConfig:
@@ -68,7 +91,20 @@ class AcceptanceConfig:
                   delta=float(cfg["delta"]), sigma_delta=_auto_or_float(cfg["sigma_delta"]),
                   sigma_prior=float(cfg["sigma_prior"]), b=float(cfg["b"]),
                   batch=None if batch == AUTO else int(batch),
-                  min_batch=int(cfg["min_batch"]), max_batch=int(cfg["max_batch"]))
+                  min_batch=int(cfg["min_batch"]), max_batch=int(cfg["max_batch"]),
+                  batch_source=str(cfg.get("batch_source", "future_turns")),
+                  max_failed_tests=(None if cfg.get("max_failed_tests") is None
+                                    else int(cfg["max_failed_tests"])),
+                  positive_control=bool(cfg.get("positive_control", False)))
+        if out.batch_source not in BATCH_SOURCES:
+            raise ValueError(f"switch.acceptance.batch_source={out.batch_source!r}; one of "
+                             f"{BATCH_SOURCES}")
+        if out.max_failed_tests is not None and out.max_failed_tests < 1:
+            raise ValueError("switch.acceptance.max_failed_tests must be null or >= 1, got "
+                             f"{out.max_failed_tests}")
+        if out.positive_control and out.batch_source != "mined_holdout":
+            raise ValueError("switch.acceptance.positive_control=true needs "
+                             "batch_source=mined_holdout (it trains on the held-out batch)")
         if out.epsilon <= 0 or not 0 < out.delta < 1:
             raise ValueError(f"switch.acceptance: epsilon must be > 0 and delta in (0, 1); got "
                              f"epsilon={out.epsilon}, delta={out.delta}")
@@ -81,8 +117,16 @@ class AcceptanceConfig:
 
     @property
     def batch_lower_bound(self) -> int:
-        """The least |B| any dialogue can need (for the ``expected_turns`` payoff check)."""
+        """The least |B| of *future turns* any dialogue can need (the turns-needed count)."""
+        if not self.uses_future_turns:
+            return 0
         return self.batch if self.batch is not None else self.min_batch
+
+    def holdout_size(self, available: int) -> tuple[int, float, bool]:
+        """mined_holdout: (|B| held out, Thm. 2's bound at the prior sigma, capped?)."""
+        wanted, bound = batch_size(self, self.sigma_delta if self.sigma_delta is not None
+                                   else self.sigma_prior)
+        return min(wanted, available), bound, wanted > available
 
 
 def gaps(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -122,6 +166,14 @@ class AcceptanceState:
     turns: list[int] = field(default_factory=list)
     gaps_old: list[float] = field(default_factory=list)
     gaps_new: list[float] = field(default_factory=list)
+    source: str = "future_turns"
+    fixed: bool = False
+    """True when B is complete at sizing time (mined_holdout): the test can never change."""
+    failed_tests: int = 0
+    batch_capped: bool = False
+    labels: list[str] = field(default_factory=list)
+    future: list[tuple[int, float, float]] = field(default_factory=list)
+    """mined_holdout: (turn, Gap_old, Gap_new) on gate turns, a diagnostic outside the test."""
 
     @property
     def n(self) -> int:
@@ -146,6 +198,43 @@ class AcceptanceState:
         self.turns.append(turn)
         self.gaps_old.append(float(gap_old))
         self.gaps_new.append(float(gap_new))
+
+    def add_future_diagnostic(self, turn: int, gap_old: float, gap_new: float) -> None:
+        self.future.append((turn, float(gap_old), float(gap_new)))
+
+    @property
+    def future_delta(self) -> float | None:
+        """Delta over the gate turns seen so far, whichever batch the test uses."""
+        rows = self.future if self.fixed else list(zip(self.turns, self.gaps_old, self.gaps_new,
+                                                       strict=True))
+        if not rows:
+            return None
+        return float(np.mean([o for _, o, _ in rows]) - np.mean([n for _, _, n in rows]))
+
+    def set_fixed_batch(self, labels: list[str], gaps_old: list[float], gaps_new: list[float],
+                        capped: bool = False) -> None:
+        """mined_holdout: the whole batch at once (labels name the mined context ``t:m``)."""
+        self.source, self.fixed, self.batch_capped = "mined_holdout", True, capped
+        self.labels = list(labels)
+        self.turns = [-1] * len(labels)  # no dialogue turn: a mined context
+        self.gaps_old = [float(g) for g in gaps_old]
+        self.gaps_new = [float(g) for g in gaps_new]
+        self.batch = len(labels)
+
+    def look(self, cfg: AcceptanceConfig) -> bool | None:
+        """One look at the test (a gate turn or the fixed batch); counts a failed look."""
+        result = self.passed(cfg)
+        if self.applicable and result is False:
+            self.failed_tests += 1
+        return result
+
+    def closed(self, cfg: AcceptanceConfig) -> bool:
+        """Bounded gate: the test blocks and can no longer pass, or failed k times."""
+        if not (self.applicable and cfg.required):
+            return False
+        if self.fixed and self.passed(cfg) is False:
+            return True
+        return cfg.max_failed_tests is not None and self.failed_tests >= cfg.max_failed_tests
 
     def remaining(self) -> int:
         """Gate contexts still needed before the test can pass (0 when not applicable)."""
@@ -182,6 +271,12 @@ class AcceptanceState:
             "warm_deltas": [r(d) for d in self.warm_deltas],
             "batch": self.batch, "batch_theory": r(self.batch_theory),
             "batch_source": "config" if cfg.batch is not None else "thm2",
+            "contexts": self.source, "batch_capped": self.batch_capped,
+            "batch_labels": list(self.labels), "failed_tests": self.failed_tests,
+            "max_failed_tests": cfg.max_failed_tests, "gate_closed": self.closed(cfg),
+            "positive_control": cfg.positive_control,
+            "future_turns_diagnostic": [[t, r(o), r(n)] for t, o, n in self.future],
+            "Delta_future_turns": r(self.future_delta),
             "batch_turns": list(self.turns), "gaps_old": [r(g) for g in self.gaps_old],
             "gaps_new": [r(g) for g in self.gaps_new], "Delta": r(self.delta),
         }

@@ -472,6 +472,21 @@ class SessionAdapter:
         stats.seconds = time.perf_counter() - started
         return stats
 
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Trained LoRA tensors back into a freshly attached adapter (the adapter cache)."""
+        if not self.active:
+            raise RuntimeError("attach() before load_state()")
+        params = {n: p for n, p in self.raw.model.named_parameters() if "lora_" in n}
+        if set(params) != set(state):
+            raise ValueError(f"cached adapter does not fit this G: {len(state)} tensors cached, "
+                             f"{len(params)} LoRA tensors attached")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state[name].to(p.dtype))
+        self._adapter_id = adapter_hash(self.raw.model)
+        self.raw.adapter_id = self._adapter_id
+        self.raw.model.eval()
+
     # -- serving helpers ------------------------------------------------------------------------
     @contextlib.contextmanager
     def disabled(self) -> Iterator[Any]:

@@ -17,6 +17,7 @@ Ablations are config variants of this class: ``soma_wo_adl`` (beta = 0) and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -28,7 +29,8 @@ from somabench.backends.base import GenerationConfig
 from somabench.methods import Session
 from somabench.records import Usage
 from somabench.soma import theory
-from somabench.soma.lora import Example, LoraConfig, SessionAdapter, make_example
+from somabench.soma.adapter_cache import AdapterCache, training_key
+from somabench.soma.lora import Example, LoraConfig, SessionAdapter, lora_state, make_example
 from somabench.soma.mining import MiningConfig, encode_turn, mine
 from somabench.soma.neighbors import NeighborIndex, load_or_build
 from somabench.soma.soft_prompt import with_prefix
@@ -157,6 +159,71 @@ class Soma(SwitchingMethod):
 
     # -- adaptation -----------------------------------------------------------------------------
     def adapt(self, session: Session) -> None:
+        """The adaptation, from the adapter cache when a run with the same training inputs
+        already trained it (``soma/adapter_cache.py``), else :meth:`_adapt_fresh`."""
+        cache, key = self._adapter_cache(session)
+        if cache is not None and key is not None:
+            started = time.perf_counter()
+            hit = cache.load(key)
+            if hit is not None:
+                self._restore(session, key, *hit)
+                session.adaptation["adapter_cache"] = {
+                    "hit": True, "key": key,
+                    "load_s": round(time.perf_counter() - started, 6),
+                    "note": "adapter, records, tokens and stage seconds restored as measured "
+                            "when it was trained (the training cost is counted)"}
+                log.info("dialogue %s: adaptation reused from the adapter cache (%s)",
+                         session.id, key)
+                return
+        before = _snapshot(session)
+        self._adapt_fresh(session)
+        adapter: SessionAdapter | None = session.state.get("adapter")
+        if cache is not None and key is not None and adapter is not None and adapter.adapter_id:
+            record = _delta(session, before)
+            cache.store(key, lora_state(self._g().model), record)
+            session.adaptation["adapter_cache"] = {"hit": False, "key": key}
+
+    def _adapter_cache(self, session: Session) -> tuple[AdapterCache | None, str | None]:
+        ac = self.cfg.get("adapter_cache")
+        if ac is None or not bool(ac.get("enabled", False)):
+            return None, None
+        from omegaconf import OmegaConf
+
+        g = self._g()
+        w = self.switch_cfg.warm_window
+        warm = [(session.full_messages(t, session.history[:t]), session.own_answers[t])
+                for t in range(min(w, len(session.own_answers)))]
+        key = training_key(
+            OmegaConf.to_container(self.cfg, resolve=True),  # type: ignore[arg-type]
+            g_fingerprint=g.fingerprint(), f_fingerprint=self.ctx.raw("F").fingerprint(),
+            generation=OmegaConf.to_container(self.ctx.cfg.generation, resolve=True),
+            seed=self._seed(session), dialogue_id=session.id, warm=warm)
+        root = ac.get("path") or f"{self.ctx.cfg.paths.cache_dir}/adapters"
+        return AdapterCache(root), key
+
+    def _restore(self, session: Session, key: str, state: dict[str, torch.Tensor],
+                 record: dict[str, Any]) -> None:
+        adapter = SessionAdapter(self._g(), self.lora_cfg)
+        adapter.attach(seed=self._seed(session))
+        adapter.load_state(state)
+        session.state["adapter"] = adapter
+        if record.get("adapter_id") not in (None, adapter.adapter_id):
+            raise RuntimeError(f"adapter cache entry {key}: restored weights hash to "
+                               f"{adapter.adapter_id}, the entry says {record['adapter_id']}")
+        for k, v in record["adaptation_set"].items():
+            session.adaptation[k] = v
+        for k, v in record["adaptation_add"].items():
+            session.adaptation[k] = round(session.adaptation.get(k, 0.0) + v, 6)
+        for role, usage in record["adaptation_tokens"].items():
+            session.add_adaptation_tokens(role, Usage(**usage))
+        for stage, roles in record["train_tokens_by_stage"].items():
+            for role, counts in roles.items():
+                session.add_train_tokens(role, stage, counts)
+        session.state["mined"] = {int(t): a for t, a in record["mined"].items()}
+        session.state["acceptance_holdout"] = [tuple(h) for h in record["holdout"]]
+        session.state["acceptance_holdout_capped"] = record["holdout_capped"]
+
+    def _adapt_fresh(self, session: Session) -> None:
         """Mining -> F on mined prompts -> LoRA; every stage timed and recorded.
 
         The neighbour index is built (or loaded) once per G and dtype and reused; its time is
@@ -253,6 +320,7 @@ class Soma(SwitchingMethod):
         weights = self._hardness_weights(result.hardness)
         lc, mined_input = self.lora_cfg, str(self.cfg.lora.mined_input)
         train_turns, held_turns, why = lc.early_stopping.split([t for t, _, _ in warm])
+        holdout = self._choose_holdout(session, warm, mined, held_turns, result)
         examples: list[Example] = []
         held: list[Example] = []
         for t, msgs, ans in warm:
@@ -263,6 +331,8 @@ class Soma(SwitchingMethod):
             if t in held_turns:
                 continue  # F's answers to V(P_m) (+) S_t would leak the held-out context
             for m, answer in mined.get(t, []):
+                if (t, m) in holdout and not self.switch_cfg.acceptance.positive_control:
+                    continue  # the acceptance batch (mined_holdout): never trained on
                 prefix = result.prompts[m] if mined_input == "soft" else None
                 text_msgs = with_prefix(msgs, result.verbalized[m].text, str(mq.separator)) \
                     if mined_input == "verbalized" else msgs
@@ -281,6 +351,40 @@ class Soma(SwitchingMethod):
         return adapter.train(examples, self.ctx.encoder(), held_out=held, progress=progress,
                              heldout_note=why)
 
+    def _choose_holdout(self, session: Session, warm: list[tuple[int, Any, str]],
+                        mined: dict[int, list[tuple[int, str]]], held_turns: list[int],
+                        result: Any) -> set[tuple[int, int]]:
+        """``acceptance.batch_source: mined_holdout``: the mined contexts kept out of training.
+
+        Taken from the training turns (an early-stopping turn's pairs already validate),
+        highest prompt index first, spread over turns; at most half of the mined pairs, so the
+        LoRA keeps most of its mined data (``batch_capped`` when |B| asked for more).
+        """
+        acc = self.switch_cfg.acceptance
+        session.state["acceptance_holdout"] = []
+        if acc.uses_future_turns or not acc.enabled:
+            return set()
+        messages = {t: msgs for t, msgs, _ in warm}
+        pool = sorted(((t, m, a) for t, pairs in mined.items() if t not in held_turns
+                       for m, a in pairs), key=lambda x: (-x[1], x[0]))
+        size, bound, capped = acc.holdout_size(len(pool) // 2)
+        chosen = pool[:size]
+        sep = str(self.cfg.mined_queries.separator)
+        session.state["acceptance_holdout"] = [
+            (f"{t}:{m}", with_prefix(messages[t], result.verbalized[m].text, sep), answer)
+            for t, m, answer in chosen]
+        session.state["acceptance_holdout_capped"] = capped
+        session.adaptation["acceptance_holdout"] = {
+            "size": len(chosen), "asked": (acc.batch if acc.batch is not None else
+                                           f"thm2 at the prior sigma: {bound:.2f}"),
+            "capped": capped, "available_mined_pairs": len(pool),
+            "contexts": [f"{t}:{m}" for t, m, _ in chosen],
+            "trained_on": acc.positive_control}
+        return {(t, m) for t, m, _ in chosen}
+
+    def acceptance_holdout(self, session: Session) -> list[tuple[str, list[dict[str, str]], str]]:
+        return list(session.state.get("acceptance_holdout", []))
+
     def _hardness_weights(self, hardness: dict[int, float]) -> dict[int, float]:
         """omega_t = r_t / mean(r), clipped to [min_weight, max_weight] (hardness-weighted batch)."""
         if not hardness:
@@ -291,3 +395,46 @@ class Soma(SwitchingMethod):
             return {t: 1.0 for t in hardness}
         return {t: min(max(r / mean, float(hw.min_weight)), float(hw.max_weight))
                 for t, r in hardness.items()}
+
+
+_ADDITIVE = ("seconds_total",)
+
+
+def _is_additive(key: str) -> bool:
+    """Stage timers accumulate (``timed``): the cache stores what ``adapt`` added to them."""
+    return key in _ADDITIVE or key.endswith("_s") or key.endswith("_cpu_s")
+
+
+def _snapshot(session: Session) -> dict[str, Any]:
+    import copy
+
+    return {"adaptation": copy.deepcopy(session.adaptation),
+            "tokens": {r: dataclasses.asdict(u) for r, u in session.adaptation_tokens.items()}}
+
+
+def _delta(session: Session, before: dict[str, Any]) -> dict[str, Any]:
+    """What ``_adapt_fresh`` added to the session: the adapter cache's record."""
+    old = before["adaptation"]
+    set_, add = {}, {}
+    for k, v in session.adaptation.items():
+        if k in ("train_tokens_by_stage", "switch", "adapter_cache"):
+            continue
+        if _is_additive(k) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v != old.get(k, 0.0):
+                add[k] = v - old.get(k, 0.0)
+        elif k not in old or old[k] != v:
+            set_[k] = v
+    tokens = {}
+    for role, usage in session.adaptation_tokens.items():
+        now, was = dataclasses.asdict(usage), before["tokens"].get(role, {})
+        diff = {f: (None if now[f] is None else now[f] - (was.get(f) or 0)) for f in now}
+        if any(diff.values()):
+            tokens[role] = diff
+    holdout = session.state.get("acceptance_holdout", [])
+    adapter = session.state.get("adapter")
+    return {"adaptation_set": set_, "adaptation_add": add, "adaptation_tokens": tokens,
+            "train_tokens_by_stage": session.adaptation.get("train_tokens_by_stage", {}),
+            "mined": {str(t): a for t, a in session.state.get("mined", {}).items()},
+            "holdout": [list(h) for h in holdout],
+            "holdout_capped": bool(session.state.get("acceptance_holdout_capped", False)),
+            "adapter_id": adapter.adapter_id if adapter is not None else None}

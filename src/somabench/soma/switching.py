@@ -193,7 +193,8 @@ class SwitchState:
 
 @dataclass
 class Route:
-    """Who serves a turn: ``phase`` is warm | too_short | gate | no_payoff | switched | rollback."""
+    """Who serves a turn: ``phase`` is warm | too_short | gate | gate_closed | no_payoff |
+    switched | rollback."""
 
     phase: str
     reason: str | None = None
@@ -307,6 +308,10 @@ class SwitchController:
             return Route("too_short", state.reason)
         if turn < self.cfg.warm_window:
             return Route("warm")
+        if not state.switched and state.acceptance.closed(self.cfg.acceptance):
+            return Route("gate_closed", "the acceptance test blocks and cannot pass any more "
+                                        f"(failed {state.acceptance.failed_tests} time(s)): F "
+                                        "serves, no more G candidates (bounded gate)")
         if not state.switched:
             # This turn and the next ones would need max(m - hits, |B| - n) more gate turns;
             # G would serve from turn + that on.
@@ -343,8 +348,11 @@ class SwitchController:
             state.scores.append(float(score))
         state.hits = state.hits + 1 if hit else 0
         if gap_old is not None and gap_new is not None and state.acceptance.applicable:
-            state.acceptance.add(turn, gap_old, gap_new)
-        state.accepted = state.acceptance.passed(self.cfg.acceptance)
+            if self.cfg.acceptance.uses_future_turns:
+                state.acceptance.add(turn, gap_old, gap_new)
+            else:
+                state.acceptance.add_future_diagnostic(turn, gap_old, gap_new)
+        state.accepted = state.acceptance.look(self.cfg.acceptance)
         if state.hits >= gate.consecutive_hits and state.acceptance.allows_switch(
                 self.cfg.acceptance):
             state.switch_turn = turn
@@ -479,6 +487,27 @@ class SwitchingMethod(Method):
         with self.base_g(session):
             old = self.candidates(session, turns)
         return new, old
+
+    def answers_with_base(self, session: Session, batch: list[list[dict[str, str]]]
+                          ) -> tuple[list[Completion], list[Completion]]:
+        """The adapted and the un-adapted G on arbitrary messages (the mined acceptance batch)."""
+        backend = self.ctx.backend("G")
+        if not batch:
+            return [], []
+        if self.session_adapter(session) is not None and getattr(backend, "supports_base_rows",
+                                                                 False):
+            n = len(batch)
+            out = backend.chat_batch(batch + batch, self.gen, base_rows=[False] * n + [True] * n)
+            return out[:n], out[n:]
+        new = backend.chat_batch(batch, self.gen)
+        with self.base_g(session):
+            old = backend.chat_batch(batch, self.gen)
+        return new, old
+
+    def acceptance_holdout(self, session: Session) -> list[tuple[str, list[dict[str, str]], str]]:
+        """``acceptance.batch_source: mined_holdout``: the held-out mined contexts, as
+        (label, messages F answered, F's answer). Only a method that mines has them (SOMA)."""
+        return []
 
     def null_texts(self, session: Session) -> list[dict[str, list[str]]]:
         """Texts answering each warm turn, ``{"reference": [...], "candidate": [...]}``.
@@ -621,13 +650,17 @@ class SwitchingMethod(Method):
         state = self._state(session)
         with self.timed(session, "gate") as box:
             old = None
-            if state.acceptance.applicable and self.has_adaptation(session):
+            # The un-adapted G's candidate (same decode loop: one mixed-adapter batch) feeds a
+            # batch of future turns; with a mined batch it is kept as a diagnostic (Delta on
+            # the session's future turns beside Delta on the mined contexts).
+            grows_batch = state.acceptance.applicable
+            if grows_batch and self.has_adaptation(session):
                 new, olds = self.candidates_with_base(session, [turn])
                 cand, old = new[0], olds[0]
                 session.add_adaptation_tokens("G", usage_of(old))
             else:
                 cand = self.candidate(session, turn)
-                if state.acceptance.applicable:
+                if grows_batch:
                     old = cand  # the adaptation failed: the un-adapted G is G (Delta = 0, no call)
         session.add_adaptation_tokens("G", usage_of(cand))
         session.state["candidates"] = (cand, old)
@@ -680,6 +713,8 @@ class SwitchingMethod(Method):
         w = len(turns)
         threshold = self.controller.calibrate(state, null, null_turn_pairs=w * (w - 1) // 2)
         self.controller.size_acceptance(state, applicable, deltas)
+        if applicable and not self.switch_cfg.acceptance.uses_future_turns:
+            self._mined_acceptance(session, adapted)
         info = session.adaptation["switch"]
         info["calibration"] = state.calibration
         info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
@@ -688,6 +723,31 @@ class SwitchingMethod(Method):
                  session.id, threshold, state.calibration["method"], len(null),
                  f"|B|={state.acceptance.batch} sigma={state.acceptance.sigma:.3f} "
                  f"({state.acceptance.sigma_source})" if applicable else "not applicable")
+
+    def _mined_acceptance(self, session: Session, adapted: bool) -> None:
+        """mined_holdout: the whole batch B now (old vs new G on held-out mined contexts)."""
+        state = self._state(session)
+        held = self.acceptance_holdout(session)
+        labels, gaps_old, gaps_new = [], [], []
+        if held and adapted:
+            new, old = self.answers_with_base(session, [msgs for _, msgs, _ in held])
+            for c in (*new, *old):
+                session.add_adaptation_tokens("G", usage_of(c))
+            for (label, _, ref), a_new, a_old in zip(held, new, old, strict=True):
+                if a_new.status != "ok" or a_old.status != "ok":
+                    continue
+                va, vb, vf = self._embed([a_new.text, a_old.text, ref])
+                g_new, g_old = gap_rows(np.stack([va, vb]), np.stack([vf, vf]))
+                labels.append(label)
+                gaps_old.append(float(g_old))
+                gaps_new.append(float(g_new))
+        capped = bool(session.state.get("acceptance_holdout_capped", False))
+        state.acceptance.set_fixed_batch(labels, gaps_old, gaps_new, capped=capped)
+        if not labels:
+            # No held-out context (nothing mined, or adaptation failed): Delta is undefined,
+            # the test cannot pass; recorded, and the bounded gate closes when it blocks.
+            state.acceptance.batch = 1
+        state.accepted = state.acceptance.look(self.switch_cfg.acceptance)
 
     def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
         state = self._state(session)
