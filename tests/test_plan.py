@@ -72,3 +72,18 @@ def test_params_from_name(name: str, params: float | None) -> None:
 def test_a_bad_override_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan.main(["experiment=no_such_recipe"]) == 2
     assert "cannot plan" in capsys.readouterr().err
+
+
+def test_sessions_that_can_switch_for_both_acceptance_readings() -> None:
+    """ReMeDi has 13 dialogues of >= 12 turns and 52 of >= 8 (bundled file). At W = 5, m = 2 and
+    |B| auto (>= min_batch 6): the strict reading needs 5 + 6 + 1 = 12 turns, held-out mined
+    contexts 5 + 2 + 1 = 8; the Original never switches."""
+    base = ["dataset=remedi", "model=tiny", "limit=null", "method.switch.warm_window=5",
+            "method.switch.acceptance.batch=auto"]
+    fits = {f.method: f for f in plan.build_plan([*base, "method=soma,soma_holdout"]).fits}
+    assert (fits["soma"].switchable, fits["soma"].sessions, fits["soma"].turns_needed) == (13, 100, 12)
+    assert (fits["soma_holdout"].switchable, fits["soma_holdout"].turns_needed) == (52, 8)
+    original = plan.build_plan(["dataset=remedi", "method=original"]).fits[0]
+    assert original.turns_needed is None and "no switch" in original.line()
+    control = plan.build_plan(["dataset=mathmt", "dataset.tasks=[math]", "method=original"]).fits[0]
+    assert control.role == "negative_control" and "NEGATIVE CONTROL" in control.line()

@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from somabench.fit import SessionFit, session_fit
+
+log = logging.getLogger(__name__)
 
 ROLES = ("F", "G", "G_serve")
 BYTES_PER_DTYPE = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
@@ -94,12 +99,14 @@ class Plan:
     models: list[ModelNeed]
     judges: list[str]
     missing: list[str]
+    fits: list[SessionFit] = field(default_factory=list)
+    """Per (dataset, method) of the jobs: sessions, how many can switch, negative control."""
 
     def to_json(self) -> dict[str, Any]:
         return {"overrides": self.overrides, "launcher": self.launcher, "sweeper": self.sweeper,
                 "jobs": self.jobs, "job_note": self.job_note,
                 "models": [m.__dict__ for m in self.models], "judges": self.judges,
-                "missing": self.missing}
+                "missing": self.missing, "sessions": [f.__dict__ for f in self.fits]}
 
 
 def _human(n: float) -> str:
@@ -145,7 +152,8 @@ def sweep_jobs(cfg: DictConfig, cli_sweeps: dict[str, list[str]],
         space = ", ".join(f"{k}: {v}" for k, v in (search.get("params") or {}).items())
         return [], (f"Optuna search (python -m somabench tune): {search.get('n_trials')} "
                     f"trial(s), one at a time, space {space}")
-    params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=False)
+    node = sweeper.get("params")  # None without an experiment's sweep axes
+    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
     grid: dict[str, list[str]] = {}
     if params:
         _, from_cfg = split_sweeps([f"{k}={v}" for k, v in params.items()])
@@ -429,7 +437,37 @@ def build_plan(overrides: list[str]) -> Plan:
         missing.add("GPU: none visible here (no /proc/driver/nvidia, no nvidia-smi)")
     return Plan(overrides=overrides, launcher=launcher, sweeper=sweeper, jobs=jobs,
                 job_note=note, models=list(seen.values()), judges=judge_lines,
-                missing=sorted(missing))
+                missing=sorted(missing), fits=fits_of(base, plain, jobs))
+
+
+MAX_FIT_JOBS = 200  # jobs whose sessions are loaded for the fit section (each composes once)
+
+
+def fits_of(base: DictConfig, plain: list[str], jobs: list[list[str]]) -> list[SessionFit]:
+    """:class:`SessionFit` per distinct (dataset, method) config among the jobs (the bundled
+    files load in well under a second; a dataset that cannot load here is left out: the
+    missing section names it)."""
+    from somabench.data import load_dialogues
+    from somabench.data.schema import DatasetError
+
+    out: dict[str, SessionFit] = {}
+    for job in (jobs or [[]])[:MAX_FIT_JOBS]:
+        cfg = compose_with_hydra(plain + job) if job else base
+        if cfg.get("method") is None or cfg.get("dataset") is None:
+            continue
+        dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+        method = OmegaConf.to_container(cfg.method, resolve=True)
+        key = json.dumps([dataset, method, cfg.get("limit"), cfg.get("seed")], sort_keys=True,
+                         default=str)
+        if key in out:
+            continue
+        try:
+            dialogues = load_dialogues(cfg.dataset, limit=cfg.get("limit"), seed=int(cfg.seed))
+        except (DatasetError, OSError, ValueError) as exc:
+            log.info("plan: sessions of %s not counted: %s", dataset.get("name"), exc)
+            continue
+        out[key] = session_fit(dataset, method, dialogues)
+    return list(out.values())
 
 
 def render(plan: Plan, max_jobs: int) -> str:
@@ -445,6 +483,9 @@ def render(plan: Plan, max_jobs: int) -> str:
             out.append(f"  [{i}] {' '.join(job) or '(single run)'}")
         if len(plan.jobs) > max_jobs:
             out.append(f"  ... {len(plan.jobs) - max_jobs} more")
+    if plan.fits:
+        out += ["", "Sessions (a switch needs W + max(m, |B|) + 1 turns; somabench/fit.py):"]
+        out += [f"  {fit.line()}" for fit in plan.fits]
     out += ["", "Missing on this machine:" if plan.missing else "Missing on this machine: nothing"]
     out += [f"  - {m}" for m in plan.missing]
     return "\n".join(out)

@@ -8,5 +8,6 @@ The switch logic shared with History-Prefix / History-FT lives in ``soma.switchi
 
 from somabench.registry import methods
 
-for _name in ("soma", "soma_wo_adl", "soma_wo_expw_adl", "soma_recorded", "soma_positive_control"):
+for _name in ("soma", "soma_wo_adl", "soma_wo_expw_adl", "soma_recorded", "soma_holdout",
+              "soma_holdout_recorded", "soma_positive_control"):
     methods.register(_name, "somabench.soma.method:Soma")

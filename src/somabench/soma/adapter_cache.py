@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ class AdapterCache:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             return state, json.loads(meta.read_text())
-        except (OSError, ValueError, RuntimeError) as err:  # a damaged entry is a miss
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # damaged: a miss
             log.warning("adapter cache entry %s is unreadable (%s): training again", folder, err)
             return None
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The study of issue 22 (conf/experiment/study_tiny_qwen.yaml): per dataset, the methods that do
+# not switch, then the switching ones with the dataset's warm window W, then the report.
+# Rerunning resumes (finished dialogues and judge calls are never redone); STAGES picks what runs.
+#
+#   nohup bash sweeps/study_tiny_qwen.sh > study.log 2>&1 &
+#   STAGES="remedi" bash sweeps/study_tiny_qwen.sh            # one dataset
+#   METHODS_SWITCH=soma_holdout bash sweeps/study_tiny_qwen.sh  # a subset of switching methods
+#
+# Datasets (each >= 30 sessions after its filters; W + m + 1 <= turns so G can serve):
+#   remedi      ReMeDi consultations, 8 turns, W = 3 (G can serve turns 6-8)
+#   mtbench101  MT-Bench-101 tasks built to refer back (SI, PI, AR, CM), 5 turns, W = 2 (turn 5)
+#   mathmt      MATH-500 sessions, 8 independent problems: the NEGATIVE CONTROL, W = 3
+# Time on 2 idle CPU cores: see docs/results.md (measured per method).
+source "$(dirname "$0")/_lib.sh"
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+STAGES=${STAGES:-"remedi mtbench101 mathmt"}
+METHODS_PLAIN=${METHODS_PLAIN:-original,surrogate,llmlingua1_offline,routellm_offline_random}
+METHODS_SWITCH=${METHODS_SWITCH:-soma_holdout,soma_holdout_recorded,soma_recorded,soma,history_prefix,history_ft,soma_positive_control}
+
+for stage in $STAGES; do
+  case $stage in
+    remedi)     data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8); w=3 ;;
+    mtbench101) data=(dataset=mtbench101 dataset.min_turns=5 dataset.truncate_turns=5); w=2 ;;
+    mathmt)     data=(dataset=mathmt "dataset.tasks=[math]" dataset.min_turns=8 dataset.truncate_turns=8
+                      dataset.context_dependent_only=false); w=3 ;;
+    *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt)" >&2; exit 2 ;;
+  esac
+  sweep study_tiny_qwen "${data[@]}" "method=$METHODS_PLAIN" "$@"
+  sweep study_tiny_qwen "${data[@]}" "method=$METHODS_SWITCH" "method.switch.warm_window=$w" "$@"
+done
+report study_tiny_qwen
