@@ -1,0 +1,305 @@
+"""The study view (issue 22): every score next to G's share of the turns and the cost.
+
+Why its own artifacts: a similarity table rewards not switching (a session G never served
+scores 100 %), so on its own it cannot say whether SOMA saves anything. These tables put, per
+method and dataset, the quality beside who served (G's share of turns, sessions switched) and
+what it cost (tokens incl. training, USD at the family's prices), mark negative-control data,
+and answer "does the adaptation matter?" with a paired comparison on the turns G served
+(the adapted G vs the Surrogate's un-adapted G on the same turns). A per-session table gives
+the switch diagnostics (Delta on the acceptance batch, on future turns, warm turns, gate).
+
+Artifacts (hook ``add_study_artifacts`` of ``report.build.EXTRA_ARTIFACTS``):
+``study_<family>_<panel>.md/.csv``, ``study_sessions_<family>.md/.csv`` and the figure
+``study_quality_cost_<family>_<panel>`` (similarity vs cost relative to the Original).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from somabench.data.context import ContextRule
+from somabench.metrics import cost_stacks, panels, score_per_dialogue, score_per_turn, token_stacks
+from somabench.report.tables import StatsKnobs, frame_markdown
+from somabench.stats import CI, mean_ci, paired_comparison
+
+KEYS = ["run_key", "label", "method", "dataset", "dialogue_id"]
+G = "G"
+UNADAPTED = "surrogate"
+"""The method whose G answers every turn un-adapted: the 'does adaptation matter' baseline."""
+ORIGINAL = "original"
+
+
+def served_shares(turns: pd.DataFrame) -> pd.DataFrame:
+    """Per dialogue: turns, turns served by G, G's share in percent."""
+    if turns.empty:
+        return pd.DataFrame(columns=[*KEYS, "turns", "g_turns", "g_share"])
+    served = turns.assign(_g=turns["served_by"].astype(str).str.split("+").str[0] == G)
+    out = served.groupby(KEYS, dropna=False).agg(turns=("turn", "count"), g_turns=("_g", "sum"))
+    out = out.reset_index()
+    out["g_share"] = 100.0 * out["g_turns"] / out["turns"]
+    return out
+
+
+def _switch(adaptation: Any) -> dict[str, Any]:
+    return (adaptation or {}).get("switch") or {} if isinstance(adaptation, dict) else {}
+
+
+def session_frame(data: Any, cfg: Any, family: str, panel: str | None) -> pd.DataFrame:
+    """One row per (method, dataset, dialogue): G share, switched, tokens, USD, similarity."""
+    dialogues = data.dialogues
+    if dialogues.empty:
+        return pd.DataFrame()
+    dialogues = dialogues[dialogues["family"] == family]
+    shares = served_shares(data.turns[data.turns["family"] == family])
+    stacks = token_stacks(dialogues)
+    usd, unpriced = cost_stacks(dialogues, data.prices(family))
+    frame = dialogues[KEYS].copy()
+    frame["tokens"] = stacks["tokens_total_incl_training"].to_numpy()
+    frame["tokens_training"] = stacks["training"].to_numpy()
+    frame["usd"] = usd["usd_total"].to_numpy() * USD_PER if not unpriced else np.nan
+    frame["has_switch"] = [bool(_switch(a)) for a in dialogues["adaptation"]]
+    frame["switched"] = [_switch(a).get("switch_turn") is not None for a in dialogues["adaptation"]]
+    frame = frame.merge(shares, on=KEYS, how="left")
+    if panel is not None:
+        sim = score_per_dialogue(data.scores[data.scores["family"] == family], panel=panel,
+                                 metric=str(cfg.similarity_metric), by=KEYS, value="similarity")
+        frame = frame.merge(sim[[*KEYS, "similarity"]], on=KEYS, how="left")
+    else:
+        frame["similarity"] = np.nan
+    frame.loc[frame["method"] == ORIGINAL, "similarity"] = 100.0  # the reference itself
+    return frame
+
+
+def g_turn_similarity(data: Any, cfg: Any, family: str, panel: str) -> pd.DataFrame:
+    """Per (method, dialogue): similarity on the turns the method's G served after its switch,
+    and the Surrogate's similarity on exactly those turns (adapted vs un-adapted G)."""
+    scores = data.scores[data.scores["family"] == family]
+    if scores.empty:
+        return pd.DataFrame()
+    by = ["label", "method", "dataset", "dialogue_id"]
+    per_turn = score_per_turn(scores, panel=panel, metric=str(cfg.similarity_metric), by=by,
+                              value="similarity")
+    post = score_per_turn(scores, panel=panel, metric=str(cfg.similarity_metric), by=by,
+                          subset="post_switch", value="similarity")
+    base = per_turn[per_turn["method"] == UNADAPTED][["dataset", "dialogue_id", "turn", "similarity"]]
+    post = post[post["method"] != UNADAPTED]
+    if post.empty or base.empty:
+        return pd.DataFrame()
+    both = post.merge(base.rename(columns={"similarity": "similarity_unadapted"}),
+                      on=["dataset", "dialogue_id", "turn"], how="inner")
+    return (both.groupby(by).agg(similarity_g=("similarity", "mean"),
+                                 similarity_unadapted=("similarity_unadapted", "mean"),
+                                 g_turns_scored=("turn", "count")).reset_index())
+
+
+def _fmt(ci: CI, decimals: int = 1) -> str:
+    """``mean [lo, hi]``; below min_n ``mean (n=k: values)``; equal values: the mean alone."""
+    if ci.mean is None:
+        return "–"
+    if ci.lo is None:
+        if not ci.values:
+            return f"{ci.mean:.{decimals}f}"
+        shown = ", ".join(f"{v:.{decimals}f}" for v in ci.values)
+        return f"{ci.mean:.{decimals}f} (n={ci.n}: {shown})"
+    return f"{ci.mean:.{decimals}f} [{ci.lo:.{decimals}f}, {ci.hi:.{decimals}f}]"
+
+
+USD_PER = 1000
+"""USD are shown per this many dialogues (one dialogue costs fractions of a cent)."""
+
+
+def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKnobs,
+                  n_perm: int, roles: dict[str, str]) -> pd.DataFrame:
+    """Per (dataset, method): the quality / share / cost row of the study table."""
+    rows = []
+    for (dataset, label), part in sessions.groupby(["dataset", "label"], sort=True):
+        def ci(col: str, part: pd.DataFrame = part, dataset: str = dataset, label: str = label) -> CI:
+            return mean_ci(part[col].dropna().to_numpy(float), n_boot=knobs.n_boot,
+                           seed=_seed(knobs, "study", dataset, label, col),
+                           confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
+
+        original = sessions[(sessions["dataset"] == dataset) & (sessions["method"] == ORIGINAL)]
+        cost_ratio = (part["tokens"].mean() / original["tokens"].mean()
+                      if not original.empty and original["tokens"].mean() else np.nan)
+        row = {"dataset": dataset, "role": roles.get(dataset, "study"), "method": label,
+               "n": len(part),
+               "switched": (f"{int(part['switched'].sum())}/{len(part)}" if part["has_switch"].any()
+                            else "–"),
+               "G share %": _fmt(ci("g_share")), "similarity %": _fmt(ci("similarity")),
+               "tokens/dialogue (incl. training)": _fmt(ci("tokens"), 0),
+               "tokens vs Original": f"{cost_ratio:.2f}x" if np.isfinite(cost_ratio) else "–",
+               f"USD per {USD_PER} dialogues": (_fmt(ci("usd"), 3) if part["usd"].notna().any()
+                                                else "unpriced")}
+        mine = g_turns[(g_turns["dataset"] == dataset) & (g_turns["label"] == label)] \
+            if not g_turns.empty else pd.DataFrame()
+        if mine.empty:
+            row["G turns: adapted vs Surrogate (Δ sim., paired)"] = "–"
+        else:
+            pair = paired_comparison(dict(zip(mine["dialogue_id"], mine["similarity_g"], strict=True)),
+                                     dict(zip(mine["dialogue_id"], mine["similarity_unadapted"], strict=True)),
+                                     n_boot=knobs.n_boot, n_perm=n_perm, confidence=knobs.confidence,
+                                     seed=_seed(knobs, "study-g", dataset, label),
+                                     method=knobs.method, min_n=knobs.min_n)
+            if pair.lo is not None:
+                text = f"{pair.diff:+.1f} [{pair.lo:+.1f}, {pair.hi:+.1f}], p {pair.p:.3g}"
+            else:
+                text = f"{pair.diff:+.1f} (no CI), sign-flip p {pair.p_sign_flip:.3g}"
+            row["G turns: adapted vs Surrogate (Δ sim., paired)"] = (
+                f"{text} (n={pair.n} sessions, {int(mine['g_turns_scored'].sum())} turns)")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _seed(knobs: StatsKnobs, *identity: Any) -> int:
+    from somabench.stats import cell_seed
+
+    return cell_seed(knobs.seed, *identity)
+
+
+def diagnostics_table(data: Any, family: str) -> pd.DataFrame:
+    """Per adapted session: where it switched and what Delta said on each kind of context."""
+    dialogues = data.dialogues
+    if dialogues.empty:
+        return pd.DataFrame()
+    rows = []
+    for r in dialogues[dialogues["family"] == family].itertuples():
+        adaptation = r.adaptation if isinstance(r.adaptation, dict) else {}
+        switch = _switch(adaptation)
+        acc = switch.get("acceptance") or {}
+        if not acc.get("applicable"):
+            continue
+        warm = [d for d in acc.get("warm_deltas") or [] if d is not None]
+        held = set(adaptation.get("lora_heldout_turns") or [])
+        rows.append({
+            "method": r.label, "dataset": r.dataset, "dialogue_id": r.dialogue_id,
+            "switch_turn": switch.get("switch_turn"), "threshold": switch.get("threshold"),
+            "gate_scores": " ".join(f"{s:.2f}" for s in switch.get("gate_scores") or []),
+            "B": acc.get("contexts"), "|B|": acc.get("batch"), "capped": acc.get("batch_capped"),
+            "Delta_B": acc.get("Delta"), "passed": acc.get("passed"), "required": acc.get("required"),
+            "gate_closed": acc.get("gate_closed"), "Delta_future_turns": acc.get("Delta_future_turns"),
+            "Delta_warm_trained": _mean([d for i, d in enumerate(warm) if i not in held]),
+            "Delta_warm_heldout": _mean([d for i, d in enumerate(warm) if i in held]),
+            "adapter_cache_hit": (adaptation.get("adapter_cache") or {}).get("hit"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def quality_cost_figure(table_rows: pd.DataFrame, sessions: pd.DataFrame, cfg: Any, panel: str) -> Any:
+    """Similarity (y) against tokens relative to the Original (x), per dataset; each point
+    says G's share. Whiskers: the similarity CI of the table."""
+    import matplotlib.pyplot as plt
+
+    from somabench.report import figures as figs
+
+    datasets = sorted(sessions["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, layout="constrained",
+                             figsize=(cfg.figures.panel_width * len(datasets), cfg.figures.panel_height))
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = sessions[sessions["dataset"] == dataset]
+        base = part.loc[part["method"] == ORIGINAL, "tokens"].mean()
+        for label, rows in part.groupby("label"):
+            x = rows["tokens"].mean() / base if base else np.nan
+            y = rows["similarity"].mean()
+            share = rows["g_share"].mean()
+            ax.scatter([x], [y], s=30 + 3 * (share if np.isfinite(share) else 0))
+            ax.annotate(f"{label}\nG {share:.0f} %", (x, y), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        ax.axvline(1.0, color="grey", lw=0.6, ls=":")
+        role = table_rows.loc[table_rows["dataset"] == dataset, "role"]
+        title = figs.dataset_name(cfg, dataset)
+        if not role.empty and role.iloc[0] == "negative_control":
+            title += " (negative control)"
+        ax.set_title(title)
+        ax.set_xlabel("tokens per dialogue incl. training / Original's")
+        ax.set_ylabel(f"similarity to the Original % ({panel})")
+    return fig
+
+
+def _roles(data: Any, family: str) -> dict[str, str]:
+    """dataset -> study | negative_control, from each run's dataset config and its dialogues'
+    tasks (every task a negative control -> the dataset row is one)."""
+    out: dict[str, str] = {}
+    for run in data.runs:
+        if run.family != family:
+            continue
+        dcfg = (run.config or {}).get("dataset") or {}
+        try:
+            rule = ContextRule.from_cfg(dcfg)
+        except Exception:  # noqa: BLE001 - an old run without the keys is simply a study row
+            continue
+        tasks = (dcfg.get("tasks") or [])
+        if tasks and all(t in rule.negative_control_tasks for t in tasks):
+            out[run.dataset] = "negative_control"
+        else:
+            out.setdefault(run.dataset, "study")
+    return out
+
+
+NOTE = ("G share: turns served by G / turns, per session (mean over sessions). Switched: "
+        "sessions in which the gate switched to G (– : the method never switches). Tokens: serving + adaptation + training "
+        "(forward and backward passes), the Original's ratio beside. Similarity: the judge "
+        "panel's score of each answer against the Original's (the Original is the reference, "
+        "100 by definition). Last column: on the turns the method's G served after its switch, "
+        "its similarity minus the Surrogate's (un-adapted G) on the same turns, paired by "
+        "session. Negative control: sessions of independent turns (SOMA's premise does not hold).")
+
+
+def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, out: Path) -> None:
+    """Report hook: the study table, the per-session diagnostics and the quality-cost figure."""
+    from somabench.report import figures as figs
+    from somabench.report.build import Artifact, _tag
+
+    name = f"study_{tag}"
+    if data.dialogues.empty or not (data.dialogues["family"] == family).any():
+        result.skip(name, "no dialogues of this family")
+        return
+    scores = data.scores
+    sim_panels = panels(scores[scores["family"] == family], str(cfg.similarity_metric)) \
+        if not scores.empty else []
+    knobs = StatsKnobs.from_cfg(cfg.stats)
+    roles = _roles(data, family)
+    out.mkdir(parents=True, exist_ok=True)
+    for panel in sim_panels or [None]:
+        suffix = f"{tag}_{_tag(panel)}" if panel else tag
+        sessions = session_frame(data, cfg, family, panel)
+        g_turns = g_turn_similarity(data, cfg, family, panel) if panel else pd.DataFrame()
+        table = summary_table(sessions, g_turns, knobs, int(cfg.stats.n_perm), roles)
+        md, csv, sess_csv = out / f"study_{suffix}.md", out / f"study_{suffix}.csv", \
+            out / f"study_sessions_{suffix}.csv"
+        md.write_text(f"## Quality beside G's share and cost ({family}, panel {panel or 'none'})\n\n"
+                      + frame_markdown(table) + f"\n\n<sub>{NOTE} {knobs.describe()}.</sub>\n",
+                      encoding="utf-8")
+        table.to_csv(csv, index=False)
+        sessions.to_csv(sess_csv, index=False)
+        result.written.append(Artifact(f"study_{suffix}", "extra (issue 22)", [md, csv, sess_csv],
+                                       "similarity beside G's share, sessions switched and cost"))
+        if panel:
+            fig = quality_cost_figure(table, sessions, cfg, panel)
+            fname = f"study_quality_cost_{suffix}"
+            result.written.append(Artifact(fname, "extra (issue 22)", figs.save(fig, out, fname, cfg),
+                                           "similarity vs tokens relative to the Original"))
+    diag = diagnostics_table(data, family)
+    if diag.empty:
+        result.skip(f"study_sessions_{tag}", "no adapted session with an acceptance test")
+        return
+    dmd, dcsv = out / f"study_diagnostics_{tag}.md", out / f"study_diagnostics_{tag}.csv"
+    dmd.write_text(f"## Switch diagnostics per session ({family})\n\nDelta = mean Gap(un-adapted G) "
+                   "- mean Gap(adapted G) (positive: adaptation brought G closer to F) on the "
+                   "acceptance batch B (its contexts: future gate turns or held-out mined ones), "
+                   "on the gate turns (future), and on the warm turns the adapter trained on / "
+                   "held out.\n\n" + frame_markdown(diag, floatfmt=".3f") + "\n", encoding="utf-8")
+    diag.to_csv(dcsv, index=False)
+    result.written.append(Artifact(f"study_diagnostics_{tag}", "extra (issue 22)", [dmd, dcsv],
+                                   "per-session switch and Delta diagnostics"))
+
+
+__all__ = ["add_study_artifacts", "diagnostics_table", "served_shares", "session_frame",
+           "summary_table"]

@@ -1,0 +1,44 @@
+"""The study view (report/study.py) on the hand-made fixture: G's share, the cost ratio and
+the adapted-vs-unadapted comparison on the turns G served, computed by hand."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from somabench.report.build import build_report
+from somabench.report.collect import load_local
+
+
+def test_study_table_by_hand(outputs, report_cfg, tmp_path) -> None:
+    out = tmp_path / "r"
+    result = build_report(load_local(outputs / "tiny_exp", report_cfg), report_cfg, out)
+    written = {a.name for a in result.written}
+    assert {"study_tiny_p1", "study_quality_cost_tiny_p1"} <= written
+    table = pd.read_csv(out / "study_tiny_p1.csv").set_index(["dataset", "method"])
+    soma = table.loc[("mathmt", "SOMA")]
+    # SOMA's fixture switches at turn 1 of 3: G serves 2 of 3 turns in both sessions
+    assert soma["n"] == 2 and soma["G share %"].startswith("66.7")
+    # G turns: SOMA d1 (80 + 80)/2 = 80 vs Surrogate (50 + 80)/2 = 65; d2 (80 + 90)/2 = 85 vs
+    # (60 + 80)/2 = 70: +15 in both sessions; n = 2 < min_n: no CI, sign-flip p = 2/4
+    assert soma["G turns: adapted vs Surrogate (Δ sim., paired)"].startswith(
+        "+15.0 (no CI), sign-flip p 0.5 (n=2 sessions, 4 turns)")
+    assert table.loc[("mathmt", "Surrogate"), "G share %"].startswith("100.0")
+    assert table.loc[("mathmt", "Original"), "similarity %"].startswith("100.0")
+    # tokens vs Original: Surrogate d1 = 3 x 10 completion + 3 x 50 prompt = 180, d2 = 3 x (10 + 70)
+    # = 240 -> 210; Original = (30+20) + (60+10) + (90+10) = 220 per session -> 0.95x
+    assert table.loc[("mathmt", "Surrogate"), "tokens vs Original"] == "0.95x"
+    sessions = pd.read_csv(out / "study_sessions_tiny_p1.csv")
+    assert set(sessions.columns) >= {"g_share", "switched", "tokens", "usd", "similarity"}
+    assert (out / "study_quality_cost_tiny_p1.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("served", [["F", "G", "G+summary"], ["F", "F", "F"]])
+def test_served_shares(served: list[str]) -> None:
+    from somabench.report.study import served_shares
+
+    turns = pd.DataFrame({"run_key": "r", "label": "L", "method": "m", "dataset": "d",
+                          "dialogue_id": "x", "turn": range(3), "served_by": served})
+    row = served_shares(turns).iloc[0]
+    expected = sum(s.split("+")[0] == "G" for s in served)
+    assert row["g_turns"] == expected and row["g_share"] == pytest.approx(100 * expected / 3)
