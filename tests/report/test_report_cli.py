@@ -21,6 +21,7 @@ TABLES = ["table1_similarity_tiny_p1", "table1_similarity_post_switch_tiny_p1", 
 FIGURES = ["fig1_relative_tokens_per_turn_tiny", "fig1_served_tokens_per_turn_tiny", "fig2_tokens_per_dialogue_tiny",
            "fig2_cost_per_dialogue_tiny", "fig5-6_tokens_by_dataset_tiny", "fig7-8_throughput_tiny",
            "fig3-9_ablation_tiny_p1", "fig10_abilities_tiny_p1", "fig_similarity_per_turn_tiny_p1"]
+STUDY = ["study_tiny_p1", "study_quality_cost_tiny_p1"]  # report/study.py (issue 22)
 SWEEP_FIGURES = ["fig11_warm_window_tiny_p1", "fig12_plateau_vs_best_w_tiny_p1"]
 
 
@@ -40,7 +41,8 @@ def test_cli_writes_everything_and_explains_skips(outputs, tmp_path, capsys):
     _check_files(out, TABLES, ["md", "tex", "csv"])
     _check_files(out, FIGURES, ["png", "pdf"])
     printed = capsys.readouterr().out
-    assert f"wrote {len(TABLES) + len(FIGURES)} artifact(s)" in printed
+    _check_files(out, ["study_tiny_p1"], ["md", "csv"])
+    assert f"wrote {len(TABLES) + len(FIGURES) + len(STUDY)} artifact(s)" in printed
     assert "fig11_warm_window_tiny_p1: needs soma runs with >= 2 warm windows W" in printed
     assert "fig12_plateau_vs_best_w_tiny_p1: needs a W sweep on >= 3 datasets" in printed
     index = (out / "README.md").read_text()
@@ -48,7 +50,7 @@ def test_cli_writes_everything_and_explains_skips(outputs, tmp_path, capsys):
     assert "[png](fig2_tokens_per_dialogue_tiny.png)" in index
     report = json.loads((out / "report.json").read_text())
     assert set(SWEEP_FIGURES) <= set(report["skipped"])
-    assert set(report["written"]) == set(TABLES) | set(FIGURES)
+    assert set(report["written"]) == set(TABLES) | set(FIGURES) | set(STUDY)
     assert (out / "runs.csv").stat().st_size > 0
     assert (out / "data" / "dialogues.csv").stat().st_size > 0
 
