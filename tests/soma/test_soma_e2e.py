@@ -100,3 +100,34 @@ def test_soma_one_dialogue_every_stage(tiny_cfg_overrides, tiny_assets) -> None:
     served_f = sum(t.tokens["F"].prompt for t in turns if "F" in t.tokens)
     assert dialogue.tokens["F"].prompt == served_f + f_adapt.prompt  # adaptation counted
     assert dialogue.adaptation_tokens["G"].prompt > 0  # gate candidates, old and new
+
+
+@pytest.mark.slow
+def test_holdout_batch_and_adapter_reuse_between_rule_variants(tiny_cfg_overrides, tiny_assets) -> None:
+    """soma_holdout_recorded trains once; soma_holdout (same training, a blocking rule) reuses
+    the adapter: same id, the cache hit recorded, the held-out mined contexts excluded from
+    LoRA and used as B (Delta complete at the end of the warm window)."""
+    small = [o for o in SMALL if not o.startswith(("method=", "method.switch.acceptance.required"))]
+    runs = {}
+    for method in ("soma_holdout_recorded", "soma_holdout"):
+        cfg = compose([*tiny_cfg_overrides, f"method={method}", *small,
+                       "method.switch.acceptance.batch=2"])
+        run_task(cfg)
+        [runs[method]] = load_dialogues(Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name)
+    first, second = runs["soma_holdout_recorded"].adaptation, runs["soma_holdout"].adaptation
+    assert first["adapter_cache"]["hit"] is False and second["adapter_cache"]["hit"] is True
+    assert first["adapter_cache"]["key"] == second["adapter_cache"]["key"]
+    assert first["adapter_id"] == second["adapter_id"]
+    assert first["lora_s"] == second["lora_s"]  # the training's own seconds, as measured
+    held = first["acceptance_holdout"]
+    assert held["trained_on"] is False and held["size"] == 2 and len(held["contexts"]) == 2
+    for a in (first, second):
+        acc = a["switch"]["acceptance"]
+        assert acc["contexts"] == "mined_holdout" and acc["batch_labels"] == held["contexts"]
+        assert acc["batch_turns"] == [-1, -1] and acc["Delta"] is not None
+    assert first["switch"]["acceptance"]["Delta"] == second["switch"]["acceptance"]["Delta"]
+    # the blocking variant either switched (Delta passed) or closed the gate (no candidates)
+    acc = second["switch"]["acceptance"]
+    assert acc["gate_closed"] is (not acc["passed"])
+    if acc["gate_closed"]:
+        assert second["switch"]["gate_scores"] == [] and second["switch"]["switch_turn"] is None
