@@ -23,6 +23,9 @@ class Encoder:
         self.model_id = model_id
         self.batch_size = batch_size
         self._memo: dict[str, np.ndarray] = {}
+        self.tokens = 0
+        """Tokens this encoder has embedded (memo hits are free, as in a deployment that keeps
+        the vectors): methods charge the difference over their own calls (``encoder`` role)."""
 
     @property
     def dim(self) -> int:
@@ -32,6 +35,7 @@ class Encoder:
         """Rows are unit vectors, so a dot product is the cosine."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
         if todo:
+            self.tokens += self.count_tokens(todo)
             vectors = self.model.encode(todo, batch_size=self.batch_size, convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
             for text, vec in zip(todo, vectors, strict=True):
@@ -39,6 +43,15 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._memo[t] for t in texts])
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model embeds for ``texts`` (special tokens and truncation included)."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None:
+            return 0
+        limit = getattr(self.model, "max_seq_length", None)
+        ids = tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+        return int(sum(len(row) for row in ids))
 
     def cosine(self, a: str, b: str) -> float:
         va, vb = self.encode([a, b])

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from somabench.records import DialogueRecord, TurnRecord
+from somabench.records import ENCODER_ROLE, DialogueRecord, TurnRecord
 
-TOKEN_ROLES = ("F", "G", "compressor", "router")
+TOKEN_ROLES = ("F", "G", "compressor", "router", ENCODER_ROLE)
 TRAIN_PASSES = ("forward", "backward")
 """Training-token classes (contract 2: ``DialogueRecord.train_tokens[role][pass]``)."""
 # Per-turn stages a method times itself (``TurnPlan.seconds``) that are NOT also counted in
@@ -201,6 +201,7 @@ def summary_table(dialogues: list[DialogueRecord], turns: list[TurnRecord]) -> p
             "adapt_tokens/dlg": sum(group[f"adapt_tokens_{r}"] for r in TOKEN_ROLES).mean(),
             "train_tokens/dlg": group["tokens_training"].mean(),
             "total_tokens/dlg": group["tokens_total"].mean(),
+            "total_tokens_incl_training/dlg": group["tokens_total_incl_training"].mean(),
             "served_by_G_%": 100.0 * (tgroup["served_by"].str.startswith("G").mean()) if len(tgroup) else None,
             "throughput_tok/s": mean_tps(per, "tps"),  # generation only (mean over dialogues)
             "e2e_tok/s": mean_tps(per, "tps_e2e"),

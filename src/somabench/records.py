@@ -27,6 +27,11 @@ TurnStatus = Literal["ok", "api_error", "skipped"]
 ``error``), ``skipped`` (nothing was generated)."""
 
 
+ENCODER_ROLE = "encoder"
+"""Token role of the phi sentence encoder (MiniLM) a switching method runs for its gate, drift
+monitor, summary and Eq. 4 gaps; counted as adaptation tokens (docs/reports.md)."""
+
+
 @dataclass
 class Usage:
     """Tokens one model (or compressor/router) spent; ``None`` when a backend cannot count."""

@@ -30,6 +30,7 @@ from somabench.task import JUDGE_METRIC, run_dir_of, run_task
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "sweep_status.json"
+PENALTY_TOKENS = "tokens/total_incl_training_per_dialogue"  # what token_penalty multiplies
 FAILURES_FILE = "sweep_failures.jsonl"  # one line per failed job (appended by the job itself)
 
 
@@ -194,7 +195,7 @@ def search_objective(cfg: DictConfig, metrics: dict[str, Any],
 
     Without ``optimized_metric`` (plain runs): the judge's objective, unchanged. With it (an
     ``hparams_search`` config): that metric minus ``token_penalty`` x total tokens per
-    dialogue. A missing metric is an error naming the key to fix, never a sentinel number.
+    dialogue incl. training (the total the cost tables use: SOMA's training is most of its). A missing metric is an error naming the key to fix, never a sentinel number.
     """
     metric = cfg.get("optimized_metric")
     if metric is None:
@@ -213,9 +214,9 @@ def search_objective(cfg: DictConfig, metrics: dict[str, Any],
     penalty = float(cfg.get("token_penalty") or 0.0)
     objective = float(value)
     if penalty:
-        tokens = metrics.get("tokens/total_per_dialogue")
+        tokens = metrics.get(PENALTY_TOKENS)
         if tokens is None:
-            raise RuntimeError(f"token_penalty={penalty} needs tokens/total_per_dialogue, "
+            raise RuntimeError(f"token_penalty={penalty} needs {PENALTY_TOKENS}, "
                                f"missing in the run summary{where}")
         objective -= penalty * tokens
         log.info("objective = %s %.4f - token_penalty %g x %.1f tokens/dialogue = %.4f",

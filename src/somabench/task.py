@@ -47,6 +47,7 @@ PACKAGES = ("somabench", "torch", "transformers", "peft", "sentence-transformers
 # summary.csv column -> metric name usable as ``optimized_metric`` (STYLE 5.1: area/name).
 SUMMARY_METRICS = {
     "total_tokens/dlg": "tokens/total_per_dialogue",
+    "total_tokens_incl_training/dlg": "tokens/total_incl_training_per_dialogue",
     "F_tokens/dlg": "tokens/F_per_dialogue",
     "G_tokens/dlg": "tokens/G_per_dialogue",
     "adapt_tokens/dlg": "tokens/adapt_per_dialogue",

@@ -100,6 +100,9 @@ def test_soma_one_dialogue_every_stage(tiny_cfg_overrides, tiny_assets) -> None:
     served_f = sum(t.tokens["F"].prompt for t in turns if "F" in t.tokens)
     assert dialogue.tokens["F"].prompt == served_f + f_adapt.prompt  # adaptation counted
     assert dialogue.adaptation_tokens["G"].prompt > 0  # gate candidates, old and new
+    # the phi encoder's tokens (gate, drift, summary, Eq. 4 gaps): their own class
+    assert dialogue.adaptation_tokens["encoder"].prompt > 0
+    assert dialogue.tokens["encoder"].prompt == dialogue.adaptation_tokens["encoder"].prompt
 
 
 @pytest.mark.slow

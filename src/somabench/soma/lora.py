@@ -485,7 +485,7 @@ class SessionAdapter:
                 p.copy_(state[name].to(p.dtype))
         self._adapter_id = adapter_hash(self.raw.model)
         self.raw.adapter_id = self._adapter_id
-        self.raw.model.eval()
+        self.peft.eval()  # the wrapper too: peft refuses mixed-adapter batches in training mode
 
     # -- serving helpers ------------------------------------------------------------------------
     @contextlib.contextmanager

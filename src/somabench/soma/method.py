@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -198,7 +199,9 @@ class Soma(SwitchingMethod):
             g_fingerprint=g.fingerprint(), f_fingerprint=self.ctx.raw("F").fingerprint(),
             generation=OmegaConf.to_container(self.ctx.cfg.generation, resolve=True),
             seed=self._seed(session), dialogue_id=session.id, warm=warm)
-        root = ac.get("path") or f"{self.ctx.cfg.paths.cache_dir}/adapters"
+        # next to the request cache (F's mined answers live there): a fresh cache.path is a
+        # fresh adapter cache too
+        root = ac.get("path") or str(Path(str(self.ctx.cfg.cache.path)).parent / "adapters")
         return AdapterCache(root), key
 
     def _restore(self, session: Session, key: str, state: dict[str, torch.Tensor],

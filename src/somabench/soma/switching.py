@@ -82,6 +82,7 @@ import numpy as np
 from somabench.backends.base import Completion
 from somabench.backends.vllm_backend import release_session, serve_switched_turn
 from somabench.methods import Method, Session, TurnPlan, usage_of
+from somabench.records import ENCODER_ROLE, Usage
 from somabench.soma.acceptance import AcceptanceConfig, AcceptanceState
 from somabench.soma.acceptance import gaps as gap_rows
 from somabench.soma.drift import DriftConfig, DriftMonitor, DriftState
@@ -623,7 +624,25 @@ class SwitchingMethod(Method):
             level = logging.INFO if box["seconds"] >= STAGE_LOG_MIN_SECONDS else logging.DEBUG
             log.log(level, "dialogue %s: %s %.1fs", session.id, stage, box["seconds"])
 
+    @contextlib.contextmanager
+    def encoder_tokens(self, session: Session) -> Iterator[None]:
+        """Charge the phi encoder's tokens (gate, drift, summary, Eq. 4 gaps) spent inside the
+        block to the dialogue's adaptation tokens, role ``encoder`` (a switching method's own
+        overhead, like the gate candidates; RouteLLM's embedding call is its ``router``)."""
+        encoder = self.ctx.encoder()
+        before = encoder.tokens
+        try:
+            yield
+        finally:
+            spent = encoder.tokens - before
+            if spent:
+                session.add_adaptation_tokens(ENCODER_ROLE, Usage(spent, 0, 0))
+
     def plan(self, session: Session, turn: int) -> TurnPlan:
+        with self.encoder_tokens(session):
+            return self._plan(session, turn)
+
+    def _plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
         if turn >= self.switch_cfg.warm_window and not state.warm_done \
                 and state.phase != "too_short":
@@ -750,6 +769,10 @@ class SwitchingMethod(Method):
         state.accepted = state.acceptance.look(self.switch_cfg.acceptance)
 
     def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
+        with self.encoder_tokens(session):
+            self._observe(session, turn, plan, completion)
+
+    def _observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
         state = self._state(session)
         route: Route = session.state.pop("route")
         if turn < self.switch_cfg.warm_window:
