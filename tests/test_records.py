@@ -60,3 +60,23 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     data["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(ValueError, match="newer"):
         TurnRecord.from_json(data)
+
+
+def test_records_csv_reads_back_without_options(tmp_path) -> None:
+    """records.csv: no Python-repr dicts; nested fields are JSON text or their own columns."""
+    import json as _json
+
+    import pandas as pd
+
+    from somabench.records import TurnRecord, Usage, flat_row
+
+    rec = TurnRecord(run_id="r", dialogue_id="d", dataset="x", turn=0, method="soma", served_by="G+lora",
+                     model_id="g", user="q", response="a", rendered_prompt="p", prompt_hash="0",
+                     tokens={"G": Usage(5, 3, 0)}, seconds={"generate": 0.5},
+                     gate={"phase": "gate", "score": 0.7, "scores": [0.1, 0.2]})
+    path = tmp_path / "records.csv"
+    pd.DataFrame([flat_row(rec.to_json())]).to_csv(path, index=False)
+    back = pd.read_csv(path).iloc[0]
+    assert back["tokens.G.prompt"] == 5 and back["tokens.G.completion"] == 3
+    assert back["seconds.generate"] == 0.5
+    assert _json.loads(back["gate"]) == {"phase": "gate", "score": 0.7, "scores": [0.1, 0.2]}

@@ -306,6 +306,30 @@ class RecordStore:
         return [DialogueRecord.from_json(r) for r in rows]
 
 
+FLAT_EXPANDED = ("tokens", "seconds")
+"""Nested record fields spread over columns in :func:`flat_row` (``tokens.F.prompt``,
+``seconds.generate``); every other nested field becomes one JSON text column."""
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A record's JSON as one flat CSV row that ``pd.read_csv`` reads as is: token counts and
+    seconds as their own columns, other nested values (gate, context, extra) as JSON text
+    (``json.loads`` gives them back), never a Python repr."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in FLAT_EXPANDED and isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, dict):
+                    out.update({f"{key}.{sub}.{k}": v for k, v in inner.items()})
+                else:
+                    out[f"{key}.{sub}"] = inner
+        elif isinstance(value, (dict, list)):
+            out[key] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        else:
+            out[key] = value
+    return out
+
+
 def load_turns(run_dir: str | Path) -> list[TurnRecord]:
     """Read a run's turn records (read-only; no repair)."""
     rows, _ = read_jsonl_rows(Path(run_dir) / TURNS_FILE)

@@ -294,7 +294,9 @@ def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:
     if cfg.logger.name == "csv":
         import pandas as pd
 
-        pd.DataFrame([t.to_json() for t in turns]).to_csv(run_dir / "records.csv", index=False)
+        from somabench.records import flat_row
+
+        pd.DataFrame([flat_row(t.to_json()) for t in turns]).to_csv(run_dir / "records.csv", index=False)
     # The CLI prints the summary (stdout is the user interface, logs go to the job log).
     print(f"\n{cfg.method.name} on {cfg.dataset.name} ({cfg.model.family}):\n{md}", flush=True)
 

@@ -62,7 +62,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cells(path: Path) -> dict[str, dict]:
-    frame = pd.read_csv(path, comment="#")
+    frame = pd.read_csv(path)
     return {r["row"]: r for r in frame.to_dict("records")}
 
 
@@ -94,7 +94,7 @@ def test_agreement_table_original_is_100_and_paired_vs_soma(report: Path) -> Non
     assert cells["Original"]["mean"] == pytest.approx(100.0)  # F vs itself
     paired = (report / "answer_agreement_vs_soma_tiny_task.md").read_text()
     assert "Surrogate" in paired and "Original" in paired and "p " in paired
-    paired_acc = pd.read_csv(report / "accuracy_vs_soma_tiny_task.csv", comment="#")
+    paired_acc = pd.read_csv(report / "accuracy_vs_soma_tiny_task.csv")
     surrogate = paired_acc[(paired_acc["row"] == "Surrogate") & (paired_acc["column"] == "MATH")]
     assert surrogate["diff"].iloc[0] == pytest.approx((50.0 - 75.0 + 25.0 - 100.0) / 2)
 

@@ -38,7 +38,7 @@ def test_report_wandb_and_summary_agree_on_two_panels(report_cfg, tmp_path):
     cfg = report_cfg.copy()
     cfg.figures.formats = ["png"]  # the tables are under test here
     build_report(load_local(root / "tiny_exp", cfg), cfg, out)
-    cells = {p: pd.read_csv(out / f"table1_similarity_{FAMILY}_{p}.csv", comment="#").set_index(["row", "column"])
+    cells = {p: pd.read_csv(out / f"table1_similarity_{FAMILY}_{p}.csv").set_index(["row", "column"])
              for p in ("p1", "p2")}
     for dataset, name in (("mathmt", "MATH"), ("mtbench", "MT-Bench")):
         for method, label in (("surrogate", "Surrogate"), ("soma", "SOMA")):

@@ -28,7 +28,7 @@ from somabench.report.tables import AVG, make_table
 
 
 def _cells(path) -> pd.DataFrame:
-    return pd.read_csv(path, comment="#").set_index(["row", "column"])
+    return pd.read_csv(path).set_index(["row", "column"])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_latex_and_csv_renderings():
     assert r"a\_b & 1.5 $\pm$ 0.71 \\" in tex
     assert r"Sim \% $\uparrow$ & 50\%" in tex and r"\caption{T \& U}" in tex
     assert "\\toprule" in tex and "\\bottomrule" in tex
-    csv = pd.read_csv(io.StringIO(table.to_csv()), comment="#")
+    csv = pd.read_csv(io.StringIO(table.to_csv()))
     record = csv.to_dict("records")[0]
     assert {k: record[k] for k in ("row", "column", "mean", "n", "best")} == {
         "row": "a_b", "column": "50%", "mean": 1.5, "n": 2, "best": False}
@@ -187,7 +187,7 @@ def test_post_switch_and_per_judge_tables(report):
     assert post.loc[("SOMA", "MATH"), "mean"] == pytest.approx(82.5)
     assert post.loc[("SOMA", "MT-Bench"), ["mean", "std"]].tolist() == pytest.approx([75.0, 7.0711], abs=1e-3)
     assert "Surrogate" not in post.index.get_level_values("row")  # never switched
-    judge = pd.read_csv(out / "similarity_by_judge_tiny_p1.csv", comment="#").set_index(["judge", "row", "column"])
+    judge = pd.read_csv(out / "similarity_by_judge_tiny_p1.csv").set_index(["judge", "row", "column"])
     # j1 alone: Surrogate MATH d1 (0.8, 0.5, 0.9) -> 73.33, d2 (0.4, 0.6, 0.8) -> 60.0
     assert judge.loc[("j1", "Surrogate", "MATH"), "mean"] == pytest.approx(200 / 3)
     # j2 alone: d1 (0.6, -, 0.7) -> 65.0, d2 (0.6, 0.6, 0.8) -> 66.67

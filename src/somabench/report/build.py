@@ -178,6 +178,10 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path,
 
     data.runs_frame().to_csv(out / "runs.csv", index=False)
     _write_dialogue_data(data, cfg, out)
+    if cfg.get("export_runs", True):
+        from somabench.report.export import export_runs
+
+        export_runs(data, out)  # <out>/runs: the folder rebuilds every number (report/export.py)
     _write_index(result, data)
     return result
 
@@ -595,7 +599,8 @@ def _write_dialogue_data(data: ReportData, cfg: Any, out: Path) -> None:
     if frame.empty:
         return
     (out / DIALOGUE_DATA).parent.mkdir(exist_ok=True)
-    frame.to_csv(out / DIALOGUE_DATA, index=False)
+    order = [c for c in ("dataset", "method", "dialogue_id") if c in frame]
+    frame.sort_values(order, kind="stable").to_csv(out / DIALOGUE_DATA, index=False)
 
 
 def _write_index(result: ReportResult, data: ReportData) -> None:

@@ -71,7 +71,7 @@ def session_frame(data: Any, cfg: Any, family: str, panel: str | None) -> pd.Dat
     else:
         frame["similarity"] = np.nan
     frame.loc[frame["method"] == ORIGINAL, "similarity"] = 100.0  # the reference itself
-    return frame
+    return frame.sort_values(["dataset", "label", "dialogue_id"], kind="stable").reset_index(drop=True)
 
 
 def g_turn_similarity(data: Any, cfg: Any, family: str, panel: str) -> pd.DataFrame:

@@ -13,6 +13,7 @@ minimum n. :func:`frame_markdown` renders a plain frame (summaries) the same way
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -252,15 +253,20 @@ class Table:
                                            "flag", "text", "no_ci"])
 
     def to_csv(self) -> str:
-        """Long CSV preceded by ``#`` lines (title, footer); read with ``pd.read_csv(comment="#")``."""
-        head = [f"# {self.title}", f"# metric: {self.metric} ({'higher' if self.higher_is_better else 'lower'} is better)"]
-        head += [f"# {line}" for line in self.footer()]
-        return "\n".join(head) + "\n" + self.to_frame().to_csv(index=False)
+        """Long CSV, one row per cell, with no comment lines: ``pd.read_csv`` reads it as is.
+        Title, metric and footer are in the ``.meta.json`` sidecar (:meth:`meta`)."""
+        return self.to_frame().to_csv(index=False)
+
+    def meta(self) -> dict[str, Any]:
+        """The sidecar of the CSV: what the table is, how its cells were computed."""
+        return {"title": self.title, "metric": self.metric, "higher_is_better": self.higher_is_better,
+                "footer": list(self.footer()), "run_ids": list(self.run_ids)}
 
     def write(self, out_dir: Path, stem: str) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for ext, text in (("md", self.to_markdown()), ("tex", self.to_latex()), ("csv", self.to_csv())):
+        for ext, text in (("md", self.to_markdown()), ("tex", self.to_latex()), ("csv", self.to_csv()),
+                          ("meta.json", json.dumps(self.meta(), indent=2, ensure_ascii=False) + "\n")):
             path = out_dir / f"{stem}.{ext}"
             path.write_text(text, encoding="utf-8")
             paths.append(path)
@@ -370,10 +376,11 @@ def write_tables(tables: dict[str, Table], out_dir: Path, stem: str, key_name: s
         part = table.to_frame()
         part.insert(0, key_name, key)
         frames.append(part)
-    csv_head = "".join(f"# {t.title}: " + " ".join(t.footer()) + "\n" for t in tables.values())
-    csv = csv_head + (pd.concat(frames).to_csv(index=False) if frames else "")
+    csv = pd.concat(frames).to_csv(index=False) if frames else ""
+    meta = {str(key): table.meta() for key, table in tables.items()}
     paths = []
-    for ext, text in (("md", md), ("tex", tex), ("csv", csv)):
+    for ext, text in (("md", md), ("tex", tex), ("csv", csv),
+                      ("meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")):
         path = out_dir / f"{stem}.{ext}"
         path.write_text(text, encoding="utf-8")
         paths.append(path)
