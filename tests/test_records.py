@@ -80,3 +80,22 @@ def test_records_csv_reads_back_without_options(tmp_path) -> None:
     assert back["tokens.G.prompt"] == 5 and back["tokens.G.completion"] == 3
     assert back["seconds.generate"] == 0.5
     assert _json.loads(back["gate"]) == {"phase": "gate", "score": 0.7, "scores": [0.1, 0.2]}
+
+
+def test_cached_input_price_by_hand() -> None:
+    """1000 prompt tokens of which 600 read from cache, 100 completion tokens; F at 0.10 per 1M
+    prompt/completion and 0.01 cached: (400 x .10 + 600 x .01 + 100 x .10) / 1e6 = 5.6e-5.
+    Without a cached rate every prompt token is fresh: (1000 + 100) x .10 / 1e6 = 1.1e-4."""
+    import pytest
+
+    from somabench.metrics import cost_stacks, dialogue_frame
+    from somabench.records import DialogueRecord, Usage
+
+    d = DialogueRecord(run_id="r", dialogue_id="d", dataset="x", method="original_prefix_cache",
+                       n_turns=2, tokens={"F": Usage(1000, 100, 600)})
+    frame = dialogue_frame([d])
+    assert frame.loc[0, "tokens_F_cached_prompt"] == 600
+    cached, _ = cost_stacks(frame, {"F": {"prompt": 0.10, "completion": 0.10, "cached_prompt": 0.01}})
+    plain, _ = cost_stacks(frame, {"F": {"prompt": 0.10, "completion": 0.10}})
+    assert cached.loc[0, "usd_total"] == pytest.approx(5.6e-5)
+    assert plain.loc[0, "usd_total"] == pytest.approx(1.1e-4)

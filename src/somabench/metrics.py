@@ -14,6 +14,9 @@ import pandas as pd
 from somabench.records import ENCODER_ROLE, DialogueRecord, TurnRecord
 
 TOKEN_ROLES = ("F", "G", "compressor", "router", ENCODER_ROLE)
+USAGE_PARTS = ("prompt", "completion", "cached_prompt")
+"""Per-role token columns of :func:`dialogue_frame`; ``cached_prompt`` (prompt tokens read from
+a KV/prefix cache, 0 where unknown) is part of ``prompt``, priced at ``cached_prompt`` if set."""
 TRAIN_PASSES = ("forward", "backward")
 """Training-token classes (contract 2: ``DialogueRecord.train_tokens[role][pass]``)."""
 # Per-turn stages a method times itself (``TurnPlan.seconds``) that are NOT also counted in
@@ -57,7 +60,7 @@ def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
             total += value or 0
             adapt = d.adaptation_tokens.get(role)
             row[f"adapt_tokens_{role}"] = _count(adapt.total) if adapt is not None else 0.0
-            for part in ("prompt", "completion"):  # split needed for $ cost (prices differ)
+            for part in USAGE_PARTS:  # split needed for $ cost (prices differ)
                 row[f"tokens_{role}_{part}"] = (getattr(usage, part) or 0) if usage is not None else 0
                 row[f"adapt_tokens_{role}_{part}"] = (getattr(adapt, part) or 0) if adapt is not None else 0
         train = getattr(d, "train_tokens", None) or {}
@@ -252,6 +255,8 @@ def cost_stacks(dialogues: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.Dat
 
     ``prices`` is ``model.prices`` from the run config: USD per 1M tokens per role
     (``F``, ``G``, ``compressor``, ``router``) with ``prompt``/``completion`` keys, and
+    ``cached_prompt`` (optional: the cached-input rate for prompt tokens read from a prefix
+    cache, ``Usage.cached_prompt``), and
     ``train: {forward: m_f, backward: m_b}``: a training token of role R costs m × R's prompt
     price (contract 2). Token classes used without a price are not costed; their names are
     returned so tables/figures say so (never priced as 0 silently).
@@ -263,11 +268,17 @@ def cost_stacks(dialogues: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.Dat
         price = _price(prices, role)
         prompt = out[f"{prefix}tokens_{role}_prompt"].fillna(0.0)
         completion = out[f"{prefix}tokens_{role}_completion"].fillna(0.0)
+        column = f"{prefix}tokens_{role}_cached_prompt"
+        cached = out[column].fillna(0.0) if column in out else pd.Series(0.0, index=out.index)
         if not price:
             if ((prompt + completion) > 0).any() and role not in unpriced:
                 unpriced.append(role)
             return pd.Series(0.0, index=out.index)
-        return (prompt * float(price.get("prompt", 0.0))
+        fresh_rate = float(price.get("prompt", 0.0))
+        # no cached-input rate set: cached tokens are billed like any prompt token (unchanged)
+        cached_rate = (float(price["cached_prompt"]) if price.get("cached_prompt") is not None
+                       else fresh_rate)
+        return ((prompt - cached) * fresh_rate + cached * cached_rate
                 + completion * float(price.get("completion", 0.0))) / PER_MILLION
 
     serve = {r: usd(r, "") - usd(r, "adapt_") for r in TOKEN_ROLES}
