@@ -59,6 +59,19 @@ vllm-env: $(VLLM_STAMP)  ## .venv-vllm: vLLM (CPU build; CUDA vllm where a GPU e
 test-vllm: assets $(VLLM_STAMP)  ## tests needing a real vLLM engine/server (marker vllm), in .venv-vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm -q -p no:cacheprovider --timeout=1200 tests/vllm
 
+# kvpress (KV-cache compression baselines) in its own venv: kvpress pins transformers<5.3.
+KVPRESS_VENV := .venv-kvpress
+KVPRESS_STAMP := $(KVPRESS_VENV)/.installed
+
+$(KVPRESS_STAMP): scripts/kvpress-env.sh
+	KVPRESS_VENV=$(KVPRESS_VENV) PY=$(PY) scripts/kvpress-env.sh
+
+kvpress-env: $(KVPRESS_STAMP)  ## .venv-kvpress: kvpress + somabench (the kvpress_* methods run there)
+	@echo "$(KVPRESS_VENV) ready: $(KVPRESS_VENV)/bin/python -m somabench method=kvpress_snapkv_50 ..."
+
+test-kvpress: assets $(KVPRESS_STAMP)  ## the kvpress tests (marker kvpress) in .venv-kvpress
+	$(KVPRESS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/kvpress
+
 # llama.cpp's own server (model.F.llamacpp.engine=native: parallel slots), built from the
 # llama.cpp vendored in the llama-cpp-python sdist (~5 min on 2 cores); optional, like [llamacpp].
 $(BIN)/llama-server: scripts/build-llama-server.sh | $(STAMP)

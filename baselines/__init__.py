@@ -4,6 +4,9 @@ from somabench.registry import methods
 
 methods.register("original", "somabench.baselines.original:Original")
 methods.register("original_prefix_cache", "somabench.baselines.original:OriginalPrefixCache")
+for _ratio in (50, 75):  # KV-cache compression (kvpress venv): two presses x two ratios
+    for _press in ("streaming_llm", "snapkv"):
+        methods.register(f"kvpress_{_press}_{_ratio}", "somabench.baselines.original:OriginalKVPress")
 methods.register("surrogate", "somabench.baselines.surrogate:Surrogate")
 methods.register("history_prefix", "somabench.baselines.history_prefix:HistoryPrefix")
 methods.register("history_ft", "somabench.baselines.history_ft:HistoryFT")

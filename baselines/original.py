@@ -34,3 +34,19 @@ class OriginalPrefixCache(Original):
                     f"=true (conf/method/original_prefix_cache.yaml); without it this is the "
                     f"plain Original")
         return None
+
+
+class OriginalKVPress(Original):
+    """The Original with F's KV cache compressed after each prefill (kvpress, in its own venv:
+    ``make kvpress-env``): StreamingLLM / SnapKV ... at a compression ratio, set by
+    ``method.model_overrides.F.kv_press`` (conf/method/kvpress_*.yaml)."""
+
+    name = "kvpress"
+
+    @classmethod
+    def label_problem(cls, cfg: Any) -> str | None:
+        overrides = (cfg.get("model_overrides") or {}).get("F") or {}
+        if not overrides.get("kv_press"):
+            return (f"method {cfg.get('name', cls.name)} needs method.model_overrides.F.kv_press "
+                    f"(conf/method/kvpress_*.yaml); without it this is the plain Original")
+        return None

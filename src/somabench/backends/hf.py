@@ -6,6 +6,7 @@ Why: the offline default (tiny models shipped as PyPI packages) and SOMA's white
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 from somabench import dtype as dtypes
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
+from somabench.backends.kv_press import KVPressSpec, build_press
 from somabench.backends.prefix_cache import Hit, PrefixCacheStore
 from somabench.registry import backends
 
@@ -55,6 +57,7 @@ class HFBackend(BackendBase):
         cache_dir: str | None = None,
         prefix_cache: bool = False,
         prefix_cache_entries: int = 16,
+        kv_press: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
         import torch
@@ -62,6 +65,10 @@ class HFBackend(BackendBase):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # per-tensor load bars drown the run's own progress
+        # kv_press: compress each prompt's KV cache after prefill (backends/kv_press.py); built
+        # first, so a missing kvpress fails before the weights load
+        self.kv_press_spec = KVPressSpec.from_cfg(kv_press)
+        self.kv_press = build_press(self.kv_press_spec) if self.kv_press_spec else None
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.model_id = model_id
@@ -91,6 +98,9 @@ class HFBackend(BackendBase):
         # prefix_cache: keep the KV cache of recent sequences; a prompt prefills only what no
         # earlier call computed (backends/prefix_cache.py). Prompts are then served one by one.
         self.prefix_store = PrefixCacheStore(int(prefix_cache_entries)) if prefix_cache else None
+        if self.kv_press is not None and self.prefix_store is not None:
+            raise ValueError("model.<role>: kv_press and prefix_cache cannot be combined (a "
+                             "compressed cache is not the prompt's prefix)")
         log.info("loaded %s from %s (%s, %s) in %.1fs; dtype: %s", model_id, self.source,
                  self.dtype_name, device, time.perf_counter() - started, self.dtype_choice.reason)
 
@@ -127,6 +137,8 @@ class HFBackend(BackendBase):
             fp["adapter_id"] = None
         if self.prefix_store is not None:  # answers may differ in the last bits: own cache keys
             fp["prefix_cache"] = True
+        if self.kv_press_spec is not None:  # other answers: own cache keys
+            fp["kv_press"] = self.kv_press_spec.describe()
         return fp
 
     @property
@@ -158,7 +170,8 @@ class HFBackend(BackendBase):
         import torch
 
         use_prefix = self._prefix_cache_applies(base_rows)
-        if use_prefix and len(prompts) > 1:  # a cache per row: served one prompt at a time
+        press = self.kv_press if not (base_rows is not None and any(base_rows)) else None
+        if (use_prefix or press is not None) and len(prompts) > 1:  # a cache per row: one by one
             return [c for p in prompts for c in self.generate_text([p], gen)]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
@@ -179,7 +192,8 @@ class HFBackend(BackendBase):
                                        for b in base_rows]
         started = time.perf_counter()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), (press(model) if press is not None
+                                          else contextlib.nullcontext()):
                 out = model.generate(**enc, **kwargs)
         finally:
             if bar is not None:

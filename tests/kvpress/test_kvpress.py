@@ -1,0 +1,100 @@
+"""KV-cache compression baselines (backends/kv_press.py, conf/method/kvpress_*.yaml).
+
+Everywhere: the config is checked and a missing kvpress is a one-line error naming the venv.
+In the kvpress venv (``make test-kvpress``; marker ``kvpress``): the press really shrinks F's KV
+cache after the prefill, and ``method=kvpress_*`` runs end to end on the tiny family through the
+ordinary runner and records, answering every turn the Original answered.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from somabench.backends.kv_press import INSTALL_HINT, KVPressSpec
+from somabench.config import compose
+from somabench.errors import ConfigError
+
+HAVE_KVPRESS = importlib.util.find_spec("kvpress") is not None
+needs_kvpress = pytest.mark.skipif(not HAVE_KVPRESS, reason="needs kvpress: make kvpress-env, then "
+                                   "make test-kvpress")
+
+
+def overrides(method: str, tmp_path: Path) -> list[str]:
+    return [f"method={method}", "model=tiny", "dataset=mathmt", "limit=2",
+            "dataset.truncate_turns=3", "generation.max_new_tokens=8", "judge=none",
+            "progress=false", f"paths.output_root={tmp_path / 'outputs'}",
+            f"cache.path={tmp_path / 'cache' / 'requests.sqlite'}"]
+
+
+def test_spec_validation_names_the_key() -> None:
+    assert KVPressSpec.from_cfg(None) is None
+    spec = KVPressSpec.from_cfg({"name": "snapkv", "compression_ratio": 0.5})
+    assert spec.describe() == {"name": "snapkv", "compression_ratio": 0.5}
+    with pytest.raises(ConfigError, match="kv_press.name='h2o': one of"):
+        KVPressSpec.from_cfg({"name": "h2o", "compression_ratio": 0.5})
+    with pytest.raises(ConfigError, match="compression_ratio=1.0: must be in"):
+        KVPressSpec.from_cfg({"name": "snapkv", "compression_ratio": 1.0})
+
+
+@pytest.mark.parametrize("method", ["kvpress_streaming_llm_50", "kvpress_streaming_llm_75",
+                                    "kvpress_snapkv_50", "kvpress_snapkv_75"])
+def test_methods_compose_with_their_press(method: str, tmp_path: Path) -> None:
+    from somabench.runner import RunContext
+
+    spec = RunContext(compose(overrides(method, tmp_path))).model_spec("F")["kv_press"]
+    press, ratio = method.removeprefix("kvpress_").rsplit("_", 1)
+    assert spec == {"name": press, "compression_ratio": int(ratio) / 100}
+
+
+@pytest.mark.skipif(HAVE_KVPRESS, reason="kvpress is installed here")
+def test_missing_kvpress_is_one_clear_error() -> None:
+    from somabench.backends.kv_press import build_press
+
+    with pytest.raises(ConfigError, match="make kvpress-env"):
+        build_press(KVPressSpec("streaming_llm", 0.5))
+    assert ".venv-kvpress/bin/python -m somabench" in INSTALL_HINT
+
+
+@pytest.mark.kvpress
+@needs_kvpress
+def test_press_shrinks_the_kv_cache_after_prefill(tiny_assets) -> None:
+    import torch
+
+    from somabench.backends.hf import HFBackend, cache_arg
+
+    backend = HFBackend(model_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                        path=str(tiny_assets["qwen2.5-coder-0.5b-instruct"]), dtype="float32",
+                        kv_press={"name": "streaming_llm", "compression_ratio": 0.75})
+    assert backend.fingerprint()["kv_press"]["name"] == "streaming_llm"
+    prompt = backend.render([{"role": "user", "content": "Explain hash maps. " * 30}])
+    enc = backend.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    n_prompt = enc["input_ids"].shape[1]
+    with torch.inference_mode(), backend.kv_press(backend.model):
+        out = backend.model.generate(**enc, max_new_tokens=4, do_sample=False,
+                                     return_dict_in_generate=True)
+    kept = int(getattr(out, cache_arg()).get_seq_length())
+    # 25 % of the prompt's entries kept, plus the new tokens decoded after the prefill
+    assert kept <= round(0.25 * n_prompt) + 4 + 1 < n_prompt
+
+
+@pytest.mark.kvpress
+@needs_kvpress
+def test_kvpress_method_end_to_end(tmp_path: Path, tiny_assets) -> None:
+    from somabench.records import load_dialogues, load_turns
+    from somabench.task import run_task
+
+    runs = {}
+    for method in ("original", "kvpress_snapkv_75"):
+        cfg = compose(overrides(method, tmp_path))
+        run_task(cfg)
+        run_dir = Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
+        runs[method] = ({(t.dialogue_id, t.turn): t for t in load_turns(run_dir)},
+                        load_dialogues(run_dir))
+    plain, pressed = runs["original"][0], runs["kvpress_snapkv_75"][0]
+    assert set(pressed) == set(plain) and all(t.status == "ok" for t in pressed.values())
+    assert all(t.served_by == "F" and not t.cached for t in pressed.values())
+    # F sees the same prompts (the press acts inside the model): tokens sent are equal
+    assert all(pressed[k].tokens["F"].prompt == plain[k].tokens["F"].prompt for k in plain)
