@@ -225,8 +225,13 @@ def ls(argv: list[str]) -> int:
 
     kinds = [*ALL, *CONFIG_GROUPS]
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: python -m somabench ls [{' | '.join(kinds)}] ...")
+        print(f"usage: python -m somabench ls [{' | '.join(kinds)}] ...\n"
+              "       python -m somabench ls runs [outputs or results folder ...]")
         return 0
+    if argv and argv[0] == "runs":  # run dirs, their status and panel versions
+        from somabench.runs_list import main as list_runs
+
+        return list_runs(argv[1:])
     load_builtin()
     for kind in argv or kinds:
         if kind in ALL:

@@ -65,6 +65,11 @@ def test_rejudge_same_panel_name_with_changed_judge_reports_new_judge_only(tmp_p
     data = load_local(run_dir.parents[3], compose().report)
     assert set(data.scores["judge"]) == {"new"}
     assert any("several versions" in w and "NOT aggregated" in w for w in data.warnings)
+    # `somabench ls runs` says it too
+    from somabench.runs_list import run_lines
+
+    listed = run_lines(run_dir)
+    assert "panels: paper" in listed[0] and any("WARNING" in x and "NOT aggregated" in x for x in listed)
 
 
 def test_adding_a_judge_carries_the_unchanged_judges_lines_over(tmp_path: Path, make_run) -> None:
