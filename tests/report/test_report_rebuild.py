@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from somabench.report.build import build_report
 from somabench.report.collect import load_local
@@ -45,5 +46,12 @@ def test_results_folder_rebuilds_every_table(outputs, report_cfg, tmp_path) -> N
         assert a[name] == b[name], name
     pd.testing.assert_frame_equal(pd.read_csv(first / "data" / "dialogues.csv").drop(columns=["run_id"], errors="ignore"),
                                   pd.read_csv(second / "data" / "dialogues.csv").drop(columns=["run_id"], errors="ignore"))
+    # results.json: every table's cells with n and interval, each run's config and versions
+    results = json.loads((first / "results.json").read_text())
+    cell = next(c for c in results["tables"]["table1_similarity_tiny_p1"]["cells"]
+                if c["row"] == "SOMA" and c["column"] == "MATH")
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(88.333, abs=1e-3)
+    assert "footer" in results["tables"]["table1_similarity_tiny_p1"]["meta"]
+    assert any(r["kind"] == "run" and r["config"] for r in results["runs"].values())
     # the rebuild reads its own folder and does not copy it again
     assert not (second / "runs").exists() or (second / "runs" / "MANIFEST.json").exists()

@@ -182,6 +182,9 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path,
         from somabench.report.export import export_runs
 
         export_runs(data, out)  # <out>/runs: the folder rebuilds every number (report/export.py)
+    from somabench.report.export import write_results_json
+
+    write_results_json(data, out)  # every table cell, config and version in one file
     _write_index(result, data)
     return result
 

@@ -116,3 +116,37 @@ def export_runs(data: Any, out_dir: Path) -> Path | None:
 
 
 __all__ = ["RUNS_DIR", "export_runs"]
+
+
+RESULTS_JSON = "results.json"
+
+
+def write_results_json(data: Any, out_dir: Path) -> Path:
+    """``results.json``: the study in one file, in the spirit of lm-evaluation-harness's output:
+    per run its config hash, config, package versions and git commit; per table every cell
+    (mean, n, interval or why there is none) with the table's title, metric and footnote."""
+    import pandas as pd
+
+    runs = {}
+    for run in data.runs:
+        header = {}
+        if (run.path / RUN_HEADER).exists():
+            header = json.loads((run.path / RUN_HEADER).read_text(encoding="utf-8"))
+        runs[run.key] = {"kind": run.kind, "method": run.method, "dataset": run.dataset,
+                         "family": run.family, "status": run.status,
+                         "config_hash": header.get("config_hash"), "git": header.get("git"),
+                         "packages": header.get("packages"), "config": run.config}
+    tables = {}
+    for meta_path in sorted(out_dir.glob("*.meta.json")):
+        stem = meta_path.name.removesuffix(".meta.json")
+        csv = out_dir / f"{stem}.csv"
+        if not csv.exists():
+            continue
+        frame = pd.read_csv(csv)
+        cells = json.loads(frame.to_json(orient="records"))
+        tables[stem] = {"meta": json.loads(meta_path.read_text(encoding="utf-8")), "cells": cells}
+    path = out_dir / RESULTS_JSON
+    path.write_text(json.dumps({"source": data.source, "experiment": data.experiment(),
+                                "runs": runs, "tables": tables}, indent=1, ensure_ascii=False,
+                               default=str) + "\n", encoding="utf-8")
+    return path
