@@ -7,10 +7,14 @@
 #   STAGES="remedi" bash sweeps/study_tiny_qwen.sh            # one dataset
 #   METHODS_SWITCH=soma_holdout bash sweeps/study_tiny_qwen.sh  # a subset of switching methods
 #
-# Datasets (each >= 30 sessions after its filters; W + m + 1 <= turns so G can serve):
+# Stages (each dataset >= 30 sessions after its filters; W + m + 1 <= turns so G can serve):
 #   remedi      ReMeDi consultations, 8 turns, W = 3 (G can serve turns 6-8)
 #   mtbench101  MT-Bench-101 tasks built to refer back (SI, PI, AR, CM), 5 turns, W = 2 (turn 5)
 #   mathmt      MATH-500 sessions, 8 independent problems: the NEGATIVE CONTROL, W = 3
+#   tiny        ReMeDi again with model=tiny (SmolLM2 G, another tokenizer): the contrast row
+#   dose        dose-response of the adaptation budget on ReMeDi (soma_holdout_recorded, one knob
+#               at a time around the defaults, all within App. B.2's ranges): LoRA steps 10/20/40,
+#               LoRA lr 5e-4/1e-3/2e-3, rank 4/8/16, W 2/3/4 (the middle values are the main run)
 # Time on 2 idle CPU cores: see docs/results.md (measured per method).
 source "$(dirname "$0")/_lib.sh"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
@@ -24,7 +28,15 @@ for stage in $STAGES; do
     mtbench101) data=(dataset=mtbench101 dataset.min_turns=5 dataset.truncate_turns=5); w=2 ;;
     mathmt)     data=(dataset=mathmt "dataset.tasks=[math]" dataset.min_turns=8 dataset.truncate_turns=8
                       dataset.context_dependent_only=false); w=3 ;;
-    *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt)" >&2; exit 2 ;;
+    tiny)       data=(model=tiny dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8); w=3 ;;
+    dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
+                for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \
+                            "method.lora.rank=4,16" "method.switch.warm_window=2,4"; do
+                  sweep study_tiny_qwen "${data[@]}" method=soma_holdout_recorded \
+                    "method.switch.warm_window=3" "$axis" "$@"
+                done
+                continue ;;
+    *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt | tiny | dose)" >&2; exit 2 ;;
   esac
   sweep study_tiny_qwen "${data[@]}" "method=$METHODS_PLAIN" "$@"
   sweep study_tiny_qwen "${data[@]}" "method=$METHODS_SWITCH" "method.switch.warm_window=$w" "$@"

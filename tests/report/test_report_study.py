@@ -42,3 +42,26 @@ def test_served_shares(served: list[str]) -> None:
     row = served_shares(turns).iloc[0]
     expected = sum(s.split("+")[0] == "G" for s in served)
     assert row["g_turns"] == expected and row["g_share"] == pytest.approx(100 * expected / 3)
+
+
+def test_diagnostics_table_reads_the_switch_records() -> None:
+    from types import SimpleNamespace
+
+    from somabench.report.study import diagnostics_table
+
+    adaptation = {"lora_heldout_turns": [2], "adapter_cache": {"hit": True},
+                  "switch": {"switch_turn": 5, "threshold": 0.61, "gate_scores": [0.7, 0.8],
+                             "acceptance": {"applicable": True, "contexts": "mined_holdout",
+                                            "batch": 2, "batch_capped": False, "Delta": -0.1,
+                                            "passed": False, "required": False, "gate_closed": False,
+                                            "Delta_future_turns": 0.05,
+                                            "warm_deltas": [0.3, 0.1, -0.2]}}}
+    skipped = {"switch": {"acceptance": {"applicable": False}}}  # History-Prefix: no test
+    frame = pd.DataFrame({"family": "f", "label": ["SOMA", "History-Prefix"], "dataset": "d",
+                          "dialogue_id": ["x", "x"], "adaptation": [adaptation, skipped]})
+    row = diagnostics_table(SimpleNamespace(dialogues=frame), "f").iloc[0]
+    assert row["switch_turn"] == 5 and row["gate_scores"] == "0.70 0.80"
+    # warm turns 0, 1 trained (mean .2), turn 2 held out (-.2)
+    assert row["Delta_warm_trained"] == pytest.approx(0.2) and row["Delta_warm_heldout"] == pytest.approx(-0.2)
+    assert row["Delta_B"] == -0.1 and row["Delta_future_turns"] == 0.05 and row["adapter_cache_hit"]
+    assert len(diagnostics_table(SimpleNamespace(dialogues=frame), "f")) == 1

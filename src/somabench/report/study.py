@@ -267,10 +267,14 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
     knobs = StatsKnobs.from_cfg(cfg.stats)
     roles = _roles(data, family)
     out.mkdir(parents=True, exist_ok=True)
+    post_switch = pd.DataFrame()
     for panel in sim_panels or [None]:
         suffix = f"{tag}_{_tag(panel)}" if panel else tag
         sessions = session_frame(data, cfg, family, panel)
         g_turns = g_turn_similarity(data, cfg, family, panel) if panel else pd.DataFrame()
+        if post_switch.empty and not g_turns.empty:  # the diagnostics' post-switch gap
+            post_switch = g_turns.assign(post_switch_gap=1.0 - g_turns["similarity_g"] / 100.0,
+                                         panel=panel)
         table = summary_table(sessions, g_turns, knobs, int(cfg.stats.n_perm), roles)
         md, csv, sess_csv = out / f"study_{suffix}.md", out / f"study_{suffix}.csv", \
             out / f"study_sessions_{suffix}.csv"
@@ -287,6 +291,10 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
             result.written.append(Artifact(fname, "extra (issue 22)", figs.save(fig, out, fname, cfg),
                                            "similarity vs tokens relative to the Original"))
     diag = diagnostics_table(data, family)
+    if not diag.empty and not post_switch.empty:
+        keep = post_switch.rename(columns={"label": "method"})[
+            ["method", "dataset", "dialogue_id", "post_switch_gap", "g_turns_scored"]]
+        diag = diag.merge(keep, on=["method", "dataset", "dialogue_id"], how="left")
     if diag.empty:
         result.skip(f"study_sessions_{tag}", "no adapted session with an acceptance test")
         return
@@ -295,7 +303,7 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
                    "- mean Gap(adapted G) (positive: adaptation brought G closer to F) on the "
                    "acceptance batch B (its contexts: future gate turns or held-out mined ones), "
                    "on the gate turns (future), and on the warm turns the adapter trained on / "
-                   "held out.\n\n" + frame_markdown(diag, floatfmt=".3f") + "\n", encoding="utf-8")
+                   "held out. post_switch_gap: 1 - the panel's similarity on the turns G served after the switch.\n\n" + frame_markdown(diag, floatfmt=".3f") + "\n", encoding="utf-8")
     diag.to_csv(dcsv, index=False)
     result.written.append(Artifact(f"study_diagnostics_{tag}", "extra (issue 22)", [dmd, dcsv],
                                    "per-session switch and Delta diagnostics"))
