@@ -630,11 +630,11 @@ class SwitchingMethod(Method):
         block to the dialogue's adaptation tokens, role ``encoder`` (a switching method's own
         overhead, like the gate candidates; RouteLLM's embedding call is its ``router``)."""
         encoder = self.ctx.encoder()
-        before = encoder.tokens
+        before = getattr(encoder, "tokens", None)  # None: an encoder that cannot count (a double)
         try:
             yield
         finally:
-            spent = encoder.tokens - before
+            spent = encoder.tokens - before if before is not None else 0
             if spent:
                 session.add_adaptation_tokens(ENCODER_ROLE, Usage(spent, 0, 0))
 
