@@ -21,32 +21,35 @@ class Original(Method):
         return TurnPlan(role="F", messages=session.full_messages(turn))
 
 
-class OriginalPrefixCache(Original):
-    """The Original with F's prefix cache on (``method.model_overrides.F.prefix_cache``)."""
+class _OriginalWithF(Original):
+    """The Original served with a backend knob of F (``method.model_overrides.F.<knob>``); a
+    config without the knob would silently be the plain Original, so it is refused."""
 
-    name = "original_prefix_cache"
+    knob = ""
+    config_files = ""
 
     @classmethod
     def label_problem(cls, cfg: Any) -> str | None:
         overrides = (cfg.get("model_overrides") or {}).get("F") or {}
-        if not overrides.get("prefix_cache"):
-            return (f"method {cfg.get('name', cls.name)} needs method.model_overrides.F.prefix_cache"
-                    f"=true (conf/method/original_prefix_cache.yaml); without it this is the "
-                    f"plain Original")
+        if not overrides.get(cls.knob):
+            return (f"method {cfg.get('name', cls.name)} needs method.model_overrides.F.{cls.knob}"
+                    f" ({cls.config_files}); without it this is the plain Original")
         return None
 
 
-class OriginalKVPress(Original):
+class OriginalPrefixCache(_OriginalWithF):
+    """The Original with F's prefix cache on (``method.model_overrides.F.prefix_cache``)."""
+
+    name = "original_prefix_cache"
+    knob = "prefix_cache"
+    config_files = "conf/method/original_prefix_cache.yaml"
+
+
+class OriginalKVPress(_OriginalWithF):
     """The Original with F's KV cache compressed after each prefill (kvpress, in its own venv:
     ``make kvpress-env``): StreamingLLM / SnapKV ... at a compression ratio, set by
     ``method.model_overrides.F.kv_press`` (conf/method/kvpress_*.yaml)."""
 
     name = "kvpress"
-
-    @classmethod
-    def label_problem(cls, cfg: Any) -> str | None:
-        overrides = (cfg.get("model_overrides") or {}).get("F") or {}
-        if not overrides.get("kv_press"):
-            return (f"method {cfg.get('name', cls.name)} needs method.model_overrides.F.kv_press "
-                    f"(conf/method/kvpress_*.yaml); without it this is the plain Original")
-        return None
+    knob = "kv_press"
+    config_files = "conf/method/kvpress_*.yaml"

@@ -35,7 +35,13 @@ from somabench.judges.base import (
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
 
-from somabench.records import TurnRecord, atomic_write_jsonl, load_turns, read_jsonl_rows
+from somabench.records import (
+    TurnRecord,
+    atomic_write_jsonl,
+    load_turns,
+    post_switch_flags,
+    read_jsonl_rows,
+)
 from somabench.rundir import (
     JUDGE_HEADER,
     RUN_HEADER,
@@ -82,20 +88,6 @@ def reference_dir_of(run_dir: Path, cfg: DictConfig | None = None) -> Path | Non
     return None
 
 
-def _switch_flags(turns: list[TurnRecord]) -> list[bool]:
-    """post_switch per turn (sorted by turn): G serves after the gate switched (until a
-    rollback). Methods without a gate never switch."""
-    switched, flags = False, []
-    for rec in turns:
-        gate = rec.gate or {}
-        if gate.get("rollback"):
-            switched = False
-        if gate.get("switched"):
-            switched = True
-        flags.append(bool(switched and str(rec.served_by).startswith("G")))
-    return flags
-
-
 def build_items(run_dir: Path, reference_dir: Path | None) -> list[JudgeItem]:
     """One item per served turn, with the Original's answer and the dialogue before it."""
     turns = load_turns(run_dir)
@@ -110,7 +102,7 @@ def build_items(run_dir: Path, reference_dir: Path | None) -> list[JudgeItem]:
     items = []
     for dialogue_id in sorted(by_dialogue):
         records = sorted(by_dialogue[dialogue_id], key=lambda r: r.turn)
-        flags = _switch_flags(records)
+        flags = post_switch_flags(records)
         context: list[tuple[str, str]] = []
         for rec, post_switch in zip(records, flags, strict=True):
             ref = reference.get((rec.dialogue_id, rec.turn))

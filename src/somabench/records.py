@@ -306,6 +306,21 @@ class RecordStore:
         return [DialogueRecord.from_json(r) for r in rows]
 
 
+def post_switch_flags(turns: list[TurnRecord]) -> list[bool]:
+    """post_switch per turn of one dialogue (sorted by turn): G serves after the gate switched,
+    until a rollback. Methods without a gate never switch. The one rule the judges (score
+    lines' ``post_switch``) and the dialogue viewer share."""
+    switched, flags = False, []
+    for rec in turns:
+        gate = rec.gate or {}
+        if gate.get("rollback"):
+            switched = False
+        if gate.get("switched"):
+            switched = True
+        flags.append(bool(switched and str(rec.served_by).startswith("G")))
+    return flags
+
+
 FLAT_EXPANDED = ("tokens", "seconds")
 """Nested record fields spread over columns in :func:`flat_row` (``tokens.F.prompt``,
 ``seconds.generate``); every other nested field becomes one JSON text column."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from somabench.errors import ConfigError
-from somabench.records import TurnRecord, load_turns
+from somabench.records import TurnRecord, load_turns, post_switch_flags
 from somabench.report.collect import find_run_dirs, resolve_reference, run_scores
 from somabench.rundir import REFERENCE_META, RUN_HEADER, read_header
 
@@ -53,20 +53,6 @@ class ViewData:
     datasets: list[str]
     dialogues: dict[tuple[str, str], dict[int, Turn]]
     """(dataset, dialogue_id) -> turn index -> :class:`Turn`."""
-
-
-def switch_flags(records: list[TurnRecord]) -> list[bool]:
-    """post_switch per turn of one dialogue (sorted by turn), the judges' rule
-    (``judges.panel._switch_flags``): G serves after the gate switched, until a rollback."""
-    switched, flags = False, []
-    for rec in records:
-        gate = rec.gate or {}
-        if gate.get("rollback"):
-            switched = False
-        if gate.get("switched"):
-            switched = True
-        flags.append(bool(switched and str(rec.served_by).startswith("G")))
-    return flags
 
 
 def run_dirs_of(paths: list[str | Path]) -> list[Path]:
@@ -120,7 +106,7 @@ def collect(paths: list[str | Path]) -> ViewData:
             by_dialogue[(rec.dataset, rec.dialogue_id)].append(rec)
         for key, recs in by_dialogue.items():
             recs.sort(key=lambda r: r.turn)
-            for rec, post in zip(recs, switch_flags(recs), strict=True):
+            for rec, post in zip(recs, post_switch_flags(recs), strict=True):
                 turn = dialogues[key].setdefault(rec.turn, Turn(user=rec.user))
                 turn.original = originals.get((rec.dataset, rec.dialogue_id, rec.turn))
                 turn.answers[labels[run_dir]] = Answer(labels[run_dir], rec, post,
@@ -348,4 +334,4 @@ apply();
 """
 
 
-__all__ = ["collect", "disagrees", "main", "render", "switch_flags", "word_diff", "write_view"]
+__all__ = ["collect", "disagrees", "main", "render", "word_diff", "write_view"]
