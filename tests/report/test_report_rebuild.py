@@ -53,5 +53,13 @@ def test_results_folder_rebuilds_every_table(outputs, report_cfg, tmp_path) -> N
     assert cell["n"] == 2 and cell["mean"] == pytest.approx(88.333, abs=1e-3)
     assert "footer" in results["tables"]["table1_similarity_tiny_p1"]["meta"]
     assert any(r["kind"] == "run" and r["config"] for r in results["runs"].values())
+    # the dialogue viewer reads the results folder too: every turn, the Original's answers
+    from somabench.view import collect, write_view
+
+    page = write_view([first])
+    view = collect([first])
+    n_turns = sum(len(turns) for turns in view.dialogues.values())
+    assert n_turns == 10 and page.name == "view.html"  # 2 x 3 MATH + 2 x 2 MT-Bench turns
+    assert all(t.original for turns in view.dialogues.values() for t in turns.values())
     # the rebuild reads its own folder and does not copy it again
     assert not (second / "runs").exists() or (second / "runs" / "MANIFEST.json").exists()
