@@ -31,14 +31,18 @@ for stage in $STAGES; do
     tiny)       data=(model=tiny dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8); w=3 ;;
     dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \
-                            "method.lora.rank=4,16" "method.switch.warm_window=2,4"; do
+                            "method.lora.rank=4,16"; do
                   sweep study_tiny_qwen "${data[@]}" method=soma_holdout_recorded \
                     "method.switch.warm_window=3" "$axis" "$@"
                 done
+                sweep study_tiny_qwen "${data[@]}" method=soma_holdout_recorded \
+                  "method.switch.warm_window=2,4" "$@"
                 continue ;;
     *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt | tiny | dose)" >&2; exit 2 ;;
   esac
   sweep study_tiny_qwen "${data[@]}" "method=$METHODS_PLAIN" "$@"
-  sweep study_tiny_qwen "${data[@]}" "method=$METHODS_SWITCH" "method.switch.warm_window=$w" "$@"
+  # ++: the multirun's first compose uses the root default method (no switch node) before the
+  # method axis applies
+  sweep study_tiny_qwen "${data[@]}" "method=$METHODS_SWITCH" "++method.switch.warm_window=$w" "$@"
 done
 report study_tiny_qwen
