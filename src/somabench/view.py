@@ -131,10 +131,16 @@ def _judge_lines(run_dir: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
 
 
 # -- rendering ------------------------------------------------------------------------------------
+# A "word" for the diff: whitespace, one CJK character (Chinese/Japanese text has no spaces:
+# ReMeDi is Chinese; a whole sentence would otherwise be one word), or a run of other characters.
+_TOKEN = re.compile(r"\s+|[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
+                    r"|[^\s\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]+")
+
+
 def word_diff(original: str, answer: str) -> str:
     """``answer`` as HTML with the words the Original lacks in <ins> and the Original's words it
-    lacks in <del> (difflib over words and the whitespace between them)."""
-    a, b = re.findall(r"\s+|\S+", original), re.findall(r"\s+|\S+", answer)
+    lacks in <del> (difflib over words and the whitespace between them; CJK per character)."""
+    a, b = _TOKEN.findall(original), _TOKEN.findall(answer)
     out = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         old, new = html.escape("".join(a[i1:i2])), html.escape("".join(b[j1:j2]))

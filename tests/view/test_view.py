@@ -72,6 +72,9 @@ def test_word_diff_by_hand() -> None:
     assert word_diff("a b c", "a x c") == "a <del>b</del><ins>x</ins> c"
     assert word_diff("a b", "a b d") == "a b<ins> d</ins>"
     assert word_diff("x <y>", "x <y>") == "x &lt;y&gt;"
+    # CJK text has no spaces: compared per character, not as one sentence-long word
+    assert word_diff("破伤风是一种由细菌引起的疾病。", "破伤风是一种严重的疾病。") == \
+        "破伤风是一种<del>由细菌引起</del><ins>严重</ins>的疾病。"
     assert disagrees("a  b", "a b") is False and disagrees("a b", "a c") is True
     assert disagrees(None, "a") is False
 
