@@ -178,7 +178,7 @@ def diagnostics_table(data: Any, family: str) -> pd.DataFrame:
             "method": r.label, "dataset": r.dataset, "dialogue_id": r.dialogue_id,
             "switch_turn": switch.get("switch_turn"), "threshold": switch.get("threshold"),
             "gate_scores": " ".join(f"{s:.2f}" for s in switch.get("gate_scores") or []),
-            "B": acc.get("contexts"), "|B|": acc.get("batch"), "capped": acc.get("batch_capped"),
+            "B_contexts": acc.get("contexts"), "B_size": acc.get("batch"), "B_capped": acc.get("batch_capped"),
             "Delta_B": acc.get("Delta"), "passed": acc.get("passed"), "required": acc.get("required"),
             "gate_closed": acc.get("gate_closed"), "Delta_future_turns": acc.get("Delta_future_turns"),
             "Delta_warm_trained": _mean([d for i, d in enumerate(warm) if i not in held]),
@@ -192,34 +192,46 @@ def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def quality_cost_figure(table_rows: pd.DataFrame, sessions: pd.DataFrame, cfg: Any, panel: str) -> Any:
-    """Similarity (y) against tokens relative to the Original (x), per dataset; each point
-    says G's share. Whiskers: the similarity CI of the table."""
+def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any, panel: str,
+                        knobs: StatsKnobs) -> Any:
+    """Similarity (y) against tokens per dialogue relative to the Original (x), one point per
+    method and dataset with its intervals (the tables' estimator; none below min_n: the point
+    alone) and its G share and n beside it."""
     import matplotlib.pyplot as plt
 
     from somabench.report import figures as figs
 
     datasets = sorted(sessions["dataset"].unique())
+    width = cfg.figures.panel_width * 1.6
     fig, axes = plt.subplots(1, len(datasets), squeeze=False, layout="constrained",
-                             figsize=(cfg.figures.panel_width * len(datasets), cfg.figures.panel_height))
+                             figsize=(width * len(datasets), cfg.figures.panel_height * 1.3))
     for ax, dataset in zip(axes[0], datasets, strict=True):
         part = sessions[sessions["dataset"] == dataset]
         base = part.loc[part["method"] == ORIGINAL, "tokens"].mean()
         for label, rows in part.groupby("label"):
-            x = rows["tokens"].mean() / base if base else np.nan
-            y = rows["similarity"].mean()
+            ratio = rows["tokens"].to_numpy(float) / base if base else np.full(len(rows), np.nan)
+            sim = rows["similarity"].dropna().to_numpy(float)
+            cis = [mean_ci(v, n_boot=knobs.n_boot, seed=_seed(knobs, "fig", dataset, label, k),
+                           confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
+                   for k, v in (("x", ratio), ("y", sim))]
+            x, y = cis[0].mean, cis[1].mean
+            if x is None or y is None:
+                continue
+            err = [[[c.mean - c.lo], [c.hi - c.mean]] if c.lo is not None else None for c in cis]
+            ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6)
             share = rows["g_share"].mean()
-            ax.scatter([x], [y], s=30 + 3 * (share if np.isfinite(share) else 0))
-            ax.annotate(f"{label}\nG {share:.0f} %", (x, y), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+            ax.annotate(f"{label}\nG {share:.0f} %, n={len(rows)}", (x, y), fontsize=7,
+                        xytext=(5, -12), textcoords="offset points")
         ax.axvline(1.0, color="grey", lw=0.6, ls=":")
-        role = table_rows.loc[table_rows["dataset"] == dataset, "role"]
+        ax.set_xlim(left=0)
         title = figs.dataset_name(cfg, dataset)
-        if not role.empty and role.iloc[0] == "negative_control":
+        if roles.get(dataset) == "negative_control":
             title += " (negative control)"
-        ax.set_title(title)
-        ax.set_xlabel("tokens per dialogue incl. training / Original's")
+        ax.set_title(title, pad=10)
+        ax.set_xlabel("tokens per dialogue incl. training / the Original's")
         ax.set_ylabel(f"similarity to the Original % ({panel})")
+    fig.suptitle(f"Quality vs cost ({knobs.confidence:.0%} CI whiskers where n >= {knobs.min_n})",
+                 fontsize=9)
     return fig
 
 
@@ -286,18 +298,21 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
         result.written.append(Artifact(f"study_{suffix}", "extra (issue 22)", [md, csv, sess_csv],
                                        "similarity beside G's share, sessions switched and cost"))
         if panel:
-            fig = quality_cost_figure(table, sessions, cfg, panel)
+            fig = quality_cost_figure(sessions, roles, cfg, panel, knobs)
             fname = f"study_quality_cost_{suffix}"
             result.written.append(Artifact(fname, "extra (issue 22)", figs.save(fig, out, fname, cfg),
                                            "similarity vs tokens relative to the Original"))
     diag = diagnostics_table(data, family)
     if not diag.empty and not post_switch.empty:
-        keep = post_switch.rename(columns={"label": "method"})[
+        keep = post_switch.drop(columns=["method"]).rename(columns={"label": "method"})[
             ["method", "dataset", "dialogue_id", "post_switch_gap", "g_turns_scored"]]
         diag = diag.merge(keep, on=["method", "dataset", "dialogue_id"], how="left")
     if diag.empty:
         result.skip(f"study_sessions_{tag}", "no adapted session with an acceptance test")
         return
+    for col in ("switch_turn", "B_size", "g_turns_scored"):  # counts stay integers (NaN: none)
+        if col in diag:
+            diag[col] = pd.to_numeric(diag[col], errors="coerce").astype("Int64")
     dmd, dcsv = out / f"study_diagnostics_{tag}.md", out / f"study_diagnostics_{tag}.csv"
     dmd.write_text(f"## Switch diagnostics per session ({family})\n\nDelta = mean Gap(un-adapted G) "
                    "- mean Gap(adapted G) (positive: adaptation brought G closer to F) on the "
