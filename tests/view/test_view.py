@@ -136,3 +136,22 @@ def test_render_names_missing_reference(tmp_path: Path) -> None:
 def test_bad_path_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["view", str(tmp_path / "nope")]) != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install -y chromium)")
+def test_committed_study_folder_in_headless_chromium(tmp_path: Path) -> None:
+    """`somabench view results/study_tiny_qwen`: every turn of the committed study is on the page."""
+    import json as _json
+
+    study = Path(__file__).resolve().parents[2] / "results" / "study_tiny_qwen"
+    turns = {(r["dataset"], r["dialogue_id"], r["turn"]) for path in (study / "runs").rglob("records.jsonl")
+             for r in map(_json.loads, path.read_text().splitlines()) if r.get("kind", "turn") == "turn"}
+    assert len(turns) >= 240  # 30 ReMeDi sessions x 8 turns
+    page = tmp_path / "view.html"
+    assert cli_main(["view", str(study), "--out", str(page)]) == 0
+    dom = _chromium(["--dump-dom", page.as_uri()], tmp_path / "profile").stdout
+    assert dom.count('class="turn"') == len(turns)
+    assert f"{len(turns)} turn(s) shown" in dom
+    shot = tmp_path / "study.png"
+    _chromium([f"--screenshot={shot}", page.as_uri()], tmp_path / "profile")
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
