@@ -87,3 +87,11 @@ def test_sessions_that_can_switch_for_both_acceptance_readings() -> None:
     assert original.turns_needed is None and "no switch" in original.line()
     control = plan.build_plan(["dataset=mathmt", "dataset.tasks=[math]", "method=original"]).fits[0]
     assert control.role == "negative_control" and "NEGATIVE CONTROL" in control.line()
+
+
+def test_a_partial_switch_node_is_not_a_switching_method() -> None:
+    from somabench.fit import turns_needed
+
+    # `++method.switch.warm_window=3` on a multirun that includes the Original adds a bare node
+    assert turns_needed({"name": "original", "switch": {"warm_window": 3}}) is None
+    assert turns_needed({"name": "original"}) is None

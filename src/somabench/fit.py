@@ -26,7 +26,9 @@ def turns_needed(method_cfg: Mapping[str, Any]) -> int | None:
     from somabench.soma.switching import SwitchConfig, SwitchController
 
     switch = method_cfg.get("switch")
-    if switch is None or switch.get("warm_window") == "auto":
+    # a method without the shared switch node (a stray `++method.switch.x=` on the Original
+    # adds a partial one) never switches
+    if switch is None or "gate" not in switch or switch.get("warm_window") == "auto":
         return None
     controller = SwitchController(SwitchConfig.from_cfg(switch))
     return controller.turns_needed(adapts=ADAPTER_KEY in method_cfg)
