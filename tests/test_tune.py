@@ -215,14 +215,17 @@ def test_search_killed_mid_trial_resumes_to_exactly_n_trials(tmp_path: Path) -> 
             f"cache.path={tmp_path / 'cache' / 'requests.sqlite'}",
             "model.F.delay_seconds=0.5"]  # 2 turns: >= 1 s per trial, time to kill it inside one
     journal = outputs / "tune_test" / "optuna" / "tune_test.journal"
+    n_params = len(parse_space(OmegaConf.load(TEST_SEARCH).search.params)[0])
     first = _tune(args, conf)
     deadline = time.monotonic() + 240
     try:
         while True:  # kill as soon as trial 0 is complete and trial 1 is running
             trials = _trials(journal)
             states = [t.state for t in trials]
+            # every value of trial 1 drawn (a kill between two suggestions is the other case,
+            # tested below: such a trial is dropped, not resumed)
             if states[:1] == [TrialState.COMPLETE] and states[1:2] == [TrialState.RUNNING] \
-                    and trials[1].params:
+                    and len(trials[1].params) == n_params:
                 break
             assert first.poll() is None, first.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "trial 1 never started"
@@ -265,3 +268,46 @@ def test_search_killed_mid_trial_resumes_to_exactly_n_trials(tmp_path: Path) -> 
     third = _tune(args, conf)  # the same command once more: nothing left to do
     out, _ = third.communicate(timeout=120)
     assert third.returncode == 0 and len(_trials(journal)) == 3, out[-2000:]
+
+
+def test_torn_journal_tail_is_cut_and_kept(tmp_path: Path) -> None:
+    from somabench.tune import repair_journal
+
+    path = tmp_path / "s.journal"
+    good = b'{"op_code": 0}\n{"op_code": 1}\n'
+    path.write_bytes(good + b'{"op_co')  # a write killed mid-line
+    assert repair_journal(path) == len(b'{"op_co')
+    assert path.read_bytes() == good and (tmp_path / "s.journal.torn").read_bytes() == b'{"op_co'
+    assert repair_journal(path) == 0  # a clean file is left alone
+    path.write_bytes(good + b"\x00\x00\n" + b'{"op_code": 2}\n')  # garbage, then more lines
+    assert repair_journal(path) == len(b"\x00\x00\n" + b'{"op_code": 2}\n')
+    assert path.read_bytes() == good
+
+
+def test_trial_killed_between_suggestions_is_dropped_not_failed(tmp_path: Path) -> None:
+    """A process killed after drawing some of a trial's values leaves it RUNNING with partial
+    params: the next run marks it failed-and-interrupted, does not count it against
+    max_failure_rate (0 here) nor as one of n_trials, and finishes the study."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    conf = _conf_with_test_search(tmp_path)
+    outputs = tmp_path / "outputs"
+    journal = outputs / "tune_test" / "optuna" / "tune_test.journal"
+    journal.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="tune_test", direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(journal))))
+    half = study.ask()  # the killed process: one of two values drawn, then nothing
+    half.suggest_int("generation.max_new_tokens", 2, 40)
+    assert isinstance(study.trials[0].distributions["generation.max_new_tokens"], IntDistribution)
+    args = ["hparams_search=tune_test", f"paths.output_root={outputs}",
+            f"cache.path={tmp_path / 'cache' / 'requests.sqlite'}"]
+    proc = _tune(args, conf)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    trials = _trials(journal)
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["interrupted_before_values"]
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 3

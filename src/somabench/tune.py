@@ -44,7 +44,10 @@ from somabench.errors import ConfigError, RunFailedError
 log = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
-LOCK_SUFFIX = ".lock"
+LOCK_SUFFIX = ".tune-lock"
+"""Our one-process-per-study lock. Not ``.lock``: Optuna's journal takes ``<journal>.lock`` for
+each write and force-releases (deletes) a lock it finds held too long, so sharing that name
+made every write wait out the grace period and then break our lock."""
 RESULTS_FILE = "optimization_results.yaml"  # best value + params (the old sweeper's file name)
 TRIALS_FILE = "trials.csv"
 TRIAL_DIR = "trial_{number:04d}"
@@ -54,6 +57,7 @@ DIRECTIONS = ("maximize", "minimize")
 ATTR_RUN_DIR = "run_dir"
 ATTR_WORKER = "worker"
 ATTR_ERROR = "error"
+ATTR_INTERRUPTED = "interrupted_before_values"
 
 
 def _samplers() -> dict[str, Any]:
@@ -197,6 +201,13 @@ class Search:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.storage.startswith(SQLITE_PREFIX):
             return RDBStorage(self.storage)
+        # under the study lock (the only caller): no other writer, so Optuna's own per-write
+        # lock file left by a killed process is stale (else each write waits its grace period)
+        stale = path.with_name(path.name + ".lock")
+        if stale.exists():
+            log.info("%s: removing the journal write lock a killed process left", stale)
+            stale.unlink(missing_ok=True)
+        repair_journal(path)
         return JournalStorage(JournalFileBackend(str(path)))
 
     def sampler_for(self, number: int) -> Any:
@@ -205,6 +216,34 @@ class Search:
         options = {k: v for k, v in self.sampler.items() if k not in ("kind", "seed")}
         return _samplers()[self.sampler["kind"]](seed=trial_seed(self.sampler["seed"], number),
                                                  **options)
+
+
+def repair_journal(path: Path) -> int:
+    """Cut a journal back to its last complete, valid line (a process killed mid-write leaves
+    a torn one, and Optuna refuses a file whose bad line has others after it). Called under the
+    study lock, so no writer is active; the cut bytes are kept in ``<journal>.torn``. Returns
+    the bytes cut."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    good = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        good += len(line)
+    if good == len(data):
+        return 0
+    torn = path.with_name(path.name + ".torn")
+    torn.write_bytes(data[good:])
+    with path.open("r+b") as handle:
+        handle.truncate(good)
+    log.warning("%s: cut %d byte(s) after its last complete line (a killed write); kept in %s",
+                path, len(data) - good, torn)
+    return len(data) - good
 
 
 @contextlib.contextmanager
@@ -318,7 +357,8 @@ def tune(overrides: list[str]) -> int:
             _resume(study, tuner, trial)
         while True:
             trials = study.get_trials(deepcopy=False)
-            finished = [t for t in trials if t.state.is_finished()]
+            finished = [t for t in trials if t.state.is_finished()
+                        and not t.user_attrs.get(ATTR_INTERRUPTED)]
             failed = [t for t in finished if t.state == TrialState.FAIL]
             if finished and len(failed) / len(finished) > search.max_failure_rate:
                 _write_results(study, results_dir)
@@ -347,6 +387,7 @@ def _resume(study: Any, tuner: Tuner, frozen: Any) -> None:
         log.warning("trial %d was interrupted before its values were drawn; marked failed",
                     frozen.number)
         trial.set_user_attr(ATTR_ERROR, "interrupted before its values were drawn")
+        trial.set_user_attr(ATTR_INTERRUPTED, True)  # never ran: not a failure, not a trial
         study.tell(trial, state=TrialState.FAIL)
         return
     log.info("trial %d was interrupted (worker %s): resuming it", frozen.number,
