@@ -202,6 +202,8 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
     from somabench.report import figures as figs
 
     datasets = sorted(sessions["dataset"].unique())
+    labels = figs.order_labels(cfg, sessions)
+    colors = figs.label_colors(cfg, labels, sessions)  # a method's colour in every figure
     width = cfg.figures.panel_width * 1.6
     fig, axes = plt.subplots(1, len(datasets), squeeze=False, layout="constrained",
                              figsize=(width * len(datasets), cfg.figures.panel_height * 1.3))
@@ -218,7 +220,8 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
             if x is None or y is None:
                 continue
             err = [[[c.mean - c.lo], [c.hi - c.mean]] if c.lo is not None else None for c in cis]
-            ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6)
+            ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6,
+                        color=colors[label])
             share = rows["g_share"].mean()
             ax.annotate(f"{label}\nG {share:.0f} %, n={len(rows)}", (x, y), fontsize=7,
                         xytext=(5, -12), textcoords="offset points")
