@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from somabench.records import read_jsonl_rows
 from somabench.rundir import (
     DIALOGUES_FILE,
     JUDGE_HEADER,
@@ -38,16 +39,9 @@ DROPPED = {TURNS_FILE: ["rendered_prompt (emptied)"], SCORES_FILE: ["messages"]}
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed run: the report skipped it too
-    return rows
+    """The run's lines, read like the report reads them (a torn last line of a killed run
+    is left out, as it was there)."""
+    return read_jsonl_rows(path)[0]
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
