@@ -338,8 +338,8 @@ class AdapterView(BackendBase):
 # -- session adapters: trained in torch/peft on the hf G, served by one vLLM engine --------------
 class ServedAdapter(Protocol):
     """What the G_serve engine needs of a session adapter
-    (``somabench.switching.adapter.SessionAdapter``, contract 4); typed here so that backends
-    import nothing from the switching package above them."""
+    (``somabench.switching.adapter.SessionAdapter``, contract 4); a protocol, so the backends
+    need not import the switching package, which imports them."""
 
     @property
     def adapter_id(self) -> str | None: ...
