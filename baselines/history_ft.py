@@ -2,14 +2,15 @@
 
 Why a baseline: it asks whether plain supervised fine-tuning on the few (S_t, a_t^F) pairs a
 dialogue offers matches SOMA's mined adaptation. F serves the warm window and the gate turns
-exactly as in SOMA (shared switch controller, ``somabench.soma.switching``). When the warm
+exactly as in SOMA (the shared switch, ``somabench.switching``). When the warm
 window is complete, a LoRA adapter on G's attention projections is trained on pairs
 (S_t = the Original's full context before turn t, a_t^F = F's answer to turn t), with the last
 ``train.holdout`` warm pair(s) held out for early stopping; the adapted G then serves the gate
 candidates and, after the switch, every turn with the full history.
 
-The adapter lifecycle is SOMA's (``somabench.soma.lora.SessionAdapter``: attach, train with
-validation and best-weights restore, adapter id = hash of the weights, release restores the base
+The adapter lifecycle is SOMA's (``somabench.switching.adapter.SessionAdapter``, created with
+``new_adapter`` and owned by the session: attach, train with validation and best-weights
+restore, adapter id = hash of the weights, released in ``finish``, which restores the base
 exactly); History-FT trains it with plain NLL (Eq. 4's alpha = 0, no soft prompts, weight 1).
 """
 
@@ -23,7 +24,7 @@ from somabench.baselines.history_prefix import HistoryPrefix
 from somabench.config import progress_enabled
 from somabench.methods import Session
 from somabench.records import Usage
-from somabench.soma.lora import EarlyStopping, LoraConfig, SessionAdapter, make_example
+from somabench.switching.lora import EarlyStopping, LoraConfig, TrainStats, make_example
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,6 @@ class HistoryFT(HistoryPrefix):
     def __init__(self, cfg: Any, ctx: Any) -> None:
         super().__init__(cfg, ctx)
         self.lora_cfg = lora_config(cfg)
-        self._adapter: SessionAdapter | None = None
-
-    def serve_label(self, session: Session) -> str:
-        return "G+lora" if self._adapter is not None else "G"
-
-    def session_adapter(self, session: Session) -> SessionAdapter | None:
-        return self._adapter  # served by model.G_serve after the switch when configured
 
     def g_context(self, session: Session, turn: int) -> dict[str, Any] | None:
         context = super().g_context(session, turn) or {}
@@ -71,8 +65,6 @@ class HistoryFT(HistoryPrefix):
         if self.ctx.raw("F") is raw:
             raise ValueError("history_ft adapts G in place, but F and G are the same loaded "
                              "model here; use a model config whose F and G differ")
-        if self._adapter is not None:  # never let one dialogue see another's adapter
-            self.release(session)
         with self.timed(session, "adapt") as box:
             info, stats = self._train(session, raw)
         info["seconds"] = round(box["seconds"], 6)
@@ -85,7 +77,7 @@ class HistoryFT(HistoryPrefix):
                  session.id, info["steps"], info["best_step"], box["seconds"],
                  info["early_stopping"], raw.adapter_id)
 
-    def _train(self, session: Session, raw: Any) -> tuple[dict[str, Any], Any]:
+    def _train(self, session: Session, raw: Any) -> tuple[dict[str, Any], TrainStats]:
         lc = self.lora_cfg
         turns = [t for t in range(self.switch_cfg.warm_window) if t < len(session.own_answers)]
         train_turns, held_turns, why = lc.early_stopping.split(turns)
@@ -97,9 +89,7 @@ class HistoryFT(HistoryPrefix):
             return [ex for ex in out if ex is not None]
 
         train, held = pairs(train_turns), pairs(held_turns)
-        adapter = SessionAdapter(raw, lc)
-        adapter.attach(seed=int(self.cfg.train.seed))
-        self._adapter = adapter
+        adapter = self.new_adapter(session, lc, int(self.cfg.train.seed))
         stats = adapter.train(train, self.ctx.encoder() if lc.early_stopping.metric == "gap"
                               else None, held_out=held, progress=progress_enabled(self.ctx.cfg),
                               heldout_note=why)
@@ -115,10 +105,3 @@ class HistoryFT(HistoryPrefix):
             "trainable_params": stats.trainable_params, "train_tokens": dict(stats.tokens),
         }
         return info, stats
-
-    def release(self, session: Session) -> None:
-        """Unload this dialogue's adapter: base weights back, adapter id cleared."""
-        if self._adapter is None:
-            return
-        self._adapter.release()
-        self._adapter = None

@@ -2,7 +2,7 @@
 
 Why a baseline: it isolates what the Original's answers in the prompt alone buy the surrogate.
 F serves the warm window and the gate turns exactly as in SOMA (the shared switch controller,
-``somabench.soma.switching``); once the gate passes, G answers every later turn with the whole
+``somabench.switching``); once the gate passes, G answers every later turn with the whole
 conversation so far as its prompt: the Original's turns up to the switch, then what was served
 (with the root setting ``history=reference``: the Original's answers for every earlier turn,
 the paper's "entire conversation produced by the Original up to t-1"). No parameter updates.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from somabench.methods import Session
-from somabench.soma.switching import SwitchingMethod
+from somabench.switching.method import SwitchingMethod
 
 
 class HistoryPrefix(SwitchingMethod):

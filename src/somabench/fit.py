@@ -23,7 +23,7 @@ test applies; History-Prefix has none (old == new G, the test is not applicable)
 def turns_needed(method_cfg: Mapping[str, Any]) -> int | None:
     """W + max(m, |B|_future) + 1 for a switching method; None when the method never switches
     or W is ``auto`` (computed by the method per run)."""
-    from somabench.soma.switching import SwitchConfig, SwitchController
+    from somabench.switching.controller import SwitchConfig, SwitchController
 
     switch = method_cfg.get("switch")
     # a method without the shared switch node (a stray `++method.switch.x=` on the Original

@@ -13,7 +13,7 @@ def switching_overrides(tmp_path: Path) -> Callable[[str], list[str]]:
     """Overrides for a 5-turn math session (W=2 warm + m=2 gate hits + 1 G turn) whose gate
     always passes (a fixed threshold below any cosine, no Cor. 1 acceptance test: a 2-step
     adapter need not beat the base G), so the switch happens at turn 3. The switch rule itself
-    is tested in tests/soma/test_switching*.py and tests/soma/test_soma_e2e.py."""
+    is tested in tests/switching/test_switching*.py and tests/soma/test_soma_e2e.py."""
 
     def overrides(method: str) -> list[str]:
         return [

@@ -55,7 +55,8 @@ def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     method.adapt(a)
     id_a = raw.adapter_id
     assert id_a and id_a.startswith("lora-")  # SOMA's SessionAdapter: one lifecycle, one hash
-    assert method._adapter is not None and method._adapter.adapter_id == id_a
+    adapter_a = method.session_adapter(a)  # the session owns it, not the method
+    assert adapter_a is not None and adapter_a.adapter_id == id_a
     assert method.serve_label(a) == "G+lora"
     assert (probe_logits(raw) - base).abs().max() > 1e-2  # G's outputs actually changed
     info = a.adaptation["lora"]
@@ -65,8 +66,8 @@ def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     assert a.adaptation["train_tokens_by_stage"]["lora"]["G"] == info["train_tokens"]
     assert "G" not in a.adaptation_tokens  # training is not inference (nll validation: no generation)
     assert a.adaptation["seconds_total"] > 0
-    method.release(a)
-    assert raw.adapter_id is None
+    method.release_adapter(a)
+    assert raw.adapter_id is None and method.session_adapter(a) is None
     assert torch.equal(probe_logits(raw), base)  # base weights restored exactly
     assert all(torch.equal(p, base_weights[n]) for n, p in raw.model.named_parameters())
 
@@ -74,9 +75,11 @@ def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     method.adapt(b)
     id_b = raw.adapter_id
     assert id_b and id_b != id_a  # B trained its own adapter, never A's
-    assert method._adapter is not None
-    assert len(method._adapter.peft.peft_config) == 1  # exactly one adapter is live
+    adapter_b = method.session_adapter(b)
+    assert adapter_b is not None and method.serve_label(a) == "G"
+    assert len(adapter_b.peft.peft_config) == 1  # exactly one adapter is live
     method.finish(b)  # finish releases too
+    assert method.session_adapter(b) is None and not adapter_b.active
     assert raw.adapter_id is None and torch.equal(probe_logits(raw), base)
     assert not any("lora" in n for n, _ in raw.model.named_modules())
 

@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from somabench.soma import losses
-from somabench.soma.lora import (
+from somabench.soma.mining import MiningConfig, answer_log_probs, encode_turn, frozen, mine
+from somabench.soma.neighbors import NeighborIndex, load_or_build, topk_neighbors, unit_rows
+from somabench.soma.soft_prompt import nearest_tokens, verbalize, with_prefix
+from somabench.switching.adapter import SessionAdapter
+from somabench.switching.lora import (
     EarlyStopping,
     LoraConfig,
-    SessionAdapter,
     adapter_hash,
     answer_nll,
     gap_weights,
@@ -22,9 +25,6 @@ from somabench.soma.lora import (
     semantic_gap,
     teacher_forced,
 )
-from somabench.soma.mining import MiningConfig, answer_log_probs, encode_turn, frozen, mine
-from somabench.soma.neighbors import NeighborIndex, load_or_build, topk_neighbors, unit_rows
-from somabench.soma.soft_prompt import nearest_tokens, verbalize, with_prefix
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 3?"}]
 ANSWER = "2 + 3 = 5."
@@ -337,6 +337,11 @@ def test_disabled_serves_base_g_and_save_writes_peft_files(g: Any, encoder: Any,
         out = adapter.save(tmp_path / "adapter")
         assert (out / "adapter_config.json").exists()
         assert any(out.glob("adapter_model.*"))
+        # the G_serve engine exports it through its typed ServedAdapter seam (no getattr)
+        from somabench.backends.vllm_backend import export_adapter
+
+        exported = export_adapter(adapter, tmp_path / "exported")
+        assert (exported / "adapter_config.json").exists() and adapter.adapter_id == trained_id
     finally:
         adapter.release()
 

@@ -9,7 +9,7 @@ steps, 2 LoRA steps, 8-token answers) so it fits the fast suite.
 The acceptance test runs with ``required=false`` (Delta, |B|, sigma measured and recorded, not
 blocking): a 2-step adapter on tiny models does not reliably beat the base G (measured: Delta
 0 to -0.4 on this dialogue), so requiring it would make the switch, and summary serving,
-untestable here. That Delta blocks the switch is tested in tests/soma/test_switching*.py.
+untestable here. That Delta blocks the switch is tested in tests/switching/test_switching*.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-session LoRA through vLLM: adapters trained in torch/peft (soma/lora.py SessionAdapter) on
+"""Per-session LoRA through vLLM: adapters trained in torch/peft (switching/adapter.py SessionAdapter) on
 the hf G, saved, then served by ONE vLLM engine running G with one ``LoRARequest`` per dialogue.
 
 Two dialogues teach G two different answers to the same question, so an adapter that leaked
@@ -32,7 +32,7 @@ LORA_SETTINGS = {"lr": 0.005, "lr_schedule": "constant", "epochs": 12, "max_step
 
 def lora_node(cfg: Any) -> Any:
     """conf/method/soma.yaml's lora node with the settings above (keys it does not have are
-    left alone, so the test follows soma/lora.py's config as it evolves)."""
+    left alone, so the test follows switching/lora.py's config as it evolves)."""
     from omegaconf import open_dict
 
     node = cfg.method.lora
@@ -56,7 +56,8 @@ def trained(hf_g: Any, engine: Any, tmp_path_factory: pytest.TempPathFactory) ->
     from somabench.backends.vllm_backend import SessionAdapterServer
     from somabench.config import compose
     from somabench.encoder import build_encoder
-    from somabench.soma.lora import LoraConfig, SessionAdapter, make_example
+    from somabench.switching.adapter import SessionAdapter
+    from somabench.switching.lora import LoraConfig, make_example
 
     cfg = compose(["model=tiny", "method=soma"])
     lora_cfg = LoraConfig.from_cfg(lora_node(cfg))
@@ -74,7 +75,7 @@ def trained(hf_g: Any, engine: Any, tmp_path_factory: pytest.TempPathFactory) ->
             examples = [make_example(hf_g, user(q), answer, 1.0, "warm", t, lora_cfg.max_seq_tokens)
                         for t, q in enumerate((QUESTION, PARAPHRASE))]
             adapter.train(examples, encoder)
-            adapter_id = getattr(adapter, "adapter_id", None) or hf_g.adapter_id
+            adapter_id = adapter.adapter_id
             out["ids"][name] = adapter_id
             out["hf"][name] = {q: hf_g.chat(user(q), GEN).text for q in (QUESTION, OTHER)}
             view = server.backend_for(adapter, adapter_id)  # exported while the adapter lives

@@ -144,7 +144,7 @@ class HFBackend(BackendBase):
     @property
     def supports_base_rows(self) -> bool:
         """Whether ``chat_batch(..., base_rows=...)`` can serve adapted and base rows together
-        (a session adapter is attached: ``soma.lora.SessionAdapter.attach`` sets ``peft_model``)."""
+        (a session adapter is attached: ``switching.adapter.SessionAdapter.attach`` sets ``peft_model``)."""
         return self.peft_model is not None
 
     def describe(self) -> dict[str, Any]:

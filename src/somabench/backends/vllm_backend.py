@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from somabench.backends import ModelLoadError
 from somabench.backends.base import (
@@ -336,18 +336,21 @@ class AdapterView(BackendBase):
 
 
 # -- session adapters: trained in torch/peft on the hf G, served by one vLLM engine --------------
-def export_adapter(adapter: Any, out_dir: Path) -> Path:
-    """Save a session adapter in peft format: ``SessionAdapter.save(dir)`` (contract 4) when it
-    has one, else peft ``save_pretrained`` of its PeftModel (``adapter.peft`` or the adapter)."""
+class ServedAdapter(Protocol):
+    """What the G_serve engine needs of a session adapter
+    (``somabench.switching.adapter.SessionAdapter``, contract 4); a protocol, so the backends
+    need not import the switching package, which imports them."""
+
+    @property
+    def adapter_id(self) -> str | None: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
+def export_adapter(adapter: ServedAdapter, out_dir: Path) -> Path:
+    """Save a session adapter in peft format (``SessionAdapter.save(dir)``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if callable(getattr(adapter, "save", None)):
-        return Path(adapter.save(out_dir))
-    peft_model = getattr(adapter, "peft", None) or adapter
-    if not callable(getattr(peft_model, "save_pretrained", None)):
-        raise TypeError(f"cannot export {type(adapter).__name__}: no save(dir) and no peft "
-                        f"save_pretrained")
-    peft_model.save_pretrained(str(out_dir))
-    return out_dir
+    return Path(adapter.save(out_dir))
 
 
 class SessionAdapterServer:
@@ -390,7 +393,7 @@ class SessionAdapterServer:
         engine = build_backend("G_serve", spec, cache_dir=str(cfg.paths.cache_dir))
         return cls(engine, Path(str(cfg.paths.cache_dir)) / ADAPTER_DIR, cache)
 
-    def backend_for(self, adapter: Any | None, adapter_id: str | None) -> Any:
+    def backend_for(self, adapter: ServedAdapter | None, adapter_id: str | None) -> Any:
         """The backend for one dialogue's turns (base G when it has no adapter)."""
         from somabench.cache import CachedBackend
 
@@ -430,15 +433,14 @@ def session_server(ctx: Any) -> SessionAdapterServer | None:
 
 
 def serve_switched_turn(ctx: Any, session: Any, plan: Any, gen: GenerationConfig,
-                        adapter: Any | None) -> Completion | None:
+                        adapter: ServedAdapter | None) -> Completion | None:
     """A post-switch G turn (``plan.messages``) through ``model.G_serve`` with this dialogue's
     adapter, or None when no G_serve is configured (the runner's G backend serves the turn).
     ``plan.extra["g_serve"]`` records the engine and the adapter id."""
     server = session_server(ctx)
     if server is None:
         return None
-    adapter_id = (getattr(adapter, "adapter_id", None) or ctx.raw("G").adapter_id) \
-        if adapter is not None else None
+    adapter_id = (adapter.adapter_id or ctx.raw("G").adapter_id) if adapter is not None else None
     session.state["g_serve_adapter"] = adapter_id
     plan.extra["g_serve"] = {"engine": server.engine.describe()["engine"], "adapter_id": adapter_id}
     return server.backend_for(adapter, adapter_id).chat(plan.messages, gen)

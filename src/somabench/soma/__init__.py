@@ -3,7 +3,9 @@
 One class, several registered names: the ablations and the switch-rule variants are config
 variants (conf/method/soma_wo_adl.yaml, soma_wo_expw_adl.yaml, soma_recorded.yaml,
 soma_positive_control.yaml), not code copies.
-The switch logic shared with History-Prefix / History-FT lives in ``soma.switching``.
+The switch logic and the LoRA adapter shared with History-Prefix / History-FT live in
+``somabench.switching``; this package keeps what only SOMA does (mining, soft prompts, losses,
+theory, summary, neighbours, the method class).
 """
 
 from somabench.registry import methods

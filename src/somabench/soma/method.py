@@ -1,12 +1,12 @@
 """SOMA as a somabench method (paper Sec. 3-4): warm start, mining, LoRA, gate, summary, drift.
 
-The per-dialogue state machine (switch logic shared with the baselines in switching.py):
+The per-dialogue state machine (switch logic shared with the baselines: ``somabench.switching``):
 
 1. warm start: F serves turns 0..W-1 with the full history;
 2. at turn W (``adapt``): mine M soft prompts on frozen G over the warm turns (mining.py),
    verbalize them and query F with V(P_m) (+) D_{t-1} (+) q_t (batched, cached), then train a
    per-dialogue LoRA on the local batch = warm pairs + mined pairs, hardness-weighted
-   (lora.py); the gate is calibrated on the warm window (switching.py);
+   (switching/lora.py); the gate is calibrated on the warm window (switching/gate.py);
 3. gate turns: F serves, G+LoRA answers with its serving context as the candidate;
 4. after the switch: G+LoRA serves with the extractive summary + the last K turns verbatim
    (summary.py), never calling F, except one F turn per drift rollback (summary refreshed).
@@ -30,13 +30,14 @@ from somabench.backends.base import GenerationConfig
 from somabench.methods import Session
 from somabench.records import Usage
 from somabench.soma import theory
-from somabench.soma.adapter_cache import AdapterCache, training_key
-from somabench.soma.lora import Example, LoraConfig, SessionAdapter, lora_state, make_example
 from somabench.soma.mining import MiningConfig, encode_turn, mine
 from somabench.soma.neighbors import NeighborIndex, load_or_build
 from somabench.soma.soft_prompt import with_prefix
 from somabench.soma.summary import SummaryConfig, summarize
-from somabench.soma.switching import AUTO, SwitchingMethod
+from somabench.switching.adapter_cache import AdapterCache, training_key
+from somabench.switching.gate import AUTO
+from somabench.switching.lora import Example, LoraConfig, lora_state, make_example
+from somabench.switching.method import SwitchingMethod
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,6 @@ class Soma(SwitchingMethod):
                        for k, v in self.theory_values.items()},
         }
 
-    def serve_label(self, session: Session) -> str:
-        return "G+lora" if session.state.get("adapter") is not None else "G"
-
     def g_messages(self, session: Session, turn: int) -> list[dict[str, str]]:
         """Summary of the turns before the last K, then the last K verbatim, then q_t."""
         g = self._g()
@@ -153,15 +151,10 @@ class Soma(SwitchingMethod):
         refreshes = session.adaptation.setdefault("summary_refreshes", [])
         refreshes.append({"turn": turn, "centroid_from": start})
 
-    def release(self, session: Session) -> None:
-        adapter: SessionAdapter | None = session.state.pop("adapter", None)
-        if adapter is not None:
-            adapter.release()
-
     # -- adaptation -----------------------------------------------------------------------------
     def adapt(self, session: Session) -> None:
         """The adaptation, from the adapter cache when a run with the same training inputs
-        already trained it (``soma/adapter_cache.py``), else :meth:`_adapt_fresh`."""
+        already trained it (``switching/adapter_cache.py``), else :meth:`_adapt_fresh`."""
         cache, key = self._adapter_cache(session)
         if cache is not None and key is not None:
             started = time.perf_counter()
@@ -178,9 +171,9 @@ class Soma(SwitchingMethod):
                 return
         before = _snapshot(session)
         self._adapt_fresh(session)
-        adapter: SessionAdapter | None = session.state.get("adapter")
+        adapter = self.session_adapter(session)
         if cache is not None and key is not None and adapter is not None and adapter.adapter_id:
-            record = _delta(session, before)
+            record = _delta(session, before, adapter.adapter_id)
             cache.store(key, lora_state(self._g().model), record)
             session.adaptation["adapter_cache"] = {"hit": False, "key": key}
 
@@ -206,10 +199,8 @@ class Soma(SwitchingMethod):
 
     def _restore(self, session: Session, key: str, state: dict[str, torch.Tensor],
                  record: dict[str, Any]) -> None:
-        adapter = SessionAdapter(self._g(), self.lora_cfg)
-        adapter.attach(seed=self._seed(session))
+        adapter = self.new_adapter(session, self.lora_cfg, self._seed(session))
         adapter.load_state(state)
-        session.state["adapter"] = adapter
         if record.get("adapter_id") not in (None, adapter.adapter_id):
             raise RuntimeError(f"adapter cache entry {key}: restored weights hash to "
                                f"{adapter.adapter_id}, the entry says {record['adapter_id']}")
@@ -343,9 +334,7 @@ class Soma(SwitchingMethod):
                                   lc.max_seq_tokens, prefix)
                 if ex:
                     examples.append(ex)
-        adapter = SessionAdapter(g, lc)
-        adapter.attach(seed=seed)
-        session.state["adapter"] = adapter
+        adapter = self.new_adapter(session, lc, seed)
         session.adaptation.update(
             lora_examples=len(examples),
             lora_examples_mined=sum(e.kind == "mined" for e in examples),
@@ -415,7 +404,7 @@ def _snapshot(session: Session) -> dict[str, Any]:
             "tokens": {r: dataclasses.asdict(u) for r, u in session.adaptation_tokens.items()}}
 
 
-def _delta(session: Session, before: dict[str, Any]) -> dict[str, Any]:
+def _delta(session: Session, before: dict[str, Any], adapter_id: str) -> dict[str, Any]:
     """What ``_adapt_fresh`` added to the session: the adapter cache's record."""
     old = before["adaptation"]
     set_, add = {}, {}
@@ -434,10 +423,9 @@ def _delta(session: Session, before: dict[str, Any]) -> dict[str, Any]:
         if any(diff.values()):
             tokens[role] = diff
     holdout = session.state.get("acceptance_holdout", [])
-    adapter = session.state.get("adapter")
     return {"adaptation_set": set_, "adaptation_add": add, "adaptation_tokens": tokens,
             "train_tokens_by_stage": session.adaptation.get("train_tokens_by_stage", {}),
             "mined": {str(t): a for t, a in session.state.get("mined", {}).items()},
             "holdout": [list(h) for h in holdout],
             "holdout_capped": bool(session.state.get("acceptance_holdout_capped", False)),
-            "adapter_id": adapter.adapter_id if adapter is not None else None}
+            "adapter_id": adapter_id}

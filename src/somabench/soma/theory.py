@@ -15,6 +15,12 @@ import argparse
 import math
 from collections.abc import Sequence
 
+from somabench.switching.acceptance import b_eff_bound
+
+__all__ = ["b_eff_bound", "coverage_probability", "directional_suboptimality", "effective_size",
+           "knobs", "main", "n_candidates", "n_candidates_bound", "w_eff_bound",
+           "warm_start_error"]
+
 
 def _check_delta(delta: float) -> None:
     if not 0 < delta < 1:
@@ -61,18 +67,6 @@ def w_eff_bound(delta: float, eta: float) -> float:
     if eta <= 0:
         raise ValueError(f"eta must be > 0, got {eta}")
     return 2.0 * math.log(2.0 / delta) / eta**2
-
-
-def b_eff_bound(delta: float, epsilon: float, sigma_delta: float, b: float = 1.0) -> float:
-    """Thm. 2: |B|_eff >= 2 sigma^2/eps^2 log(1/delta) + 2b/(3 eps) log(1/delta).
-
-    The main-text statement has b = 1 (Gap in [0, 1]); App. E keeps the sub-exponential b.
-    """
-    _check_delta(delta)
-    if epsilon <= 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    log_term = math.log(1.0 / delta)
-    return 2.0 * sigma_delta**2 / epsilon**2 * log_term + 2.0 * b / (3.0 * epsilon) * log_term
 
 
 def effective_size(n: int, autocorrelations: Sequence[float]) -> float:

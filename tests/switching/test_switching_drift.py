@@ -9,7 +9,7 @@ import pytest
 
 from somabench.config import compose
 from somabench.methods import Session
-from somabench.soma.switching import SwitchConfig, SwitchController
+from somabench.switching.controller import SwitchConfig, SwitchController
 
 PASTA = [
     ("How do I make fresh pasta dough at home?",

@@ -53,8 +53,6 @@ from typing import Any
 
 import numpy as np
 
-from somabench.soma import theory
-
 AUTO = "auto"
 BATCH_SOURCES = ("future_turns", "mined_holdout")
 
@@ -129,6 +127,20 @@ class AcceptanceConfig:
         return min(wanted, available), bound, wanted > available
 
 
+def b_eff_bound(delta: float, epsilon: float, sigma_delta: float, b: float = 1.0) -> float:
+    """Thm. 2: |B|_eff >= 2 sigma^2/eps^2 log(1/delta) + 2b/(3 eps) log(1/delta).
+
+    The main-text statement has b = 1 (Gap in [0, 1]); App. E keeps the sub-exponential b.
+    Here, not in ``soma.theory``, because every method that adapts G sizes its test with it.
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    log_term = math.log(1.0 / delta)
+    return 2.0 * sigma_delta**2 / epsilon**2 * log_term + 2.0 * b / (3.0 * epsilon) * log_term
+
+
 def gaps(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
     """Gap = 1 - cos per row pair (rows are unit vectors)."""
     return 1.0 - np.sum(np.asarray(candidates) * np.asarray(references), axis=1)
@@ -145,7 +157,7 @@ def estimate_sigma(deltas: list[float], cfg: AcceptanceConfig) -> tuple[float, s
 
 def batch_size(cfg: AcceptanceConfig, sigma: float) -> tuple[int, float]:
     """(|B| used, Thm. 2's real-valued bound for this sigma)."""
-    bound = theory.b_eff_bound(cfg.delta, cfg.epsilon, sigma, cfg.b)
+    bound = b_eff_bound(cfg.delta, cfg.epsilon, sigma, cfg.b)
     if cfg.batch is not None:
         return cfg.batch, bound
     return min(max(math.ceil(bound - 1e-12), cfg.min_batch), cfg.max_batch), bound

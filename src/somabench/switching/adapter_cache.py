@@ -1,4 +1,8 @@
-"""A disk cache of SOMA's per-dialogue adaptation, keyed on everything that trains it.
+"""A disk cache of a dialogue's adaptation (SOMA's today), keyed on everything that trains it.
+
+It lives in ``switching`` because it stores and restores a ``SessionAdapter``'s weights, and the keys it leaves out are
+the switch rule's (``method.switch.*``). The key and the folder layout are unchanged from
+``soma/adapter_cache.py``, so adapters cached before the move are still hits.
 
 Why: SOMA variants that differ only in the *switch rule* (the acceptance test blocking or only
 recorded, the gate, drift, the serving summary) train the very same adapter on the very same

@@ -6,6 +6,8 @@ is the switch protocol (plan/observe), not a model. Real models: tests/soma/test
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,8 @@ from somabench.backends.base import Completion, GenerationConfig
 from somabench.config import compose
 from somabench.data.schema import Dialogue, Turn
 from somabench.methods import Session
-from somabench.soma.switching import GATE_KEYS, SwitchingMethod
+from somabench.switching.controller import GATE_KEYS
+from somabench.switching.method import SwitchingMethod
 
 TOPICS = ["apple", "boat", "train"]
 
@@ -74,6 +77,29 @@ class Ctx:
         return self._encoder
 
 
+class FakeAdapter:
+    """Stands in for ``SessionAdapter`` on the topic doubles: while it is on, G's ``adapter_id``
+    is set (the double answers on topic); ``disabled()`` switches it off as peft would."""
+
+    def __init__(self, raw: TopicBackend) -> None:
+        self.raw = raw
+        self.adapter_id: str | None = "lora-test"
+        self.released = False
+        raw.adapter_id = self.adapter_id
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[TopicBackend]:
+        previous, self.raw.adapter_id = self.raw.adapter_id, None
+        try:
+            yield self.raw
+        finally:
+            self.raw.adapter_id = previous
+
+    def release(self) -> None:
+        self.released = True
+        self.adapter_id = self.raw.adapter_id = None
+
+
 class Plain(SwitchingMethod):
     name = "plain_switch"
 
@@ -87,7 +113,7 @@ class Plain(SwitchingMethod):
 
     def adapt(self, session: Session) -> None:
         self.adapted.append(session.id)
-        self.ctx.raw("G").adapter_id = "lora-test"  # G now carries an adaptation
+        self.hold_adapter(session, FakeAdapter(self.ctx.raw("G")))  # G now carries an adaptation
 
     def on_rollback(self, session: Session, turn: int) -> None:
         self.rollbacks.append(turn)
@@ -250,3 +276,24 @@ def test_failed_adaptation_is_never_served() -> None:
     assert acc["applicable"] and acc["Delta"] == 0.0 and acc["warm_deltas"] == [0.0, 0.0]
     assert session.adaptation["switch"]["adapted"] is False
     assert ctx.backends["G"].calls == 2 + 4  # no un-adapted calls: it is the same G
+
+
+def test_the_session_owns_the_adapter_and_finish_releases_it() -> None:
+    """One owner, one lifecycle: the adapter lives in the session, serves G's turns
+    (``G+lora``), is the only way to the old G, and ``finish`` releases it."""
+    queries = [f"apple question {i}" for i in range(5)]
+    method, ctx, session, plans = run(queries, gate__threshold=0.5)
+    assert plans[4].served_by == "G+lora"
+    assert method.session_adapter(session) is None  # released in finish
+    assert ctx.raw("G").adapter_id is None
+
+
+def test_without_a_session_adapter_g_is_its_own_base() -> None:
+    """No second disable path: a G that merely carries an adapter id is not switched off."""
+    _, ctx, session, _ = run(["apple a"], method_cls=NoAdapt)
+    method = NoAdapt(OmegaConf.create({"switch": OmegaConf.to_container(
+        compose(["method=soma"]).method.switch)}), ctx)
+    ctx.raw("G").adapter_id = "lora-elsewhere"
+    with method.base_g(session) as switched_off:
+        assert switched_off is False and ctx.raw("G").adapter_id == "lora-elsewhere"
+    assert not method.has_adaptation(session)

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from somabench.config import compose
-from somabench.soma.acceptance import AcceptanceConfig
-from somabench.soma.switching import SwitchConfig, SwitchController
+from somabench.switching.acceptance import AcceptanceConfig
+from somabench.switching.controller import SwitchConfig, SwitchController
 
 
 def controller(**acceptance: Any) -> SwitchController:

@@ -1,42 +1,10 @@
-"""The one-time F -> G switch: cosine gate + acceptance test, drift rollback (shared).
+"""The switch as a method: SOMA, History-Prefix and History-FT subclass ``SwitchingMethod``.
 
-Why one module: SOMA, History-Prefix and History-FT all switch the same way (paper Sec. 3.3,
-Sec. 4.1, App. B.3 "The switching is the same as SOMA"); only *what* G answers with differs.
-The decision logic lives here once, so the baselines and SOMA produce identical gate records.
-
-The protocol (per dialogue)
----------------------------
-1. **Warm window**: F serves turns ``0 .. W-1`` with the full history. No decision reads the
-   dialogue's length: a deployment never knows how many turns remain. Only an explicit
-   ``switch.expected_turns`` hint (off by default; ``oracle`` = the true length, recorded as an
-   oracle) lets ``require_payoff`` skip adaptation/gating that could not leave a turn for G.
-2. **End of the warm window** (right after turn W-1, i.e. at the start of turn W, or in
-   ``finish`` when the dialogue ended exactly there: the deployment had already paid for it):
-   the method adapts G (``adapt``), then
-   * the **cosine gate** is calibrated: its threshold is the conservative empirical
-     ``(1 - alpha_hit)`` quantile of *null* scores, cosines between texts answering
-     *different* warm turns (F's answers, SOMA's mined F answers, the adapted and the
-     un-adapted G's warm answers). With ``n`` null scores sorted ascending,
-     ``k = ceil((n + 1)(1 - alpha_hit))``; the threshold is the k-th score, so an exchangeable
-     null score exceeds it with probability ``<= alpha_hit``; ``alpha_hit = rate ** (1/m)`` so a
-     run of ``m`` null hits (a false switch) has probability ``<= rate`` (Cor. 2 / Sec. 5,
-     independence assumed). Too few null scores (``k > n``) fall back (``gate.fallback``) to
-     the largest null score (``max_null``; per-hit bound ``1/(n+1)`` and the false-switch bound
-     ``(1/(n+1))**m`` are recorded) or to ``gate.max_threshold``. With W = 2 every null score
-     comes from the one pair of warm turns; the record says so (``null_turn_pairs``).
-   * the **acceptance test** (Cor. 1 / Thm. 2, ``soma/acceptance.py``) is sized: sigma_Delta is
-     estimated from Gap_old - Gap_new of the un-adapted vs adapted G on the warm contexts and
-     |B| follows Thm. 2 (or ``acceptance.batch``). A method that did not adapt G has
-     old == new: the test is not applicable (recorded) and the cosine gate alone decides.
-3. **Gate turns**: F keeps serving (so early quality is F's); the adapted G's candidate (with
-   the context G would serve with) and, for the acceptance test, the un-adapted G's candidate
-   on the same messages are scored against F's answer: ``score = cos(phi(cand), phi(a^F))``.
-   G serves from the next turn once **both** hold: ``m`` consecutive cosine hits
-   (``score > threshold``) and ``Delta = mean Gap_old - mean Gap_new >= epsilon`` over >= |B|
-   gate contexts. One switch per dialogue.
-4. **After the switch** G serves; the **drift monitor** (``soma/drift.py``: sliding query
-   average vs running content centroid, checked after every turn) hands the *next* turn to F
-   when it fires (rollback), then refreshes its window (SOMA refreshes its summary too).
+Why one base class: the three switch the same way (paper App. B.3 "The switching is the same as
+SOMA"); only *what* G answers with differs. This module runs the protocol of the package
+docstring turn by turn: it builds G's candidates, embeds texts, feeds the numbers to the
+``SwitchController`` and owns the dialogue's LoRA adapter for the session (one owner, one
+lifecycle: ``new_adapter`` -> ``session_adapter`` -> released in ``finish``).
 
 Config: ``method.switch`` (shared file ``conf/method/switch/default.yaml``; family budgets in
 ``conf/method/family/switch/<model>.yaml``).
@@ -54,7 +22,7 @@ Usage: subclass ``SwitchingMethod`` and supply the G hooks (a baseline needs ~20
         # optional hooks: adapt(session) (train G at the end of the warm window),
         # candidates(session, turns) -> [Completion] (default: one batched G call on
         # g_messages), serve_label(session), null_texts(session), on_rollback(session, turn),
-        # g_context(session, turn), release(session).
+        # g_context(session, turn).
 
 Costs: ``with self.timed(session, "lora"): ...`` adds ``lora_s``/``lora_cpu_s`` and
 ``seconds_total`` to ``session.adaptation``; the gate's own work is ``gate_s``, the drift
@@ -70,11 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,335 +49,20 @@ from somabench.backends.base import Completion
 from somabench.backends.vllm_backend import release_session, serve_switched_turn
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import ENCODER_ROLE, Usage
-from somabench.soma.acceptance import AcceptanceConfig, AcceptanceState
-from somabench.soma.acceptance import gaps as gap_rows
-from somabench.soma.drift import DriftConfig, DriftMonitor, DriftState
+from somabench.switching.acceptance import gaps as gap_rows
+from somabench.switching.adapter import SessionAdapter
+from somabench.switching.controller import (
+    ORACLE,
+    Route,
+    SwitchConfig,
+    SwitchController,
+    SwitchState,
+)
+from somabench.switching.gate import cross_turn_scores
+from somabench.switching.lora import LoraConfig
 
 log = logging.getLogger(__name__)
 STAGE_LOG_MIN_SECONDS = 1.0  # display only: quicker stage timings are logged at DEBUG
-
-GATE_KEYS = ("phase", "score", "threshold", "hits", "consecutive_required", "switched",
-             "switch_turn", "rollback", "drift_similarity", "reason", "gap_old", "gap_new",
-             "Delta", "batch_n", "batch_required", "accepted")
-AUTO = "auto"
-ORACLE = "oracle"
-FALLBACKS = ("max_null", "max_threshold")
-
-
-def _auto_or_float(value: Any) -> float | None:
-    return None if value is None or value == AUTO else float(value)
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    threshold: float | None  # None = calibrate ("auto")
-    false_switch_rate: float
-    per_hit_rate: float | None  # None = false_switch_rate ** (1/consecutive_hits)
-    consecutive_hits: int
-    fallback: str  # "max_null" | "max_threshold" when too few null scores
-    min_threshold: float
-    max_threshold: float
-    locality: bool
-
-    @property
-    def alpha_hit(self) -> float:
-        if self.per_hit_rate is not None:
-            return self.per_hit_rate
-        return self.false_switch_rate ** (1.0 / self.consecutive_hits)
-
-    @classmethod
-    def from_cfg(cls, g: Any) -> GateConfig:
-        gate = cls(threshold=_auto_or_float(g["threshold"]),
-                   false_switch_rate=float(g["false_switch_rate"]),
-                   per_hit_rate=_auto_or_float(g["per_hit_rate"]),
-                   consecutive_hits=int(g["consecutive_hits"]), fallback=str(g["fallback"]),
-                   min_threshold=float(g["min_threshold"]),
-                   max_threshold=float(g["max_threshold"]), locality=bool(g["locality"]))
-        if gate.fallback not in FALLBACKS:
-            raise ValueError(f"switch.gate.fallback={gate.fallback!r}; one of {FALLBACKS}")
-        if gate.consecutive_hits < 1:
-            raise ValueError("switch.gate.consecutive_hits must be >= 1")
-        return gate
-
-
-@dataclass(frozen=True)
-class SwitchConfig:
-    warm_window: int
-    expected_turns: int | str | None  # None (no hint) | "oracle" | a number (a prior)
-    require_payoff: bool
-    gate: GateConfig
-    acceptance: AcceptanceConfig
-    drift: DriftConfig
-
-    @classmethod
-    def from_cfg(cls, cfg: Any, warm_window: int | None = None) -> SwitchConfig:
-        """Build from the ``method.switch`` node; ``warm_window`` overrides an ``auto`` W."""
-        w = cfg["warm_window"]
-        if w == AUTO:
-            if warm_window is None:
-                raise ValueError("switch.warm_window=auto needs the method to compute W "
-                                 "(SOMA does, from soma.theory); set a number instead")
-            w = warm_window
-        if int(w) < 1:
-            raise ValueError(f"switch.warm_window must be >= 1, got {w}")
-        hint = cfg["expected_turns"]
-        if hint is not None and hint != ORACLE:
-            hint = int(hint)
-            if hint < 1:
-                raise ValueError(f"switch.expected_turns must be null, oracle or >= 1, got {hint}")
-        return cls(warm_window=int(w), expected_turns=hint,
-                   require_payoff=bool(cfg["require_payoff"]),
-                   gate=GateConfig.from_cfg(cfg["gate"]),
-                   acceptance=AcceptanceConfig.from_cfg(cfg["acceptance"]),
-                   drift=DriftConfig.from_cfg(cfg["drift"]))
-
-
-@dataclass
-class SwitchState:
-    """One dialogue's switch state (kept in ``session.state``)."""
-
-    expected_turns: int | None = None
-    """The ``expected_turns`` hint (None: no hint, the default)."""
-    expected_source: str | None = None
-    """None | "config" (a deployment's prior) | "oracle" (the dialogue's true length)."""
-    phase: str = "warm"
-    warm_done: bool = False
-    threshold: float | None = None
-    calibration: dict[str, Any] = field(default_factory=dict)
-    hits: int = 0
-    scores: list[float] = field(default_factory=list)
-    accepted: bool | None = None
-    switch_turn: int | None = None
-    rollbacks: list[int] = field(default_factory=list)
-    acceptance: AcceptanceState = field(default_factory=AcceptanceState)
-    drift: DriftState = field(default_factory=DriftState)
-    reason: str | None = None
-
-    @property
-    def switched(self) -> bool:
-        return self.switch_turn is not None
-
-
-@dataclass
-class Route:
-    """Who serves a turn: ``phase`` is warm | too_short | gate | gate_closed | no_payoff |
-    switched | rollback."""
-
-    phase: str
-    reason: str | None = None
-
-    @property
-    def role(self) -> str:
-        return "G" if self.phase == "switched" else "F"
-
-
-def conservative_quantile(scores: list[float], alpha: float) -> float | None:
-    """The k-th smallest score, k = ceil((n+1)(1-alpha)); None when k > n (too few scores).
-
-    For exchangeable scores, a new null score exceeds it with probability <= alpha.
-    """
-    n = len(scores)
-    if n == 0 or not 0 < alpha < 1:
-        return None
-    k = math.ceil((n + 1) * (1 - alpha))
-    if k > n:
-        return None
-    return float(sorted(scores)[k - 1])
-
-
-def cross_turn_scores(reference: list[np.ndarray],
-                      candidate: list[np.ndarray] | None = None) -> list[float]:
-    """Null scores: cosines between texts answering *different* turns.
-
-    ``reference[t]`` / ``candidate[t]`` are (n, dim) arrays of unit rows for F-side texts
-    (F's answers, also on mined prompts) and candidate (G) texts answering turn t. A gate score
-    always involves F's answer, so the pairs are reference x reference (each unordered pair
-    once) and candidate x reference (ordered across turns); candidate x candidate pairs are
-    not a null for that statistic and are left out.
-    """
-    scores: list[float] = []
-    n = len(reference)
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                continue
-            if i < j and len(reference[i]) and len(reference[j]):
-                scores.extend(float(x) for x in (reference[i] @ reference[j].T).ravel())
-            if candidate is not None and len(candidate[i]) and len(reference[j]):
-                scores.extend(float(x) for x in (candidate[i] @ reference[j].T).ravel())
-    return scores
-
-
-class SwitchController:
-    """The decision logic only: numbers in, decisions out (no models, no I/O)."""
-
-    def __init__(self, cfg: SwitchConfig) -> None:
-        self.cfg = cfg
-        self.monitor = DriftMonitor(cfg.drift)
-
-    def turns_needed(self, adapts: bool) -> int:
-        """The fewest turns in which a switch can leave G a turn: W + max(m, |B|) + 1."""
-        acc = self.cfg.acceptance
-        batch = acc.batch_lower_bound if adapts and acc.enabled and acc.required else 0
-        return self.cfg.warm_window + max(self.cfg.gate.consecutive_hits, batch) + 1
-
-    def new_state(self, expected_turns: int | None = None, source: str | None = None,
-                  adapts: bool = False) -> SwitchState:
-        """A dialogue's state. ``expected_turns`` is the hint (None: decide on seen turns only)."""
-        state = SwitchState(expected_turns=expected_turns, expected_source=source)
-        needed = self.turns_needed(adapts)
-        if expected_turns is not None and self.cfg.require_payoff and expected_turns < needed:
-            state.phase = "too_short"
-            state.reason = (f"expected_turns ({source}) = {expected_turns} < W + max(m, |B|) + 1"
-                            f" = {needed}: F serves all")
-        return state
-
-    # -- end of the warm window -----------------------------------------------------------------
-    def calibrate(self, state: SwitchState, null_scores: list[float],
-                  null_turn_pairs: int | None = None) -> float:
-        """Set the gate threshold from warm-window null scores (see module docstring)."""
-        gate = self.cfg.gate
-        info: dict[str, Any] = {"n_null": len(null_scores), "alpha_hit": gate.alpha_hit,
-                                "false_switch_rate": gate.false_switch_rate,
-                                "consecutive_hits": gate.consecutive_hits,
-                                "null_turn_pairs": null_turn_pairs}
-        if gate.threshold is not None:
-            threshold, info["method"] = gate.threshold, "fixed"
-        else:
-            q = conservative_quantile(null_scores, gate.alpha_hit)
-            if q is None and gate.fallback == "max_null" and null_scores:
-                # The largest of n exchangeable null scores is exceeded w.p. <= 1/(n+1).
-                threshold, info["method"] = max(null_scores), "max_null"
-                info["per_hit_bound"] = 1.0 / (len(null_scores) + 1)
-                info["false_switch_bound"] = info["per_hit_bound"] ** gate.consecutive_hits
-            elif q is None:
-                threshold, info["method"] = gate.max_threshold, "insufficient_null"
-            else:
-                threshold, info["method"] = q, "null_quantile"
-                info["null_quantile"] = q
-            threshold = min(max(threshold, gate.min_threshold), gate.max_threshold)
-        if null_scores:
-            info.update(null_mean=float(np.mean(null_scores)), null_max=float(np.max(null_scores)))
-        info["threshold"] = float(threshold)
-        state.threshold = float(threshold)
-        state.calibration = info
-        return float(threshold)
-
-    def size_acceptance(self, state: SwitchState, applicable: bool,
-                        warm_deltas: Sequence[float]) -> None:
-        """Fix |B| (Thm. 2) from the warm-window sigma_Delta estimate."""
-        state.acceptance.size(self.cfg.acceptance, applicable, list(warm_deltas))
-
-    # -- routing --------------------------------------------------------------------------------
-    def route(self, state: SwitchState, turn: int) -> Route:
-        """Decide who serves ``turn``. Call once per turn, before answering it."""
-        if state.phase == "too_short":
-            return Route("too_short", state.reason)
-        if turn < self.cfg.warm_window:
-            return Route("warm")
-        if not state.switched and state.acceptance.closed(self.cfg.acceptance):
-            return Route("gate_closed", "the acceptance test blocks and cannot pass any more "
-                                        f"(failed {state.acceptance.failed_tests} time(s)): F "
-                                        "serves, no more G candidates (bounded gate)")
-        if not state.switched:
-            # This turn and the next ones would need max(m - hits, |B| - n) more gate turns;
-            # G would serve from turn + that on.
-            need = max(self.cfg.gate.consecutive_hits - state.hits,
-                       state.acceptance.remaining_required(self.cfg.acceptance), 1)
-            if (state.expected_turns is not None and self.cfg.require_payoff
-                    and turn + need >= state.expected_turns):
-                return Route("no_payoff", f"expected_turns ({state.expected_source}) = "
-                                          f"{state.expected_turns}: no turn would be left for G "
-                                          "even if every remaining gate passes: F serves")
-            return Route("gate")
-        if state.drift.pending:
-            return Route("rollback", state.drift.pending)
-        return Route("switched")
-
-    # -- gate -----------------------------------------------------------------------------------
-    def score_gate(self, state: SwitchState, turn: int, score: float | None,
-                   drift_similarity: float | None = None, gap_old: float | None = None,
-                   gap_new: float | None = None) -> bool:
-        """Register a gate turn; returns True when this turn completes the switch.
-
-        ``score=None`` (a failed candidate or F call) resets the run of hits. ``gap_old`` and
-        ``gap_new`` (un-adapted / adapted G vs F) add the context to the acceptance batch.
-        """
-        gate = self.cfg.gate
-        if state.switched:
-            return False
-        if state.threshold is None:
-            raise RuntimeError("calibrate() must run before the first gate score")
-        hit = score is not None and score > state.threshold
-        if hit and gate.locality and drift_similarity is not None:
-            hit = drift_similarity >= self.cfg.drift.threshold
-        if score is not None:
-            state.scores.append(float(score))
-        state.hits = state.hits + 1 if hit else 0
-        if gap_old is not None and gap_new is not None and state.acceptance.applicable:
-            if self.cfg.acceptance.uses_future_turns:
-                state.acceptance.add(turn, gap_old, gap_new)
-            else:
-                state.acceptance.add_future_diagnostic(turn, gap_old, gap_new)
-        state.accepted = state.acceptance.look(self.cfg.acceptance)
-        if state.hits >= gate.consecutive_hits and state.acceptance.allows_switch(
-                self.cfg.acceptance):
-            state.switch_turn = turn
-            state.phase = "switched"
-            return True
-        return False
-
-    # -- drift ----------------------------------------------------------------------------------
-    def drift_similarity(self, state: SwitchState, turn: int,
-                         query_vec: np.ndarray | None) -> float | None:
-        if query_vec is None:
-            return None
-        return self.monitor.similarity(state.drift, turn, query_vec)
-
-    def observe_drift(self, state: SwitchState, turn: int, query_vec: np.ndarray,
-                      answer_vec: np.ndarray | None, sim: float | None) -> str | None:
-        """Record the check of ``turn`` and its content; a fire while G serves next hands the
-        next turn to F (``route`` -> rollback)."""
-        cap = self.cfg.drift.max_rollbacks
-        may = cap is None or len(state.rollbacks) < cap
-        return self.monitor.observe(state.drift, turn, query_vec, answer_vec, sim,
-                                    serving_g=state.switched, may_roll_back=may)
-
-    def rolled_back(self, state: SwitchState, turn: int) -> int:
-        """F served rollback turn ``turn``: record it, refresh the window; returns its start."""
-        state.rollbacks.append(turn)
-        return self.monitor.refresh(state.drift, turn)
-
-    def record(self, state: SwitchState, route: Route, score: float | None = None,
-               drift_similarity: float | None = None, gap_old: float | None = None,
-               gap_new: float | None = None) -> dict[str, Any]:
-        """The per-turn ``gate`` record (same keys on every turn)."""
-        def r(x: float | None) -> float | None:
-            return None if x is None else round(float(x), 6)
-
-        acc = state.acceptance
-        return {
-            "phase": route.phase, "score": r(score), "threshold": r(state.threshold),
-            "hits": state.hits, "consecutive_required": self.cfg.gate.consecutive_hits,
-            "switched": state.switched, "switch_turn": state.switch_turn,
-            "rollback": route.phase == "rollback", "drift_similarity": r(drift_similarity),
-            "reason": route.reason, "gap_old": r(gap_old), "gap_new": r(gap_new),
-            "Delta": r(acc.delta) if acc.applicable else None,
-            "batch_n": acc.n if acc.applicable else None,
-            "batch_required": acc.batch if acc.applicable else None,
-            "accepted": state.accepted if route.phase == "gate" else None,
-        }
-
-
-def lora_layers(model: Any) -> list[Any]:
-    """peft's tuner layers injected into ``model`` (empty when none or no torch model)."""
-    if model is None or not hasattr(model, "modules"):
-        return []
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # pragma: no cover - peft is a core dependency
-        return []
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
 class SwitchingMethod(Method):
@@ -424,6 +75,8 @@ class SwitchingMethod(Method):
     batchable = False
     needs_reference = False
     STATE_KEY = "switch"
+    ADAPTER_KEY = "adapter"
+    """Where the session keeps its ``SessionAdapter`` (``session.state``)."""
 
     def __init__(self, cfg: Any, ctx: Any) -> None:
         super().__init__(cfg, ctx)
@@ -447,7 +100,8 @@ class SwitchingMethod(Method):
         return session.full_messages(turn)
 
     def serve_label(self, session: Session) -> str:
-        return "G"
+        """``served_by`` of a G turn: ``G+lora`` while the session holds an adapter."""
+        return "G+lora" if self.session_adapter(session) is not None else "G"
 
     def adapt(self, session: Session) -> None:
         """Called once when the warm window is complete, before calibration."""
@@ -526,55 +180,50 @@ class SwitchingMethod(Method):
     def on_rollback(self, session: Session, turn: int) -> None:
         """After a rollback turn (SOMA refreshes its summary)."""
 
-    def release(self, session: Session) -> None:
-        """Free per-dialogue resources (adapters) in ``finish``."""
+    # -- the session's adapter: one owner (the session), one lifecycle ---------------------------
+    def new_adapter(self, session: Session, lora_cfg: LoraConfig, seed: int | None
+                    ) -> SessionAdapter:
+        """Attach a fresh LoRA on G for this dialogue; the session owns it from here on (it
+        is served, switched off for the old G and released in ``finish``)."""
+        self.release_adapter(session)  # never two dialogues' adapters on G
+        adapter = SessionAdapter(self.ctx.raw("G"), lora_cfg)
+        adapter.attach(seed=seed)
+        self.hold_adapter(session, adapter)
+        return adapter
 
-    def session_adapter(self, session: Session) -> Any:
-        """This dialogue's trained adapter (``SessionAdapter``) or None; ``model.G_serve``
-        serves post-switch turns with it (backends/vllm_backend.py)."""
-        return session.state.get("adapter")
+    def hold_adapter(self, session: Session, adapter: SessionAdapter) -> None:
+        """Hand an attached adapter to the session (``new_adapter`` does; test doubles too)."""
+        session.state[self.ADAPTER_KEY] = adapter
+
+    def session_adapter(self, session: Session) -> SessionAdapter | None:
+        """This dialogue's adapter or None; ``model.G_serve`` serves post-switch turns with it
+        (backends/vllm_backend.py)."""
+        return session.state.get(self.ADAPTER_KEY)
+
+    def release_adapter(self, session: Session) -> None:
+        """Take the adapter off G: base weights back, adapter id cleared (idempotent)."""
+        adapter: SessionAdapter | None = session.state.pop(self.ADAPTER_KEY, None)
+        if adapter is not None:
+            adapter.release()
 
     def has_adaptation(self, session: Session) -> bool:
         """Whether G currently carries this dialogue's adaptation (so old != new)."""
-        raw = self.ctx.raw("G")
-        return (self.session_adapter(session) is not None
-                or getattr(raw, "adapter_id", None) is not None
-                or bool(lora_layers(getattr(raw, "model", None))))
+        return self.session_adapter(session) is not None
 
     @contextlib.contextmanager
     def base_g(self, session: Session) -> Iterator[bool]:
         """G without this dialogue's adaptation (the "old" G of Cor. 1).
 
-        Yields True when an adaptation was switched off, False when G carries none (then old ==
-        new). Uses the adapter's ``disabled()`` (contract 4) when the session holds one, else
-        switches peft's injected LoRA layers off in place; the backend's ``adapter_id`` is None
-        inside, so the request cache files these answers under the base model.
+        Yields True when the session's adapter was switched off (``SessionAdapter.disabled``:
+        the backend's ``adapter_id`` is None inside, so the request cache files these answers
+        under the base model), False when the session holds none (then old == new).
         """
-        raw = self.ctx.raw("G")
-        saved = getattr(raw, "adapter_id", None)
         adapter = self.session_adapter(session)
-        disabled = getattr(adapter, "disabled", None)
-        if callable(disabled):
-            with disabled():
-                raw.adapter_id = None
-                try:
-                    yield True
-                finally:
-                    raw.adapter_id = saved
-            return
-        layers = lora_layers(getattr(raw, "model", None))
-        if not layers and saved is None:
+        if adapter is None:
             yield False
             return
-        for layer in layers:
-            layer.enable_adapters(False)
-        raw.adapter_id = None
-        try:
+        with adapter.disabled():
             yield True
-        finally:
-            for layer in layers:
-                layer.enable_adapters(True)
-            raw.adapter_id = saved
 
     # -- the Method protocol --------------------------------------------------------------------
     def _expected_turns(self, session: Session) -> tuple[int | None, str | None]:
@@ -842,4 +491,4 @@ class SwitchingMethod(Method):
             if state.acceptance.applicable is not None:
                 info["acceptance"] = state.acceptance.record(self.switch_cfg.acceptance)
         release_session(self.ctx, session)  # the G_serve engine's copy of the adapter, if any
-        self.release(session)
+        self.release_adapter(session)

@@ -1,10 +1,8 @@
-"""One per-dialogue LoRA lifecycle on G, shared by SOMA (Sec. 3.3, Eq. 4) and History-FT.
+"""Training one dialogue's LoRA on G (paper Sec. 3.3, Eq. 4): config, examples, the loop.
 
-Contract 4 (``SessionAdapter(g_backend, lora_cfg)``): ``attach()`` -> ``train(examples,
-encoder)`` -> serve -> ``release()``; ``adapter_id`` (hash of the trained weights, also set on
-the backend so the request cache never mixes adapters), ``disabled()`` (base G with the adapter
-off, for old-vs-new acceptance tests) and ``save(dir)`` (peft ``save_pretrained``, for serving
-the adapter elsewhere, e.g. vLLM's LoRARequest).
+Why here: SOMA and History-FT train the same way (History-FT with alpha = 0, no soft prompts,
+weight 1); the adapter's lifecycle around the training (attach, serve, disable, release) is
+``switching/adapter.py``.
 
 Objective (Eq. 4): L_FT = mean_t [ NLL(a^F_t | G(S_t)) + alpha (1 - cos(phi(a^G_t), phi(a^F_t))) ].
 a^G_t is G's own free-running **greedy** answer to S_t (the paper's a^G; for mined pairs G reads
@@ -27,22 +25,14 @@ early stopping and the stats say so.
 Batching: ``batching: padded`` runs the pairs of one optimizer step as one left-padded batch
 (explicit position ids, so padding changes nothing); ``accumulate`` runs them one by one with
 gradient accumulation (identical maths; which is faster depends on the machine).
-
-Isolation: peft injects the adapter into G's modules in place for one dialogue only;
-``release`` calls ``unload()``, which puts the original base modules back (bit-exact), restores
-the ``requires_grad`` flags and resets the backend's ``adapter_id`` to None.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,46 +276,14 @@ class TrainStats:
     padding_tokens: int = 0
 
 
-class SessionAdapter:
-    """One dialogue's LoRA on the shared G backend: attach -> train -> (serve) -> release."""
+class LoraTrainer:
+    """The Eq. 4 loop over one LoRA-wrapped G (``SessionAdapter.train`` runs it)."""
 
-    def __init__(self, g_backend: Any, lora_cfg: LoraConfig) -> None:
-        self.raw = g_backend
-        self.cfg = lora_cfg
-        self.peft: Any = None
-        self._flags: list[tuple[torch.nn.Parameter, bool]] = []
-        self._adapter_id: str | None = None
+    def __init__(self, peft: Any, tokenizer: Any, cfg: LoraConfig) -> None:
+        self.peft = peft
+        self.tokenizer = tokenizer
+        self.cfg = cfg
 
-    @property
-    def active(self) -> bool:
-        return self.peft is not None
-
-    @property
-    def adapter_id(self) -> str | None:
-        """Hash of the trained weights (None before training and after release)."""
-        return self._adapter_id
-
-    def attach(self, seed: int | None = None) -> None:
-        """Inject a fresh adapter (B = 0: exactly the base model until trained)."""
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
-        if self.active:
-            raise RuntimeError("this session already has an adapter")
-        if any("lora_" in n for n, _ in self.raw.model.named_parameters()):
-            raise RuntimeError("G still carries another dialogue's LoRA; it was not released")
-        if seed is not None:
-            torch.manual_seed(seed)  # peft draws the A matrices from torch's global generator
-        self._flags = [(p, p.requires_grad) for p in self.raw.model.parameters()]
-        config = PeftLoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.alpha,
-                                lora_dropout=self.cfg.dropout,
-                                target_modules=list(self.cfg.target_modules), bias="none",
-                                task_type="CAUSAL_LM")
-        self.peft = get_peft_model(self.raw.model, config)
-        if hasattr(self.raw, "peft_model"):  # hf G: adapted + base rows in one batch
-            self.raw.peft_model = self.peft
-
-    # -- training -------------------------------------------------------------------------------
     def _forward_backward(self, chunk: list[Example], gaps: dict[int, float],
                           stats: TrainStats) -> list[float]:
         """One optimizer step's gradients; returns each example's mean NLL."""
@@ -351,7 +309,7 @@ class SessionAdapter:
             return []
         was_training = self.peft.training
         self.peft.eval()
-        texts, used = greedy_answers(self.peft, self.raw.tokenizer, examples,
+        texts, used = greedy_answers(self.peft, self.tokenizer, examples,
                                      self.cfg.gap_max_new_tokens)
         self.peft.train(was_training)
         for key, value in used.items():
@@ -372,14 +330,12 @@ class SessionAdapter:
 
     def train(self, examples: list[Example], encoder: Any, held_out: list[Example] | None = None,
               progress: bool = False, heldout_note: str | None = None) -> TrainStats:
-        """Minimize the Eq. 4 surrogate over the local batch (see module docstring)."""
+        """Minimize the Eq. 4 surrogate over the local batch (see module docstring); the
+        trained weights stay in ``self.peft`` (the best ones, with early stopping)."""
         from tqdm.auto import tqdm
 
-        if not self.active:
-            raise RuntimeError("attach() before train()")
         if not examples:
             raise ValueError("LoRA training needs at least one (context, answer) pair")
-        started = time.perf_counter()
         cfg, es = self.cfg, self.cfg.early_stopping
         held = list(held_out or [])
         model = self.peft
@@ -467,60 +423,4 @@ class SessionAdapter:
             stats.best_step = best[1]
         stats.epochs = round(stats.steps * cfg.examples_per_step / len(examples), 6)
         model.eval()
-        self._adapter_id = adapter_hash(self.raw.model)
-        self.raw.adapter_id = self._adapter_id
-        stats.seconds = time.perf_counter() - started
         return stats
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Trained LoRA tensors back into a freshly attached adapter (the adapter cache)."""
-        if not self.active:
-            raise RuntimeError("attach() before load_state()")
-        params = {n: p for n, p in self.raw.model.named_parameters() if "lora_" in n}
-        if set(params) != set(state):
-            raise ValueError(f"cached adapter does not fit this G: {len(state)} tensors cached, "
-                             f"{len(params)} LoRA tensors attached")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state[name].to(p.dtype))
-        self._adapter_id = adapter_hash(self.raw.model)
-        self.raw.adapter_id = self._adapter_id
-        self.peft.eval()  # the wrapper too: peft refuses mixed-adapter batches in training mode
-
-    # -- serving helpers ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def disabled(self) -> Iterator[Any]:
-        """Base G with the adapter switched off (and ``adapter_id`` None for the cache)."""
-        if not self.active:
-            raise RuntimeError("no adapter attached")
-        previous = self.raw.adapter_id
-        self.raw.adapter_id = None
-        try:
-            with self.peft.disable_adapter():
-                yield self.raw
-        finally:
-            self.raw.adapter_id = previous
-
-    def save(self, directory: str | Path) -> Path:
-        """peft ``save_pretrained`` of the adapter (adapter_config.json + weights)."""
-        if not self.active:
-            raise RuntimeError("no adapter attached")
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.peft.save_pretrained(str(path))
-        return path
-
-    def release(self) -> None:
-        """Remove the adapter: original modules back, flags restored, adapter_id None."""
-        if self.peft is not None:
-            base = self.peft.unload()
-            self.raw.model = base
-            self.peft = None
-            if hasattr(self.raw, "peft_model"):
-                self.raw.peft_model = None
-        for p, flag in self._flags:
-            p.requires_grad_(flag)
-        self._flags = []
-        self._adapter_id = None
-        self.raw.adapter_id = None
-        self.raw.model.eval()

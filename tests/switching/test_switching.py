@@ -11,13 +11,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from somabench.config import compose
-from somabench.soma.acceptance import AcceptanceConfig, batch_size, estimate_sigma
-from somabench.soma.switching import (
-    SwitchConfig,
-    SwitchController,
-    conservative_quantile,
-    cross_turn_scores,
-)
+from somabench.switching.acceptance import AcceptanceConfig, batch_size, estimate_sigma
+from somabench.switching.controller import SwitchConfig, SwitchController
+from somabench.switching.gate import conservative_quantile, cross_turn_scores
 
 
 def switch_cfg(**over: Any) -> SwitchConfig:

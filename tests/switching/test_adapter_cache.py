@@ -1,4 +1,4 @@
-"""The adapter cache (soma/adapter_cache.py): switch-rule variants share one training, anything
+"""The adapter cache (switching/adapter_cache.py): switch-rule variants share one training, anything
 that trains the adapter changes the key, entries round-trip bit for bit, a damaged one is a miss."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from somabench.config import compose
-from somabench.soma.adapter_cache import AdapterCache, training_key
+from somabench.switching.adapter_cache import AdapterCache, training_key
 
 
 def key(method: str, *over: str, dialogue: str = "d1", seed: int = 0) -> str:
@@ -46,3 +46,29 @@ def test_store_load_round_trip_and_damaged_entry(tmp_path) -> None:
     assert torch.equal(weights["lora_A"], state["lora_A"]) and record["adapter_id"] == "abc"
     (cache.path("k") / "lora.pt").write_bytes(b"not a checkpoint")
     assert cache.load("k") is None  # unreadable: trained again, never a wrong adapter
+
+
+PINNED_KEY = "76e0a7a590ce59a1e84004e6"
+"""``training_key`` of the inputs below as computed by ``soma/adapter_cache.py`` before the
+module moved to ``somabench.switching`` (issue 24): adapters cached by earlier runs must still
+be hits, so the key's recipe may not change silently."""
+
+
+def test_key_and_layout_are_unchanged_so_old_entries_still_hit(tmp_path) -> None:
+    method_cfg = {"name": "soma_recorded", "lora": {"rank": 4, "lr": 0.01},
+                  "switch": {"warm_window": 3, "gate": {"threshold": "auto"},
+                             "acceptance": {"required": False, "epsilon": 0.1}},
+                  "summary": {"budget_tokens": 64}, "adapter_cache": {"enabled": True}}
+    got = training_key(method_cfg, g_fingerprint={"model_id": "g", "dtype": "float32",
+                                                  "adapter_id": "lora-x"},
+                       f_fingerprint={"model_id": "f", "adapter_id": None},
+                       generation={"max_new_tokens": 8, "temperature": 0.0}, seed=7,
+                       dialogue_id="d1", warm=[([{"role": "user", "content": "hi"}], "hello")])
+    assert got == PINNED_KEY
+    # an entry written where the old module wrote it (<root>/<key>/{lora.pt, adaptation.json})
+    folder = tmp_path / PINNED_KEY
+    folder.mkdir()
+    torch.save({"lora_A": torch.ones(2)}, folder / "lora.pt")
+    (folder / "adaptation.json").write_text('{"adapter_id": "lora-old"}')
+    weights, record = AdapterCache(tmp_path).load(got)
+    assert torch.equal(weights["lora_A"], torch.ones(2)) and record["adapter_id"] == "lora-old"
