@@ -135,3 +135,41 @@ def test_native_server_serves_the_gguf_with_parallel_slots(tmp_path: Path, tiny_
     finally:
         backend.close()
     assert _wait_gone(wrapper_pid)
+
+
+def _two_turns(prefix_cache: bool) -> list:
+    """Two turns of one dialogue on a fresh native server: (turn-1, turn-2) completions."""
+    from somabench.backends import build_backend
+    from somabench.backends.base import GenerationConfig
+
+    from .test_llamacpp import CLIENT, SMOLLM2_ASSET, SMOLLM2_MODEL_ID
+
+    knobs = {"engine": "native", "parallel": 1, "binary": None, "n_ctx": 1024, "n_threads": 1,
+             "n_batch": 256, "startup_timeout": 180, "lifetime_seconds": 600, "extra_args": []}
+    cfg = {"backend": "llamacpp", "model_id": SMOLLM2_MODEL_ID, "asset": SMOLLM2_ASSET,
+           "path": None, "dtype": "auto", "device": "cpu", "api_key_env": "OPENAI_API_KEY",
+           "base_url": None, "llamacpp": knobs, "prefix_cache": prefix_cache, **CLIENT}
+    backend = build_backend("F", cfg)
+    try:
+        assert backend.describe()["prefix_cache"] is prefix_cache
+        gen = GenerationConfig(max_new_tokens=12)
+        history = [{"role": "user", "content": "Tell me one fact about the Moon."}]
+        first = backend.chat(history, gen)
+        history += [{"role": "assistant", "content": first.text},
+                    {"role": "user", "content": "And one about the Sun?"}]
+        return [first, backend.chat(history, gen)]
+    finally:
+        backend.close()
+
+
+@pytest.mark.skipif(_installed_binary() is None and not os.environ.get(REQUIRE_ENV),
+                    reason="llama.cpp's llama-server is not built (make llama-server)")
+def test_cache_prompt_follows_the_prefix_cache_knob_with_the_same_answers(tiny_assets) -> None:
+    """Issue 26: the plain Original re-computes its history (cache_prompt off, cache_n 0); with
+    prefix_cache the second turn reads the first turn's tokens from the slot's cache."""
+    plain = _two_turns(prefix_cache=False)
+    cached = _two_turns(prefix_cache=True)
+    assert [c.text for c in cached] == [c.text for c in plain]  # greedy: same answers
+    assert plain[1].cached_prompt_tokens == 0
+    assert cached[1].cached_prompt_tokens is not None
+    assert 0 < cached[1].cached_prompt_tokens < cached[1].prompt_tokens

@@ -107,6 +107,9 @@ class PythonEngine:
 
     name = "llama_cpp.server"
     batches = False  # one slot, whatever ``parallel`` says
+    prefix_reuse = "always"
+    """llama-cpp-python's ``Llama`` reuses the longest prefix it shares with the previous prompt
+    on every call (no per-request switch) and reports no cached-token count."""
 
     @classmethod
     def installed(cls, binary: str | None = None) -> PythonEngine:
@@ -175,6 +178,9 @@ class NativeEngine:
 
     name = NATIVE_BINARY
     batches = True
+    prefix_reuse = "per request"
+    """llama-server honours the request field ``cache_prompt`` (reuse the slot's KV cache of the
+    previous prompt) and reports ``timings.cache_n``."""
 
     def __init__(self, binary: Path) -> None:
         self.binary = binary
@@ -279,6 +285,10 @@ class LlamaCppBackend(OpenAIBackend):
             or a GGUF path; ``llamacpp.gguf_file`` wins over ``asset``.
         llamacpp: server knobs (``n_ctx``, ``n_threads``, ``n_batch``, ``startup_timeout``,
             ``lifetime_seconds``, ``extra_args``), from ``model.<role>.llamacpp``.
+        prefix_cache: engine=native sends ``cache_prompt`` with this value on every request
+            (llama-server's default is on; the plain Original turns it off, so it re-computes its
+            history; ``method=original_prefix_cache`` turns it on). engine=python cannot switch:
+            llama-cpp-python always reuses the previous prompt's prefix (``describe`` says so).
     """
 
     kind = "llamacpp"
@@ -287,8 +297,9 @@ class LlamaCppBackend(OpenAIBackend):
                  gguf_file: str | None = None, cache_dir: str | None = None,
                  timeout: float, max_retries: int, backoff_initial: float, backoff_max: float,
                  concurrency: int, system_prompt: str | None = None, revision: str | None = None,
-                 stream: bool = False, **_: Any) -> None:
+                 stream: bool = False, prefix_cache: bool = False, **_: Any) -> None:
         knobs = dict(llamacpp)
+        self.prefix_cache = bool(prefix_cache)
         self.engine = build_engine(str(knobs.get("engine") or "python"), knobs.get("binary"))
         self.gguf = self._locate(model_id, knobs.get("gguf_file") or gguf_file, asset, cache_dir)
         self.quantization = gguf_quantization(self.gguf)
@@ -311,6 +322,8 @@ class LlamaCppBackend(OpenAIBackend):
                          backoff_initial=backoff_initial, backoff_max=backoff_max,
                          concurrency=concurrency, api_key_env=None, tokenizer=tokenizer,
                          system_prompt=system_prompt, revision=revision,
+                         extra_body=({"cache_prompt": self.prefix_cache}
+                                     if self.engine.prefix_reuse == "per request" else None),
                          stream=stream)  # +model.<role>.stream=true: TTFT (somabench.latency)
 
     @staticmethod
@@ -346,6 +359,8 @@ class LlamaCppBackend(OpenAIBackend):
                   engine_version=self.engine.version())
         if self.engine.batches:
             fp.update(engine=self.engine.name, parallel=self.server.parallel)
+        if self.prefix_cache:  # absent when off: the plain Original's cached answers stay valid
+            fp["prefix_cache"] = True
         return fp
 
     def describe(self) -> dict[str, Any]:
@@ -353,6 +368,7 @@ class LlamaCppBackend(OpenAIBackend):
                 "engine_version": self.engine.version(), "parallel": self.server.parallel,
                 "n_threads": self.server.n_threads,
                 "quantization": self.quantization, "gguf_path": str(self.gguf),
+                "prefix_cache": self.prefix_cache, "prefix_reuse": self.engine.prefix_reuse,
                 "dtype_reason": f"llama.cpp computes with the GGUF's own quantization "
                                 f"({self.quantization}); model dtype does not apply",
                 "server_log": str(self.server.log_path)}

@@ -371,6 +371,7 @@ class OpenAIBackend(BackendBase):
             finish = choice.finish_reason
             served_model = parsed.model
             usage = parsed.usage
+            timings = getattr(parsed, "timings", None)  # llama.cpp's extra field (cache_n)
         except Exception as exc:  # noqa: BLE001 - any shape error is a bad response
             body = _preview(http)
             failures.append(f"attempt {len(failures) + 1}: HTTP {http.status_code} body is not a "
@@ -378,17 +379,18 @@ class OpenAIBackend(BackendBase):
             raise BackendError(self._message("bad_response", failures), reason="bad_response",
                                attempts=failures) from exc
         return self._completion(messages, http, text=text, finish=finish,
-                                served_model=served_model, usage=usage)
+                                served_model=served_model, usage=usage, timings=timings)
 
     def _consume(self, raw: Any, origin: float) -> dict[str, Any]:
         """Read a streamed answer, noting when its first and last content arrived (seconds
         since ``origin``). A stream that breaks off raises like a failed request (retried)."""
         parts: list[str] = []
         first = last = None
-        finish = served_model = usage = None
+        finish = served_model = usage = timings = None
         for chunk in raw.parse():
             served_model = chunk.model or served_model
             usage = chunk.usage or usage
+            timings = getattr(chunk, "timings", None) or timings
             for choice in chunk.choices or []:
                 if choice.delta is not None and choice.delta.content:
                     last = time.perf_counter() - origin
@@ -396,11 +398,11 @@ class OpenAIBackend(BackendBase):
                     parts.append(choice.delta.content)
                 finish = choice.finish_reason or finish
         return {"text": "".join(parts), "finish": finish, "served_model": served_model,
-                "usage": usage, "first_token_s": first, "last_token_s": last}
+                "usage": usage, "timings": timings, "first_token_s": first, "last_token_s": last}
 
     def _completion(self, messages: list[Message], http: Any, *, text: str | None,
                     finish: str | None, served_model: str | None, usage: Any,
-                    first_token_s: float | None = None,
+                    timings: Any = None, first_token_s: float | None = None,
                     last_token_s: float | None = None) -> Completion:
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
         completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
@@ -413,8 +415,20 @@ class OpenAIBackend(BackendBase):
             text=text or "", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             seconds=0.0, rendered_prompt=rendered, model_id=self.model_id,
             finish_reason=finish, meta=meta, first_token_s=first_token_s,
-            last_token_s=last_token_s,
+            last_token_s=last_token_s, cached_prompt_tokens=reported_cached_tokens(usage, timings),
         )
+
+
+def reported_cached_tokens(usage: Any, timings: Any = None) -> int | None:
+    """Prompt tokens the server read from its cache instead of prefilling, where it says:
+    OpenAI's ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM's server with
+    ``--enable-prompt-tokens-details``, recent llama.cpp), else llama.cpp's ``timings.cache_n``.
+    None when the server reports neither (unknown, not 0)."""
+    details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if cached is None and isinstance(timings, dict):
+        cached = timings.get("cache_n")
+    return int(cached) if cached is not None else None
 
 
 def _error_message(exc: Any) -> str:

@@ -82,6 +82,9 @@ class VLLMBackend(BackendBase):
         enable_lora, max_lora_rank, max_loras: LoRA serving settings.
         adapters: ``{name: path}`` adapters known up front (more via :meth:`add_adapter`).
         adapter: name of the adapter every request uses by default (``None`` = base model).
+        prefix_cache: vLLM's automatic prefix caching (``enable_prefix_caching``), set
+            explicitly both ways: vLLM's V1 engine turns it on by default, but the plain
+            Original must re-compute its history (``method=original_prefix_cache`` turns it on).
         engine_kwargs: any further ``vllm.LLM`` keyword arguments.
     """
 
@@ -107,6 +110,7 @@ class VLLMBackend(BackendBase):
         enforce_eager: bool | None = None,
         cache_dir: str | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        prefix_cache: bool = False,
         **_: Any,
     ) -> None:
         if not vllm_available():
@@ -127,7 +131,9 @@ class VLLMBackend(BackendBase):
             "trust_remote_code": trust_remote_code,
             "enable_lora": enable_lora,
             "dtype": self.dtype_choice.name,
+            "enable_prefix_caching": bool(prefix_cache),
         }
+        self.prefix_cache = bool(prefix_cache)
         optional = {
             "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len,
             "gpu_memory_utilization": gpu_memory_utilization,
@@ -233,13 +239,15 @@ class VLLMBackend(BackendBase):
         """The *resolved* dtype is part of it (bf16 and fp32 answers never share a cache key)."""
         fp = super().fingerprint()
         fp.update(source=self.source, dtype=self.dtype_name)
+        if self.prefix_cache:  # absent when off: the plain engine's cached answers stay valid
+            fp["prefix_cache"] = True
         return fp
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": f"vllm ({self.device})", "device": self.device,
                 "dtype_reason": self.dtype_choice.reason,
                 "dtype_requested": self.dtype_choice.requested,
-                "max_model_len": self.max_model_len}
+                "max_model_len": self.max_model_len, "prefix_cache": self.prefix_cache}
 
     # -- generation ------------------------------------------------------------------------------
     def sampling_params(self, gen: GenerationConfig) -> Any:
@@ -300,8 +308,18 @@ class VLLMBackend(BackendBase):
                 seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
                 batch_size=len(prompts), finish_reason=best.finish_reason,
                 meta={"prompt_hash": sha16(prompt), "adapter": name},
+                cached_prompt_tokens=cached_tokens(out, self.prefix_cache),
             ))
         return results
+
+
+def cached_tokens(output: Any, prefix_cache: bool) -> int | None:
+    """Prompt tokens vLLM read from its prefix cache (``RequestOutput.num_cached_tokens``);
+    0 with caching off (every prompt token prefilled), None where the engine does not say."""
+    if not prefix_cache:
+        return 0
+    value = getattr(output, "num_cached_tokens", None)  # vLLM's own output type (V1 has it)
+    return int(value) if value is not None else None
 
 
 class AdapterView(BackendBase):
