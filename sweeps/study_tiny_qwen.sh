@@ -12,6 +12,9 @@
 #   mtbench101  MT-Bench-101 tasks built to refer back (SI, PI, AR, CM), 5 turns, W = 2 (turn 5)
 #   mathmt      MATH-500 sessions, 8 independent problems: the NEGATIVE CONTROL, W = 3
 #   tiny        ReMeDi again with model=tiny (SmolLM2 G, another tokenizer): the contrast row
+#   serving     the serving-aware baselines of issue 26 on ReMeDi: the Original with F's prefix
+#               cache (priced at the cached-input rate) and kvpress's StreamingLLM and SnapKV at
+#               50/75 % (run by KV_PY, default .venv-kvpress/bin/python: make kvpress-env)
 #   dose        dose-response of the adaptation budget on ReMeDi (soma_holdout_recorded, one knob
 #               at a time around the defaults, all within App. B.2's ranges): LoRA steps 10/20/40,
 #               LoRA lr 5e-4/1e-3/2e-3, rank 4/8/16, W 2/3/4 (the middle values are the main run)
@@ -29,6 +32,11 @@ for stage in $STAGES; do
     mathmt)     data=(dataset=mathmt "dataset.tasks=[math]" dataset.min_turns=8 dataset.truncate_turns=8
                       dataset.context_dependent_only=false); w=3 ;;
     tiny)       data=(model=tiny dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8); w=3 ;;
+    serving)    data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
+                sweep study_tiny_qwen "${data[@]}" method=original_prefix_cache "$@"
+                PY=${KV_PY:-.venv-kvpress/bin/python} sweep study_tiny_qwen "${data[@]}" \
+                  "method=kvpress_streaming_llm_50,kvpress_streaming_llm_75,kvpress_snapkv_50,kvpress_snapkv_75" "$@"
+                continue ;;
     dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \
                             "method.lora.rank=4,16"; do
@@ -38,7 +46,7 @@ for stage in $STAGES; do
                 sweep study_tiny_qwen "${data[@]}" method=soma_holdout_recorded \
                   "method.switch.warm_window=2,4" "$@"
                 continue ;;
-    *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt | tiny | dose)" >&2; exit 2 ;;
+    *) echo "error: unknown stage $stage (remedi | mtbench101 | mathmt | tiny | serving | dose)" >&2; exit 2 ;;
   esac
   sweep study_tiny_qwen "${data[@]}" "method=$METHODS_PLAIN" "$@"
   # ++: the multirun's first compose uses the root default method (no switch node) before the
