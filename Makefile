@@ -85,8 +85,9 @@ test-llama-server: assets $(BIN)/llama-server  ## the engine=native tests agains
 bench: assets  ## benchmarks -> results/bench/*.json
 	$(BIN)/python -m somabench bench
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff and the import layers (lint-imports; make test runs them too: tests/test_layers.py)
 	$(BIN)/ruff check src baselines judges tests
+	$(BIN)/lint-imports
 
 sweep: assets  ## the paper study at tiny scale (experiment=tiny_paper) then the report
 	$(BIN)/python -m somabench -m experiment=tiny_paper

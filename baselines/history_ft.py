@@ -20,9 +20,8 @@ import logging
 from typing import Any
 
 from somabench.baselines.history_prefix import HistoryPrefix
-
 from somabench.config import progress_enabled
-from somabench.methods import Session
+from somabench.methods import MethodContext, Session
 from somabench.records import Usage
 from somabench.switching.lora import EarlyStopping, LoraConfig, TrainStats, make_example
 
@@ -49,7 +48,7 @@ def lora_config(cfg: Any) -> LoraConfig:
 class HistoryFT(HistoryPrefix):
     name = "history_ft"
 
-    def __init__(self, cfg: Any, ctx: Any) -> None:
+    def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         self.lora_cfg = lora_config(cfg)
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from somabench.methods import Method, Session, TurnPlan
+from somabench.methods import Method, MethodContext, Session, TurnPlan
 from somabench.records import Usage
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class CompressedHistory(Method):
                         f"not be reported as LLMLingua-2")
         return None
 
-    def __init__(self, cfg: Any, ctx: Any) -> None:
+    def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)  # also refuses a config that must not carry this name
         if cfg.history_source not in ("reference", "session"):
             raise ValueError(f"method.history_source={cfg.history_source!r}; one of reference, session")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from somabench.methods import Method, Session, TurnPlan
+from somabench.methods import Method, MethodContext, Session, TurnPlan
 from somabench.records import Usage
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class RouteLLM(Method):
                     f"mislabel it")
         return None
 
-    def __init__(self, cfg: Any, ctx: Any) -> None:
+    def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)  # also refuses a config that must not carry this name
         if cfg.route_on not in ("last_user", "conversation"):
             raise ValueError(f"method.route_on={cfg.route_on!r}; one of last_user, conversation")
@@ -269,6 +269,7 @@ class RouteLLM(Method):
         if not hasattr(self, "_encoding"):
             try:
                 import tiktoken
+
                 from somabench.baselines.llmlingua2 import ensure_tiktoken_offline
 
                 ensure_tiktoken_offline(self.ctx.cfg.paths.cache_dir)

@@ -200,7 +200,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def _section(panel: str, sim: pd.DataFrame, agree: pd.DataFrame, coverage: pd.DataFrame) -> list[str]:
-    from somabench.report.tables import frame_markdown
+    from somabench.metrics import frame_markdown
 
     parts = [f"## Panel `{panel}`", ""]
     if not sim.empty:

@@ -17,12 +17,11 @@ import threading
 import time
 from typing import Any
 
+from somabench.backends.base import BackendError, GenerationConfig
+from somabench.cache import SqliteCache, cache_key
 from somabench.judges.base import TRUNCATED_FINISH, Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.parsing import parse_score
 from somabench.judges.prompting import JudgePrompt
-
-from somabench.backends.base import BackendError, GenerationConfig
-from somabench.cache import SqliteCache, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class ModelJudge(Judge):
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise JudgeError(
                 f"judge '{self.name}': cannot reach {backend.base_url} ({exc.__cause__ or exc}). "
-                f"Fix: start the server (e.g. python -m somabench.serve --asset "
+                f"Fix: start the server (e.g. python -m somabench serve --asset "
                 f"smollm2-135m-instruct --port 8000) or point the judge elsewhere with "
                 f"judge.judges.{self.name}.base_url=http://HOST:PORT/v1. Nothing was judged."
             ) from exc

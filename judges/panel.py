@@ -1,6 +1,6 @@
 """The judge panel: turn a run directory into ``scores.jsonl`` + ``judge_summary.{csv,md}``.
 
-Why one place: the main CLI (after generation) and ``python -m somabench.judge`` (re-judging)
+Why one place: the main CLI (after generation) and ``python -m somabench judge`` (re-judging)
 must judge the same way. Steps: build one item per served turn (with the Original's answer
 from the run's reference dir and the dialogue before it), check every answer, reference and
 judge endpoint before spending a call (STYLE rule 11), log the call count and output path,
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
 from somabench.judges.base import (
     FINAL_STATUSES,
     Judge,
@@ -34,7 +35,6 @@ from somabench.judges.base import (
     unit_key,
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
-
 from somabench.records import (
     TurnRecord,
     atomic_write_jsonl,
@@ -453,7 +453,7 @@ class Panel:
                 "judging failed (more than judge.fail_on_error="
                 f"{tolerated:g} of the calls):\n  " + "\n  ".join(problems) +
                 f"\nEvery finished judgment is kept in {scores_path}; the run's records are "
-                f"untouched. Fix the endpoint, then rerun `python -m somabench.judge {run_dir} "
+                f"untouched. Fix the endpoint, then rerun `python -m somabench judge {run_dir} "
                 f"judge={self.name}`: only the failed lines are judged again.")
 
 

@@ -14,7 +14,7 @@ need_judge_key() {  # the paper's judge panel goes through OpenRouter by default
   case " $* " in *" judge="*) return 0 ;; esac
   if [[ -z "${OPENROUTER_API_KEY:-}" ]]; then
     echo "error: judge=paper needs OPENROUTER_API_KEY (or point the judges elsewhere, see conf/judge/paper.yaml," >&2
-    echo "       or judge later: pass judge=none now, then python -m somabench.judge <run dir> judge=paper)" >&2
+    echo "       or judge later: pass judge=none now, then python -m somabench judge <run dir> judge=paper)" >&2
     exit 2
   fi
 }
@@ -27,6 +27,6 @@ sweep() {  # sweep <experiment> [overrides...]: run (or resume) the experiment's
 
 report() {  # report <experiment>: tables + figures of every run of the experiment
   local experiment=$1
-  echo "+ $PY -m somabench.report $OUT/$experiment --out results/$experiment"
-  "$PY" -m somabench.report "$OUT/$experiment" --out "results/$experiment"
+  echo "+ $PY -m somabench report $OUT/$experiment --out results/$experiment"
+  "$PY" -m somabench report "$OUT/$experiment" --out "results/$experiment"
 }

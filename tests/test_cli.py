@@ -1,10 +1,11 @@
-"""One CLI: subcommands, bare overrides = run, the old ``python -m`` aliases, and readable
-errors (one line, an exit code, no traceback unless --debug / HYDRA_FULL_ERROR=1).
+"""One CLI: subcommands, bare overrides = run, ``python -m somabench <command>`` as the one way
+in (the old per-module ``python -m`` entry points are gone), and readable errors (one line, an exit code, no traceback unless --debug / HYDRA_FULL_ERROR=1).
 
 Subprocesses use the ``fake`` backend (control flow only) so no model is loaded."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from somabench.cli import COMMANDS, main, usage
+from somabench.commands import COMMANDS, main, usage
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ["model.F.backend=testing.fake", "model.G.backend=testing.fake", "judge=none", "progress=false",
@@ -91,21 +92,22 @@ def test_unknown_key_is_exit_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_old_entry_points_are_aliases(tmp_path: Path) -> None:
-    out = somabench(["--help"], tmp_path, module="somabench.judge")
+def test_commands_are_reached_through_python_m_somabench_only(tmp_path: Path) -> None:
+    out = somabench(["judge", "--help"], tmp_path)
     assert out.returncode == 0 and "re-judge" in out.stdout
-    out = somabench([str(tmp_path / "nowhere"), "judge=embedding"], tmp_path, module="somabench.judge")
+    out = somabench(["judge", str(tmp_path / "nowhere"), "judge=embedding"], tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "run.json" in out.stderr
+    package = ROOT / "src" / "somabench"  # no second door: the old per-module entry points
+    gone = ["cli.py", "judge.py", "report/__main__.py", "bench/__main__.py"]
+    assert [name for name in gone if (package / name).exists()] == []
+    assert sorted(p.parent.name for p in package.rglob("__main__.py")) == ["somabench"]
 
 
-def test_a_command_whose_module_is_absent_says_so(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
-    from somabench import cli
-
-    monkeypatch.setitem(cli.COMMANDS, "plan", cli.Command(
-        "somabench.no_such_plan:main", "dry-run", missing="plan is not installed yet"))
-    assert main(["plan", "experiment=x"]) == 2
-    assert capsys.readouterr().err == "error: plan is not installed yet\n"
+def test_every_command_lives_in_the_commands_package() -> None:
+    for name, command in COMMANDS.items():
+        module_name, _, attr = command.target.partition(":")
+        assert module_name.startswith("somabench.commands."), name
+        assert callable(getattr(importlib.import_module(module_name), attr)), name
 
 
 def test_a_closed_pipe_ends_quietly() -> None:

@@ -3,7 +3,7 @@ judges and reports read records only; methods reach the runner only through the 
 (they are handed a ``RunContext``); leaf contract modules import nothing of somabench.
 
 Every ``import`` counts, also inside functions; ``if TYPE_CHECKING:`` blocks do not (type
-names only), nor do ``__main__.py`` entry points (they hand over to ``somabench.cli``)."""
+names only), nor do ``__main__.py`` entry points (they hand over to ``somabench.commands``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SRC = ROOT / "src" / "somabench"
 PACKAGES = {"somabench.backends": SRC / "backends", "somabench.judges": ROOT / "judges",
             "somabench.report": SRC / "report", "somabench.baselines": ROOT / "baselines",
             "somabench.soma": SRC / "soma"}
-ORCHESTRATION = ("somabench.runner", "somabench.task", "somabench.sweep", "somabench.cli",
+ORCHESTRATION = ("somabench.runner", "somabench.task", "somabench.sweep", "somabench.commands",
                  "somabench.plan")
 METHODS = ("somabench.methods", "somabench.soma", "somabench.baselines")
 RULES: dict[str, tuple[str, ...]] = {
@@ -32,9 +32,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "somabench.baselines": ORCHESTRATION,
     "somabench.soma": ORCHESTRATION,
 }
-LEAVES = {"rundir.py": (), "errors.py": ("somabench.data.schema",)}
-"""Contract modules every layer may import, with their allowed lazy imports (``errors``
-aliases the data layer's ``DatasetError`` on attribute access)."""
+LEAVES = {"rundir.py": (), "errors.py": ()}
+"""Contract modules every layer may import, with their allowed lazy imports (none)."""
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -89,9 +88,9 @@ def test_the_checker_sees_function_level_imports_and_skips_type_checking(tmp_pat
     sample = tmp_path / "m.py"
     sample.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                       "    from somabench.runner import RunContext\n"
-                      "def f():\n    from somabench.task import run_task\n    import somabench.cli\n")
+                      "def f():\n    from somabench.task import run_task\n    import somabench.commands\n")
     found = imported_modules(sample)
-    assert "somabench.task" in found and "somabench.cli" in found
+    assert "somabench.task" in found and "somabench.commands" in found
     assert "somabench.runner" not in found
-    assert _hits(found, ORCHESTRATION) == ["somabench.cli", "somabench.task",
+    assert _hits(found, ORCHESTRATION) == ["somabench.commands", "somabench.task",
                                            "somabench.task.run_task"]

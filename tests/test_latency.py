@@ -103,7 +103,7 @@ def test_tiny_run_ttft_below_end_to_end(tiny_run: Path) -> None:
 
 
 def test_report_has_latency_table_and_figure(tiny_run: Path, tmp_path: Path) -> None:
-    from somabench.report.__main__ import main as report_main
+    from somabench.commands.report import main as report_main
 
     out = tmp_path / "results"
     assert report_main([str(tiny_run.parents[2]), "--out", str(out), "--quiet",

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from somabench import plan
+from somabench.commands import plan as plan_command
 from somabench.config import conf_dir
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
@@ -15,7 +16,7 @@ HEAVY = ("torch", "vllm", "transformers", "sentence_transformers")
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_recipe_passes_the_dry_run(experiment: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert plan.main([f"experiment={experiment}"]) == 0
+    assert plan_command.main([f"experiment={experiment}"]) == 0
     out = capsys.readouterr().out
     assert "Models:" in out and "model.F" in out and "model.G" in out
     assert "Launcher:" in out and "Jobs:" in out and "Missing on this machine" in out
@@ -38,9 +39,9 @@ def test_table1_plan_lists_jobs_models_and_what_is_missing(monkeypatch: pytest.M
 def test_the_dry_run_imports_no_model_library() -> None:
     import subprocess
 
-    code = ("import sys, io, contextlib; from somabench import plan; "
+    code = ("import sys, io, contextlib; from somabench.commands import main; "
             "f = io.StringIO(); ctx = contextlib.redirect_stdout(f); ctx.__enter__(); "
-            "rc = plan.main(['experiment=table3_qwen']); ctx.__exit__(None, None, None); "
+            "rc = main(['plan', 'experiment=table3_qwen']); ctx.__exit__(None, None, None); "
             f"print(rc, [m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "[]"], out.stdout + out.stderr
@@ -70,7 +71,7 @@ def test_params_from_name(name: str, params: float | None) -> None:
 
 
 def test_a_bad_override_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert plan.main(["experiment=no_such_recipe"]) == 2
+    assert plan_command.main(["experiment=no_such_recipe"]) == 2
     assert "cannot plan" in capsys.readouterr().err
 
 

@@ -62,7 +62,7 @@ def _conf_values(group: str, pick) -> set[str]:  # noqa: ANN001 - a small lambda
 
 
 def test_judge_means_a_panel_and_ls_judge_lists_what_judge_accepts(capsys) -> None:  # noqa: ANN001
-    from somabench.cli import main
+    from somabench.commands import main
     from somabench.registry import judges, load_builtin
 
     load_builtin()

@@ -247,3 +247,32 @@ def test_every_experiment_runs_in_smoke_mode(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     status = json.loads((tmp_path / "outputs" / "debug" / "multirun" / STATUS_FILE).read_text())
     assert status["jobs"] == len(EXPERIMENTS) and status["failed"] == 0, status
+
+
+def test_a_job_hands_its_logger_to_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_job`` starts the job's logger (W&B) through ``run_task(cfg, start_logger)``: the task
+    never imports the report package, and the logger still sees every job and its status."""
+    from somabench.config import compose
+    from somabench.report import wandb_logger
+    from somabench.sweep import run_job
+
+    calls: list[tuple[str, object]] = []
+
+    class Recorder:
+        def log_results(self) -> None:
+            calls.append(("log_results", None))
+
+        def finish(self, status: str) -> None:
+            calls.append(("finish", status))
+
+    def start(cfg, run_dir):  # noqa: ANN001, ANN202 - stands in for wandb_logger.start
+        calls.append(("start", Path(run_dir).name))
+        return Recorder()
+
+    monkeypatch.setattr(wandb_logger, "start", start)
+    cfg = compose(["method=original", "model.F.backend=testing.fake", "model.G.backend=testing.fake",
+                   "judge=none", "progress=false", "limit=1", f"paths.output_root={tmp_path / 'out'}",
+                   f"cache.path={tmp_path / 'cache.sqlite'}"])
+    run_job(cfg)
+    assert [name for name, _ in calls] == ["start", "log_results", "finish"]
+    assert calls[-1] == ("finish", "success")

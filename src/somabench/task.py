@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -182,13 +182,31 @@ def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
     return metrics
 
 
-def run_task(cfg: DictConfig) -> dict[str, Any]:
+class RunLogger(Protocol):
+    """An experiment logger for one job (W&B: ``somabench.report.wandb_logger``)."""
+
+    def log_results(self) -> None:
+        """Log the finished run's records and metrics."""
+        ...
+
+    def finish(self, status: str) -> None:
+        """Close the logger's run with the job's status (called in the task's ``finally``)."""
+        ...
+
+
+StartLogger = Callable[[DictConfig, Path], RunLogger | None]
+"""Starts a job's logger, or returns None when ``cfg.logger`` asks for none."""
+
+
+def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[str, Any]:
     """Generate, judge and summarize one (method, dataset, model) job; returns its metrics
-    (``sim/judge_mean`` is None without a judge)."""
+    (``sim/judge_mean`` is None without a judge).
+
+    ``start_logger`` is passed in by the caller (``somabench.sweep.run_job``), so the task does
+    not import the report package the W&B logger lives in."""
     from somabench.config import progress_enabled
     from somabench.records import RecordStore
-    from somabench.reference import ensure_reference
-    from somabench.runner import RunContext, Runner
+    from somabench.runner import RunContext, Runner, ensure_reference
 
     load_builtin()
     run_dir = run_dir_of(cfg)
@@ -201,9 +219,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     error = None
     wandb_run = None
     try:
-        from somabench.report.wandb_logger import start as start_wandb
-
-        wandb_run = start_wandb(cfg, run_dir)  # None unless logger=wandb
+        wandb_run = start_logger(cfg, run_dir) if start_logger is not None else None
         from somabench.data import load_dialogues as load_data
 
         dialogues = load_data(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)
@@ -301,4 +317,5 @@ def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:
     print(f"\n{cfg.method.name} on {cfg.dataset.name} ({cfg.model.family}):\n{md}", flush=True)
 
 
-__all__ = ["SUMMARY_METRICS", "run_dir_of", "run_metrics", "run_task", "write_header"]
+__all__ = ["SUMMARY_METRICS", "RunLogger", "StartLogger", "run_dir_of", "run_metrics", "run_task",
+           "write_header"]

@@ -24,7 +24,6 @@ suggestions and a resumed one does not repeat the first invocation's.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
@@ -289,7 +288,7 @@ class Tuner:
         from optuna.trial import TrialState
 
         from somabench.config import compose
-        from somabench.sweep import objective_of
+        from somabench.sweep import objective_of, start_logger
         from somabench.task import run_dir_of, run_task
 
         number, params = trial.number, trial.params
@@ -300,7 +299,7 @@ class Tuner:
                  ", ".join(f"{k}={v!r}" for k, v in params.items()), run_dir)
         with _trial_log(run_dir):
             try:
-                objective = objective_of(cfg, run_dir, run_task(cfg))
+                objective = objective_of(cfg, run_dir, run_task(cfg, start_logger))
                 if objective is None or math.isnan(objective):
                     raise RuntimeError(f"trial {number} has no objective (judge={cfg.judge.name}); "
                                        "a search needs a judge or an optimized_metric")
@@ -412,17 +411,3 @@ def _write_results(study: Any, out: Path) -> None:
     study.trials_dataframe().to_csv(out / TRIALS_FILE, index=False)
     log.info("%d trial(s) complete; best %s -> %s", len(complete),
              results.get("best_value"), out / RESULTS_FILE)
-
-
-def main(argv: list[str]) -> int:
-    """``somabench tune hparams_search=<name> [overrides]``."""
-    parser = argparse.ArgumentParser(
-        prog="somabench tune",
-        description="Optuna search over config keys (conf/hparams_search/*.yaml `search:`). "
-                    "Rerun the same command to resume; raise search.n_trials to extend.")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. "
-                        "hparams_search=soma_optuna_tiny dataset=mathmt search.n_trials=5")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    return tune(list(args.overrides))

@@ -9,7 +9,6 @@ server): it opens from disk and can be attached to an issue.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import html
 import json
@@ -251,16 +250,6 @@ def write_view(paths: list[str | Path], out: str | Path | None = None) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench view", description=__doc__.split("\n\n")[1])
-    parser.add_argument("paths", nargs="+", help="run dirs or folders holding run dirs (outputs/<experiment>)")
-    parser.add_argument("--out", default=None, help=f"the HTML file (default: <first path>/{DEFAULT_NAME})")
-    args = parser.parse_args(argv)
-    path = write_view(args.paths, args.out)
-    print(f"wrote {path} (open it in a browser; no server needed)")
-    return 0
-
-
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -340,4 +329,4 @@ apply();
 """
 
 
-__all__ = ["collect", "disagrees", "main", "render", "word_diff", "write_view"]
+__all__ = ["collect", "disagrees", "render", "word_diff", "write_view"]

@@ -73,8 +73,8 @@ def test_a_run_on_the_fake_backend_is_recorded_and_flagged_in_the_report(tmp_pat
     """run.json lists the double under test_doubles; the report's first note and its CLI say so."""
     import json
 
+    from somabench.commands.report import main as report_main
     from somabench.config import compose
-    from somabench.report.__main__ import main as report_main
     from somabench.task import run_dir_of, run_task
 
     cfg = compose(["method=original", "model.F.backend=testing.fake", "model.F.asset=null",

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 from tests.helpers.servers import http_get_json, serve_in_thread, server_stats
 
-from somabench.serve import ServerConfigError, build_arg_parser, main
+from somabench.commands.serve import build_arg_parser, main
+from somabench.serve import ServerConfigError
 from somabench.testing.scripted import (
     SCRIPTED_HEADER,
     SCRIPTED_MODEL_ID,

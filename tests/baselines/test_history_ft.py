@@ -39,8 +39,8 @@ def probe_logits(raw: Any) -> Any:
 @pytest.mark.slow
 def test_lora_changes_g_and_adapters_are_per_dialogue(tmp_path: Path) -> None:
     import torch
-    from somabench.baselines.history_ft import HistoryFT
 
+    from somabench.baselines.history_ft import HistoryFT
     from somabench.runner import RunContext
 
     cfg = compose(["method=history_ft", "model=tiny", f"paths.output_root={tmp_path}",

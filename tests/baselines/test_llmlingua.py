@@ -18,7 +18,6 @@ from somabench.baselines.llmlingua2 import (  # noqa: E402
     build_compressor,
     ensure_tiktoken_offline,
 )
-
 from somabench.data import Dialogue, Turn  # noqa: E402
 from somabench.methods import Session  # noqa: E402
 
@@ -85,6 +84,7 @@ def test_labels_cannot_be_swapped() -> None:
 def test_counting_model_counts_every_pass() -> None:
     """Every forward call counts its new, unpadded positions (context-level filter included)."""
     import torch
+
     from somabench.baselines.llmlingua2 import CountingModel
 
     model = CountingModel(lambda *args, **kwargs: "out")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from somabench.bench.__main__ import BENCHMARKS
+from somabench.bench import BENCHMARKS
 from somabench.bench.judges import run
 from somabench.config import conf_dir
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from somabench.judges.aggregate import (
     agreement_table,
     krippendorff_alpha_interval,

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from somabench.judges.base import JudgeItem
-from somabench.judges.llm_judge import ModelJudge
-from somabench.judges.prompting import load_prompt
 
 from somabench.backends.base import Completion
 from somabench.cache import SqliteCache
+from somabench.judges.base import JudgeItem
+from somabench.judges.llm_judge import ModelJudge
+from somabench.judges.prompting import load_prompt
 
 PANEL = {"parse_retries": 1, "timeout": 5, "max_retries": 0, "backoff_initial": 0.01, "backoff_max": 0.01,
          "concurrency": 1}

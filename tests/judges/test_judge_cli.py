@@ -1,4 +1,4 @@
-"""``python -m somabench.judge <run dir> judge=<panel>``: config merge, errors, a real re-judge."""
+"""``python -m somabench judge <run dir> judge=<panel>``: config merge, errors, a real re-judge."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from somabench.judges.panel import SCORES_FILE
 from tests.helpers.servers import serve_in_thread, server_stats
 from tests.judges.conftest import base_overrides
 
+from somabench.commands import main as cli
+from somabench.commands.rejudge import JudgeCliError, build_config
 from somabench.config import compose
-from somabench.judge import JudgeCliError, build_config, main
+from somabench.judges.panel import SCORES_FILE
 from somabench.testing.scripted import Behavior
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +51,8 @@ def test_build_config_errors_are_explained(run_with_config: Path, tmp_path: Path
 def test_main_rejudges_with_another_panel_on_a_real_server(run_with_config: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     with serve_in_thread(default=Behavior.reply("0.6")) as server:
-        code = main([str(run_with_config), "judge=paper", "~judge.judges.deepseek_v3",
-                     "~judge.judges.gemma2_27b", f"judge.judges.gpt_oss.base_url={server.base_url}",
+        code = cli(["judge", str(run_with_config), "judge=paper", "~judge.judges.deepseek_v3",
+                    "~judge.judges.gemma2_27b", f"judge.judges.gpt_oss.base_url={server.base_url}",
                      "judge.judges.gpt_oss.model=scripted-echo", "judge.judges.gpt_oss.api_key_env=null"])
         assert code == 0 and server_stats(server)["chat_requests"] == 1
     out = capsys.readouterr().out
@@ -64,7 +65,7 @@ def test_main_reports_an_unreachable_judge(run_with_config: Path,
                                            capsys: pytest.CaptureFixture) -> None:
     with serve_in_thread() as server:
         dead = server.base_url
-    code = main([str(run_with_config), "judge=paper", "~judge.judges.deepseek_v3",
+    code = cli(["judge", str(run_with_config), "judge=paper", "~judge.judges.deepseek_v3",
                  "~judge.judges.gemma2_27b", f"judge.judges.gpt_oss.base_url={dead}",
                  "judge.judges.gpt_oss.api_key_env=null", "judge.preflight_timeout=2"])
     assert code == 1
@@ -74,19 +75,19 @@ def test_main_reports_an_unreachable_judge(run_with_config: Path,
 def test_missing_api_key_is_named(run_with_config: Path, capsys: pytest.CaptureFixture,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
-    assert main([str(run_with_config), "judge=paper"]) == 1
+    assert cli(["judge", str(run_with_config), "judge=paper"]) == 1
     assert "OPENROUTER_API_KEY" in capsys.readouterr().err
 
 
 def test_cli_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "somabench.judge", "--help"],
+    out = subprocess.run([sys.executable, "-m", "somabench", "judge", "--help"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0 and "judge=<panel>" in out.stdout
 
 
 @pytest.mark.slow
 def test_cli_subprocess_embedding(run_with_config: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "somabench.judge", str(run_with_config),
+    out = subprocess.run([sys.executable, "-m", "somabench", "judge", str(run_with_config),
                           "judge=embedding"], capture_output=True, text=True, cwd=ROOT,
                          timeout=600)
     assert out.returncode == 0, out.stderr

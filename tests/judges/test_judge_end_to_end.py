@@ -1,6 +1,6 @@
 """A tiny real run (tiny models, 1 dialogue, 2 turns) judged offline end to end: the embedding
 proxy right after generation (``python -m somabench`` path), then a re-judge with the local
-panel of three real offline models (``python -m somabench.judge`` path)."""
+panel of three real offline models (``python -m somabench judge`` path)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from somabench.judges.panel import SCORES_FILE
 
+from somabench.commands.rejudge import main as judge_main
 from somabench.config import compose
-from somabench.judge import main as judge_main
+from somabench.judges.panel import SCORES_FILE
 from somabench.task import run_task
 
 

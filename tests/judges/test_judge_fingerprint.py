@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-from somabench.judges.panel import SCORES_FILE, judge_run
 from tests.helpers.servers import serve_in_thread, server_stats
 from tests.judges.conftest import panel_cfg
 
 from somabench.config import compose
+from somabench.judges.panel import SCORES_FILE, judge_run
 from somabench.report.collect import load_local, run_scores
 
 ANSWERS = {"d1": ["four", "twelve"], "d2": ["six", "ten"]}

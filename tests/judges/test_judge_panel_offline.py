@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import open_dict
-from somabench.judges.panel import SCORES_FILE, build_items, judge_run
 from tests.judges.conftest import base_overrides
 
 from somabench.config import compose
+from somabench.judges.panel import SCORES_FILE, build_items, judge_run
 
 SWITCH = {"switched": True, "score": 0.9}
 NO_SWITCH = {"switched": False, "score": 0.1}
@@ -115,7 +115,7 @@ def test_preflight_names_a_missing_local_model_before_any_work(tmp_path: Path, m
     run_dir = make_run(answers={"d1": ["4"]}, references={"d1": ["4"]})
     cfg = compose(base_overrides(tmp_path) + ["judge=local",
                                               f"paths.cache_dir={tmp_path / 'no-models'}"])
-    with pytest.raises(JudgeError, match="python -m somabench.assets fetch"):
+    with pytest.raises(JudgeError, match="python -m somabench assets fetch"):
         judge_run(cfg, run_dir)
     assert not (run_dir / SCORES_FILE).exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from somabench.judges.parsing import parse_bracketed, parse_number, parse_score
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from somabench.judges.prompting import (
     PROMPT_DIR,
     PromptError,

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-from somabench.judges.base import JudgeError
-from somabench.judges.panel import SCORES_FILE, judge_run
 from tests.helpers.servers import serve_in_thread, server_stats
 from tests.judges.conftest import panel_cfg
 
+from somabench.judges.base import JudgeError
+from somabench.judges.panel import SCORES_FILE, judge_run
 from somabench.records import load_turns
 from somabench.testing.scripted import Behavior
 
@@ -118,7 +118,7 @@ def test_server_down_before_start_is_a_clear_error(tmp_path: Path, make_run) -> 
         base_url = server.base_url
     with pytest.raises(JudgeError, match="cannot reach") as info:
         judge_run(panel_cfg(tmp_path, base_url=base_url, model="scripted-echo"), run_dir)
-    assert "python -m somabench.serve" in str(info.value)
+    assert "python -m somabench serve" in str(info.value)
     assert "judge.judges.scripted.base_url" in str(info.value)
     assert not (run_dir / SCORES_FILE).exists() or not scores(run_dir)
     assert len(load_turns(run_dir)) == 1  # the run itself is untouched
@@ -138,7 +138,7 @@ def test_server_dies_mid_run_keeps_finished_lines_and_resumes(tmp_path: Path, ma
     assert n_ok in (3, 4)
     message = str(info.value)
     assert f"{8 - n_ok} of 8 call(s) failed" in message and "connection" in message
-    assert "kept in" in message and "python -m somabench.judge" in message
+    assert "kept in" in message and "python -m somabench judge" in message
     failed = [r for r in rows if r["status"] == "api_error"]
     assert len(failed) == 8 - n_ok and all(r["score"] is None for r in failed)
     # the circuit breaker: after 2 failures in a row the rest is not attempted

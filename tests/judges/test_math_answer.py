@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from somabench.judges.panel import SCORES_FILE, judge_run
 
 from somabench.config import compose
+from somabench.judges.panel import SCORES_FILE, judge_run
 
 from .conftest import base_overrides, write_run
 

@@ -3,7 +3,7 @@
 1. a Surrogate run on an MR dialogue with the embedding proxy: the shared Original reference
    now holds that dialogue only;
 2. a Surrogate run on a MATH session with ``judge=none``, re-judged with
-   ``python -m somabench.judge <run dir> judge=task``: the reference is completed with the
+   ``python -m somabench judge <run dir> judge=task``: the reference is completed with the
    session (every agreement line has the Original's answer);
 3. the Original on the same session judged right after generation: F agrees with itself.
 """
@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import pytest
-from somabench.judges.panel import SCORES_FILE
 
+from somabench.commands.rejudge import main as judge_main
 from somabench.config import compose
-from somabench.judge import main as judge_main
+from somabench.judges.panel import SCORES_FILE
 from somabench.task import run_task
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from somabench.judges.math_equiv import (
     MathGrader,
     NotConvertible,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from omegaconf import open_dict
-from somabench.judges.panel import judge_run
 
 from somabench.config import compose
+from somabench.judges.panel import judge_run
 
 from .conftest import base_overrides, write_run
 

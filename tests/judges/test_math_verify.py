@@ -8,6 +8,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
 from somabench.judges.math_verify_grader import MathVerifyGrader, math_verify_version
 
 CASES = [json.loads(line) for line in

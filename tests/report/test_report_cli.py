@@ -1,4 +1,4 @@
-"""``python -m somabench.report``: every table and every figure whose inputs exist, non-empty
+"""``python -m somabench report``: every table and every figure whose inputs exist, non-empty
 files, and a stated reason for each skipped figure."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from somabench.report.__main__ import main
+from somabench.commands.report import main
 from somabench.report.build import build_report
 from somabench.report.collect import load_local
 from somabench.report.figures import plateau_points, warm_window_points

@@ -27,7 +27,6 @@ from somabench.records import DialogueRecord, TurnRecord, Usage, load_dialogues,
 # -- one similarity, one path, per panel ---------------------------------------------------------
 def test_report_wandb_and_summary_agree_on_two_panels(report_cfg, tmp_path):
     from somabench.judges.aggregate import write_summary
-
     from somabench.report.build import build_report
     from somabench.report.collect import load_local
 
@@ -166,7 +165,7 @@ def test_fig1_counts_every_bundled_dialogue_with_fs_tokenizer(report_cfg, tmp_pa
     from somabench.report import fig1_data
 
     if not assets.is_ready(str(report_cfg.fig1.tokenizer), None):
-        pytest.skip(f"tokenizer asset {report_cfg.fig1.tokenizer} not fetched (python -m somabench.assets fetch tiny)")
+        pytest.skip(f"tokenizer asset {report_cfg.fig1.tokenizer} not fetched (python -m somabench assets fetch tiny)")
     counts, source = fig1_data.build(report_cfg.fig1, None, tmp_path)
     assert (tmp_path / fig1_data.DATA_FILE).exists() and source == str(report_cfg.fig1.tokenizer)
     per_dataset = counts.groupby("dataset")["dialogue_id"].nunique()

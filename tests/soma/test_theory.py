@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from somabench.commands import theory as theory_command
 from somabench.soma import theory
 
 
@@ -45,7 +46,7 @@ def test_lemma1_cor4_and_thm2() -> None:
 def test_cli_prints_the_knobs(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--delta", "0.05", "--theta", str(math.pi / 4), "--r-act", "2", "--eta", "0.8",
             "--epsilon", "0.12", "--sigma-delta", "0.1"]
-    assert theory.main(args) == 0
+    assert theory_command.main(args) == 0
     out = capsys.readouterr().out
     assert "M      = 3" in out and "W_eff  = 12" in out and "|B|_eff = 21" in out
     root = Path(__file__).resolve().parents[2]

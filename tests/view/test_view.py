@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from somabench.cli import main as cli_main
+from somabench.commands import main as cli_main
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import RUN_HEADER, SCORES_FILE
 from somabench.view import collect, disagrees, render, word_diff

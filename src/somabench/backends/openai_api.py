@@ -343,7 +343,7 @@ class OpenAIBackend(BackendBase):
         where = f"OpenAI-compatible endpoint {self.base_url} (model '{self.model_id}')"
         fixes = {
             "connection": f"no usable connection to {self.base_url}: check that the server "
-                          f"is running (e.g. `python -m somabench.serve --asset <asset> --port "
+                          f"is running (e.g. `python -m somabench serve --asset <asset> --port "
                           f"<port>`) and that base_url is right.",
             "timeout": f"every attempt exceeded timeout={self.timeout:g}s: raise the backend's "
                        f"timeout or reduce the load on the server.",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+BENCHMARKS: tuple[str, ...] = ("foundation", "soma", "judges", "vllm")  # vllm: skipped without vLLM
+"""Modules ``somabench.bench.<name>``, run in this order by default (``somabench bench``)."""
 SETTINGS_PREFIX = "bench."  # optional prefix of a benchmark's own settings on the command line
 
 

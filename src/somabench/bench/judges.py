@@ -12,11 +12,9 @@ the bottleneck). Each concurrency is measured ``repeats`` times; the median is r
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -187,18 +185,3 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(json.dumps({k: v.get("ratio") for k, v in report["modes"].items()}), "->", output)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.bench.judges",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/bench", help="output directory")
-    parser.add_argument("overrides", nargs="*", help="conf/bench/judges.yaml overrides "
-                        "(e.g. repeats=1 modes.smollm2.enabled=false)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return run(Path(args.out), args.overrides)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

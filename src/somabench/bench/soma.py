@@ -17,13 +17,12 @@ Its modes (all but ``f_decode`` are real runs on the tiny family with the reques
 The file also holds the machine (CPU model, torch capability, bf16 flags, cores, load average
 before and after) and the resolved dtypes with their reasons: timings mean little without them.
 
-    python -m somabench.bench.soma [--out results/bench] [bench.full.dialogues=1 ...] [override ...]
-    python -m somabench.bench.soma bench.update=true bench.full.enabled=false ...  # some modes
+    python -m somabench bench soma [--out results/bench] [bench.full.dialogues=1 ...] [override ...]
+    python -m somabench bench soma bench.update=true bench.full.enabled=false ...  # some modes
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import resource
@@ -398,20 +397,3 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     path.write_text(json.dumps(report, indent=2, default=str))
     log.info("wrote %s (%d mode(s) failed)", path, failures)
     return 1 if failures else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somabench.bench.soma", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results/bench",
-                        help="output directory (a path ending in .json: its directory)")
-    parser.add_argument("overrides", nargs="*", help="bench.* settings and run overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    out = Path(args.out)
-    return run(out.parent if out.suffix == ".json" else out, args.overrides)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,31 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from somabench.errors import DATASET_EXIT_CODE, SomabenchError
+from somabench.errors import DatasetError
 from somabench.registry import did_you_mean
 
 DIALOGUE_KEYS = ("id", "dataset", "turns", "meta")
 REQUIRED_DIALOGUE_KEYS = ("id", "dataset", "turns")
 TURN_KEYS = ("user", "assistant")
-
-
-class DatasetError(SomabenchError, ValueError):
-    """A dataset file, row or config is invalid; the message says where and what to fix.
-
-    ``where`` is ``"<file>:<line>"`` (or ``"<hub id> row <i>"``, ``"dialogue '<id>'"``),
-    ``field`` the offending field (``"turns[2].user"``); both are ``None`` for config-level
-    errors. A ``SomabenchError``: the CLI prints the message as one line and exits with
-    ``DATASET_EXIT_CODE``, without a traceback.
-    """
-
-    exit_code = DATASET_EXIT_CODE
-
-    def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
-        self.where = where
-        self.field = field
-        prefix = where + ": " if where else ""
-        prefix += f"field '{field}': " if field else ""
-        super().__init__(prefix + message)
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,7 @@ def add_task_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, 
     task_panels = panels(scores) if not scores.empty else []
     if not task_panels:
         result.skip(f"accuracy_{tag}", "no accuracy / answer_agreement scores: grade final answers "
-                                       "with `python -m somabench.judge <run dir> judge=task`")
+                                       "with `python -m somabench judge <run dir> judge=task`")
         return
     knobs = _stats(cfg)
     for panel in task_panels:

@@ -192,7 +192,7 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path,
 EXTRA_ARTIFACTS = ("somabench.report.accuracy:add_task_artifacts",
                    "somabench.report.mining:add_mining_artifacts",
                    "somabench.report.latency:add_latency_artifacts",
-                   "somabench.report.figures:add_served_turn_artifacts",
+                   "somabench.report.served:add_served_turn_artifacts",
                    "somabench.report.study:add_study_artifacts")
 """Artifact builders of other issues, ``(result, data, cfg, family, tag, out) -> None``; each
 computes through ``somabench.metrics`` / ``somabench.stats`` like the tables here."""
@@ -211,7 +211,7 @@ def _extra(ref: str) -> Any:
 
 def _skip_similarity(result: ReportResult, cfg: Any, tag: str, ptag: str, scores: pd.DataFrame) -> None:
     reason = (f"no similarity scores (scores.jsonl lines with metric {cfg.similarity_metric}): run "
-              f"with a judge (judge=embedding|local|paper) or python -m somabench.judge <run dir>")
+              f"with a judge (judge=embedding|local|paper) or python -m somabench judge <run dir>")
     if not scores.empty:
         reason = f"no ok similarity scores ({excluded_counts(scores)} excluded)"
     for skipped in (f"table1_similarity_{tag}{ptag}", f"table1_similarity_post_switch_{tag}{ptag}",
@@ -611,7 +611,7 @@ def _write_index(result: ReportResult, data: ReportData) -> None:
     lines = [f"# Report: {data.experiment()}", "", f"Source: `{data.source}` — "
              f"{sum(r.kind == 'run' for r in data.runs)} run(s), "
              f"{sum(r.kind == 'reference' for r in data.runs)} reference run(s) (see `runs.csv`).",
-             "", "Regenerate: `python -m somabench.report <source> --out <this dir>`.", "",
+             "", "Regenerate: `python -m somabench report <source> --out <this dir>`.", "",
              "| artifact | paper | what | files |", "|---|---|---|---|"]
     for art in result.written:
         files = ", ".join(f"[{p.suffix[1:]}]({p.name})" for p in art.paths)

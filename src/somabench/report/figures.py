@@ -887,30 +887,3 @@ def served_turn_figure(points: pd.DataFrame, cfg: Any, title: str, ylabel: str, 
     handles += [Line2D([], [], color="black", label=f"served by {s}", **SERVED.get(s, {})) for s in servers]
     _legend_below(fig, handles, [h.get_label() for h in handles], cfg)
     return fig
-
-
-def add_served_turn_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, out: Path) -> None:
-    """``fig_similarity_per_turn_<tag>_<panel>``: similarity per turn split by who served it,
-    with its points in a ``.csv`` (a hook of :func:`somabench.report.build.build_report`,
-    ``EXTRA_ARTIFACTS``)."""
-    from somabench.report.build import Artifact, _tag
-    from somabench.report.tables import StatsKnobs
-
-    knobs = StatsKnobs.from_cfg(cfg.stats)
-    scores = data.scores[data.scores["family"] == family] if not data.scores.empty else data.scores
-    turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
-    for metric, spec in dict(cfg.score_tables).items():
-        for panel in panels(scores, metric):
-            name = f"fig_{metric}_per_turn_{tag}_{_tag(panel)}"
-            values = served_turn_values(scores, turns, panel=panel, metric=metric)
-            points = served_turn_points(values, knobs)
-            try:
-                fig = served_turn_figure(points, cfg, f"{spec.title} per turn ({family}, panel {panel})",
-                                         str(spec.unit), knobs)
-            except Skip as exc:
-                result.skip(name, str(exc))
-                continue
-            paths = save(fig, out, name, cfg)
-            points.drop(columns=["values"]).to_csv(out / f"{name}.csv", index=False)
-            result.written.append(Artifact(name, "extra (issue 23)", [*paths, out / f"{name}.csv"],
-                                           f"{spec.unit} per turn, split by the model that served the turn"))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from somabench.latency import LABELS, MEASURES, STATS, latency_summary
-from somabench.report.tables import frame_markdown
+from somabench.metrics import frame_markdown
 
 DECIMALS = ".3f"  # seconds; a tiny CPU turn takes ~0.1-10 s, a TPOT ~1e-2 s
 NOTE = ("Per answered turn, as vLLM's serving benchmark: TTFT = time to the first token, TPOT = "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from somabench.report.tables import frame_markdown
+from somabench.metrics import frame_markdown
 
 PROMPT_CHARS = 60
 """V(P) characters per candidate shown in the markdown rows (the csv keeps every character)."""

@@ -22,8 +22,15 @@ import numpy as np
 import pandas as pd
 
 from somabench.data.context import ContextRule
-from somabench.metrics import cost_stacks, panels, score_per_dialogue, score_per_turn, token_stacks
-from somabench.report.tables import StatsKnobs, frame_markdown
+from somabench.metrics import (
+    cost_stacks,
+    frame_markdown,
+    panels,
+    score_per_dialogue,
+    score_per_turn,
+    token_stacks,
+)
+from somabench.report.tables import StatsKnobs
 from somabench.stats import CI, mean_ci, paired_comparison
 
 KEYS = ["run_key", "label", "method", "dataset", "dialogue_id"]

@@ -8,7 +8,7 @@ panel has, and which runs the numbers came from. The idea follows lm-eval's ``ma
 (STYLE.md rule 15). A cell below ``report.stats.min_n`` dialogues, or whose values are all
 equal, prints its n and values instead of an interval (a percentile "CI" of two values is
 the pair itself, not a 95 % interval); the footnote names the interval method and the
-minimum n. :func:`frame_markdown` renders a plain frame (summaries) the same way.
+minimum n. :func:`frame_markdown` (``somabench.metrics``, below the report) renders a plain frame the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from somabench.metrics import mean_std
+from somabench.metrics import MISSING_CELL, mean_std
 from somabench.stats import (
     DEFAULT_METHOD,
     DEFAULT_MIN_N,
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 AVG = "Avg"
 UP, DOWN = "↑", "↓"
-DASH = "–"
+DASH = MISSING_CELL
 PARTIAL = "†"  # cell with turns judged by fewer judges than the panel has
 
 
@@ -82,24 +82,6 @@ class StatsKnobs:
         """The footnote's words for the interval: level, method, resamples, minimum n."""
         return (f"{self.confidence:.0%} CI: {describe(self.method, self.n_boot)}; no CI below "
                 f"n = {self.min_n} (the values are printed) or when all values are equal")
-
-
-def frame_markdown(frame: pd.DataFrame, floatfmt: str = ".1f") -> str:
-    """A plain frame as a markdown table (pandas' to_markdown needs tabulate); missing -> –."""
-    if frame.empty:
-        return "_(no rows)_\n"
-    cols = [str(c) for c in frame.columns]
-
-    def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return DASH
-        if isinstance(v, float | np.floating):
-            return format(float(v), floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

@@ -5,7 +5,7 @@ template#289), so ``start`` finishes any previous run and ``finish`` is called b
 ``somabench.task.run_task`` in its ``finally``. What is logged: the resolved config with
 secrets removed, per-turn and per-dialogue records as tables, summary metrics (``area/name``),
 a per-turn figure, and the run dir's record files as a ``run-records`` artifact so that
-``python -m somabench.report wandb:<entity>/<project>/<group>`` rebuilds the same report.
+``python -m somabench report wandb:<entity>/<project>/<group>`` rebuilds the same report.
 Offline by default (``conf/logger/wandb.yaml``); ``wandb sync <dir>`` uploads later.
 """
 
@@ -112,7 +112,7 @@ class WandbLogger:
             self._log_results()
         except Exception as exc:  # noqa: BLE001 - W&B must never cost a finished run
             log.error("W&B logging failed for %s (%s: %s); the records are on disk — rebuild the "
-                      "comparison with python -m somabench.report %s", self.run_dir, type(exc).__name__,
+                      "comparison with python -m somabench report %s", self.run_dir, type(exc).__name__,
                       exc, self.run_dir)
 
     def _log_results(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from somabench.backends.base import GenerationConfig
-from somabench.methods import Session
+from somabench.methods import MethodContext, Session
 from somabench.records import Usage
 from somabench.soma import theory
 from somabench.soma.mining import MiningConfig, encode_turn, mine
@@ -49,7 +49,7 @@ class Soma(SwitchingMethod):
 
     name = "soma"
 
-    def __init__(self, cfg: Any, ctx: Any) -> None:
+    def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         self.theory_values = theory.knobs(
             float(cfg.theory.delta), float(cfg.theory.theta), int(cfg.theory.r_act),
             float(cfg.theory.eta), float(cfg.theory.epsilon), float(cfg.theory.sigma_delta),

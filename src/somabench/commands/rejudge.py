@@ -18,7 +18,6 @@ Examples::
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +26,8 @@ from somabench.errors import ConfigError
 from somabench.rundir import RUN_HEADER, TURNS_FILE, read_header
 
 log = logging.getLogger(__name__)
+# The module is ``rejudge`` so that it does not collide with the ``somabench.judges`` package
+# (or the ``judges`` registry); the command keeps its name, ``judge``.
 
 USAGE = __doc__ or ""
 _ABSENT = object()  # marks a key missing from the run config
@@ -96,9 +97,8 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
                  run_dir)
     from somabench.config import progress_enabled
     from somabench.data import load_dialogues
-    from somabench.reference import ensure_reference
     from somabench.registry import load_builtin
-    from somabench.runner import RunContext
+    from somabench.runner import RunContext, ensure_reference
 
     load_builtin()
     dialogues = load_dialogues(cfg.dataset, limit=cfg.limit, seed=int(cfg.seed), shard=cfg.shard)
@@ -111,14 +111,9 @@ def ensure_reference_for(cfg: DictConfig, run_dir: Path) -> Path:
     return ref_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``judge RUN_DIR judge=<panel> [overrides]``; errors become one line (somabench.cli)."""
-    from somabench.cli import guard
-
-    return guard(_main, list(sys.argv[1:] if argv is None else argv))
-
-
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    """``judge RUN_DIR judge=<panel> [overrides]``; errors become one line (the dispatcher's
+    guard, somabench.commands.dispatch)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -139,8 +134,3 @@ def _main(argv: list[str]) -> int:
     print(f"objective ({cfg.judge.get('objective', 'similarity')} %, all turns): {objective}")
     return 0
 
-
-if __name__ == "__main__":
-    from somabench.cli import alias
-
-    sys.exit(alias("judge"))

@@ -1,15 +1,16 @@
-"""``somabench`` / ``python -m somabench``: one command line for everything.
+"""The dispatcher of ``somabench`` / ``python -m somabench``: one command line for everything.
 
 Why one: eight ``python -m`` entry points with their own flags were hard to find. Each
-command is a ``main(argv) -> int`` in its own module, imported only when chosen (``ls``
-never imports torch). Library code raises typed errors (``somabench.errors``); only
-:func:`guard` turns them into one ``error: ...`` line and an exit code.
+command is a ``main(argv) -> int`` in its own module of ``somabench.commands``, imported only
+when chosen (``ls`` never imports torch). Library code raises typed errors
+(``somabench.errors``); only :func:`guard` turns them into one ``error: ...`` line and an exit
+code. The library never imports this package (tests/test_layers.py), so the front door sits
+above every room it opens.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,28 +26,26 @@ class Command:
 
     target: str
     summary: str
-    missing: str | None = None
-    """Printed when ``target``'s module is not there yet (instead of a traceback)."""
 
 
+_HERE = "somabench.commands"
 COMMANDS: dict[str, Command] = {
-    "run": Command("somabench.cli:run", "serve dialogues with one method and judge them "
+    "run": Command(f"{_HERE}.run:main", "serve dialogues with one method and judge them "
                    "(Hydra overrides; -m sweeps)"),
-    "ls": Command("somabench.cli:ls", "what each kind= accepts: method, judge, dataset, model, "
+    "ls": Command(f"{_HERE}.ls:main", "what each kind= accepts: method, judge, dataset, model, "
                   "backend, judge_kind ..."),
-    "judge": Command("somabench.judge:main", "(re-)judge an existing run dir with a judge panel"),
-    "report": Command("somabench.report.__main__:main", "tables and figures from run dirs"),
-    "view": Command("somabench.view:main", "one static HTML page: every method's answers side by "
+    "judge": Command(f"{_HERE}.rejudge:main", "(re-)judge an existing run dir with a judge panel"),
+    "report": Command(f"{_HERE}.report:main", "tables and figures from run dirs"),
+    "view": Command(f"{_HERE}.view:main", "one static HTML page: every method's answers side by "
                     "side with the Original's, judges, gate, tokens, latency"),
-    "bench": Command("somabench.bench.__main__:main", "benchmarks -> results/bench/<name>.json"),
-    "serve": Command("somabench.serve:main", "a loopback OpenAI-compatible server for a model"),
-    "assets": Command("somabench.assets:main", "fetch / list the offline model assets"),
-    "theory": Command("somabench.soma.theory:main", "SOMA's theory knobs from the paper's bounds"),
-    "tune": Command("somabench.tune:main", "Optuna search over config keys (hparams_search=...; "
+    "bench": Command(f"{_HERE}.bench:main", "benchmarks -> results/bench/<name>.json"),
+    "serve": Command(f"{_HERE}.serve:main", "a loopback OpenAI-compatible server for a model"),
+    "assets": Command(f"{_HERE}.assets:main", "fetch / list the offline model assets"),
+    "theory": Command(f"{_HERE}.theory:main", "SOMA's theory knobs from the paper's bounds"),
+    "tune": Command(f"{_HERE}.tune:main", "Optuna search over config keys (hparams_search=...; "
                     "rerun resumes)"),
-    "plan": Command("somabench.plan:main", "dry-run: what a run or sweep needs, without loading "
-                    "a model", missing="the plan command (somabench/plan.py) is not installed "
-                    "in this checkout yet"),
+    "plan": Command(f"{_HERE}.plan:main", "dry-run: what a run or sweep needs, without loading "
+                    "a model"),
 }
 
 USAGE = """\
@@ -129,12 +128,7 @@ def _resolve(target: str) -> Callable[[list[str]], int]:
 
 def dispatch(name: str, argv: Sequence[str], debug: bool = False) -> int:
     """Run the subcommand ``name`` with ``argv``."""
-    command = COMMANDS[name]
-    module_name = command.target.partition(":")[0]
-    if command.missing and importlib.util.find_spec(module_name) is None:
-        print(f"error: {command.missing}", file=sys.stderr)
-        return 2
-    return guard(_resolve(command.target), argv, debug)
+    return guard(_resolve(COMMANDS[name].target), argv, debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,76 +172,5 @@ def _looks_like_run(arg: str) -> bool:
     return "=" in arg or arg.startswith(("-", "+", "~"))
 
 
-# -- run ---------------------------------------------------------------------------------------
-HYDRA_ONLY_FLAGS = ("-m", "--multirun", "--help", "-h", "--cfg", "-c", "--info", "--hydra-help",
-                    "--shell-completion", "--resolve", "-p", "--package")
-
-
-def run(argv: list[str]) -> int:
-    """``run [overrides]``: preflight the overrides, then hand them to Hydra."""
-    import hydra
-
-    from somabench.config import check_overrides, conf_dir
-
-    if not any(a.startswith(HYDRA_ONLY_FLAGS) for a in argv):
-        check_overrides([a for a in argv if not a.startswith("-")])
-    sys.argv = [sys.argv[0] or "somabench", *argv]  # Hydra reads its arguments from sys.argv
-
-    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-    def _hydra_main(cfg):  # noqa: ANN001, ANN202 - Hydra's signature
-        from somabench.sweep import run_job  # in a multirun a failed job is recorded, not raised
-
-        try:
-            return run_job(cfg)
-        except Exception as exc:
-            code = readable_exit(exc)
-            if code is None:
-                raise
-            # Raised past Hydra's error report (it catches Exception only): one line, no trace.
-            print(error_line(exc), file=sys.stderr)
-            raise SystemExit(code) from None
-
-    _hydra_main()
-    return 0
-
-
-# -- ls ----------------------------------------------------------------------------------------
-CONFIG_GROUPS = ("model", "dataset", "experiment", "hparams_search", "debug", "logger")
-"""Config groups ``ls`` lists too: their options are ``conf/<group>/*.yaml`` stems."""
-
-
-def ls(argv: list[str]) -> int:
-    """``ls [kind ...]``: what each ``kind=`` accepts. Registries (method, judge, backend,
-    dataset_loader, judge_kind) list their keys; config groups (dataset, model, ...) their files."""
-    from somabench.config import conf_dir
-    from somabench.errors import ConfigError
-    from somabench.registry import ALL, did_you_mean, load_builtin
-
-    kinds = [*ALL, *CONFIG_GROUPS]
-    if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: python -m somabench ls [{' | '.join(kinds)}] ...\n"
-              "       python -m somabench ls runs [outputs or results folder ...]")
-        return 0
-    if argv and argv[0] == "runs":  # run dirs, their status and panel versions
-        from somabench.runs_list import main as list_runs
-
-        return list_runs(argv[1:])
-    load_builtin()
-    for kind in argv or kinds:
-        if kind in ALL:
-            names = ALL[kind].names()
-        elif kind in CONFIG_GROUPS:
-            names = sorted(p.stem for p in (conf_dir() / kind).glob("*.yaml"))
-        else:
-            raise ConfigError(f"unknown kind '{kind}'.{did_you_mean(kind, kinds)} "
-                              f"Kinds: {', '.join(kinds)}")
-        print(f"{kind}: {', '.join(names)}")
-    return 0
-
-
-def alias(command: str) -> int:
-    """``python -m somabench.<command>`` kept as a thin alias of ``python -m somabench <command>``."""
-    return main([command, *sys.argv[1:]])
-
-
-__all__ = ["COMMANDS", "alias", "dispatch", "guard", "main", "usage"]
+__all__ = ["COMMANDS", "Command", "dispatch", "error_line", "guard", "main", "readable_exit",
+           "usage"]

@@ -1,15 +1,15 @@
-"""``python -m somabench.report <source> [--out DIR] [report.key=value ...]``
+"""``python -m somabench report <source> [--out DIR] [report.key=value ...]``
 
 Turns runs into the paper's tables and figures under ``results/<experiment>/`` and prints what
 it wrote and which figures it skipped (and why).
 
 Examples::
 
-    python -m somabench.report outputs/tiny_paper                 # one experiment (task_name)
-    python -m somabench.report outputs/run/multirun --out results/sweep
-    python -m somabench.report outputs/run/tiny/mathmt/soma        # a single run
-    python -m somabench.report wandb:my-team/somabench/tiny_paper  # runs logged with logger=wandb
-    python -m somabench.report outputs/x report.figures.dpi=300 report.figures.formats=[png]
+    python -m somabench report outputs/tiny_paper                 # one experiment (task_name)
+    python -m somabench report outputs/run/multirun --out results/sweep
+    python -m somabench report outputs/run/tiny/mathmt/soma        # a single run
+    python -m somabench report wandb:my-team/somabench/tiny_paper  # runs logged with logger=wandb
+    python -m somabench report outputs/x report.figures.dpi=300 report.figures.formats=[png]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from somabench.testing import WARNING_PREFIX
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m somabench.report", description=__doc__.split("\n\n")[1],
+        prog="python -m somabench report", description=__doc__.split("\n\n")[1],
         epilog="\n".join(__doc__.split("\n\n")[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="outputs dir, multirun sweep dir, one run dir, or "
                                        "wandb:<entity>/<project>/<group>")
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # options may follow the overrides
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="[%(levelname)s] %(message)s")
@@ -79,8 +79,3 @@ def _flag(message: str) -> str:
     text = f"WARNING: {message}"
     return f"\033[1;31m{text}\033[0m" if sys.stdout.isatty() else text
 
-
-if __name__ == "__main__":
-    from somabench.cli import alias
-
-    sys.exit(alias("report"))

@@ -20,11 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-BENCHMARKS: tuple[str, ...] = ("foundation", "soma", "judges", "vllm")  # vllm: skipped without vLLM
-"""Modules ``somabench.bench.<name>``, run in this order by default."""
+from somabench.bench import BENCHMARKS
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m somabench bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="*", metavar="name | key=value",
@@ -55,8 +54,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name}: {'ok' if not code else 'failed'} -> {out / (name + '.json')}")
     return 1 if failures else 0
 
-
-if __name__ == "__main__":
-    from somabench.cli import alias
-
-    sys.exit(alias("bench"))
