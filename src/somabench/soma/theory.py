@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from somabench.switching.acceptance import b_eff_bound
 
 __all__ = ["b_eff_bound", "coverage_probability", "directional_suboptimality", "effective_size",
-           "knobs", "main", "n_candidates", "n_candidates_bound", "w_eff_bound",
+           "knobs", "n_candidates", "n_candidates_bound", "w_eff_bound",
            "warm_start_error"]
 
 
