@@ -32,9 +32,10 @@ RULES: dict[str, tuple[str, ...]] = {
     "somabench.baselines": ORCHESTRATION,
     "somabench.soma": ORCHESTRATION,
 }
-LEAVES = {"rundir.py": (), "errors.py": ("somabench.data.schema",)}
-"""Contract modules every layer may import, with their allowed lazy imports (``errors``
-aliases the data layer's ``DatasetError`` on attribute access)."""
+LEAVES = {"rundir.py": ("somabench.errors",), "errors.py": ("somabench.data.schema",),
+          "locks.py": ()}
+"""Contract modules every layer may import, with their allowed imports (``errors`` aliases the
+data layer's ``DatasetError`` on attribute access; ``rundir`` raises the typed errors)."""
 
 
 def _is_type_checking(node: ast.If) -> bool:

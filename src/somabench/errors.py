@@ -43,6 +43,13 @@ class RunDirConflict(SomabenchError, RuntimeError):
     exit_code = 5
 
 
+class RunFileError(SomabenchError, ValueError):
+    """A run-directory file (``run.json``, a JSONL line) is corrupt or was written by a newer
+    somabench; the message names the file (and line)."""
+
+    exit_code = 1
+
+
 class RunFailedError(SomabenchError, RuntimeError):
     """More dialogues (or judge calls) failed than ``fail_on_error`` tolerates."""
 
@@ -85,4 +92,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AssetMissingError", "ConfigError", "DatasetError", "RunDirConflict",  # noqa: F822
-           "RunFailedError", "SomabenchError", "exit_code"]
+           "RunFailedError", "RunFileError", "SomabenchError", "exit_code"]
