@@ -9,7 +9,6 @@ need only :func:`reference_key` and the directory layout, never the runner.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.locks import file_lock
 from somabench.rundir import ERRORS_FILE, REFERENCE_META, TRANSPORT_KEYS, write_json_atomic
 
 if TYPE_CHECKING:
@@ -62,13 +62,8 @@ def reference_dir(cfg: DictConfig) -> Path:
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Process lock so parallel sweep jobs generate a shared reference once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Dialogue],
