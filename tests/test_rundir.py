@@ -213,3 +213,20 @@ def test_list_runs_reads_headers_and_counts_dialogues(tmp_path: Path) -> None:
     run = entries[run_dir(cfg)]
     assert run.header is not None and run.header.status == "success" and run.n_dialogues == 2
     assert run.header.config["method"]["name"] == "original"
+
+
+def test_only_rundir_names_the_run_header_file() -> None:
+    """Every other module reaches run.json through somabench.rundir (read_header & co.): the
+    file name as a literal (not in a docstring or message) appears in rundir alone."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    owners = []
+    for folder in ("src/somabench", "judges", "baselines"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.resolve() != path:
+                continue  # a symlinked copy of judges/ or baselines/ (read once, at its home)
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            if any(isinstance(n, ast.Constant) and n.value == RUN_HEADER for n in ast.walk(tree)):
+                owners.append(str(path.relative_to(root)))
+    assert owners == ["src/somabench/rundir.py"]
