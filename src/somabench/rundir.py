@@ -228,9 +228,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise RunFileError(f"{path} is unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

@@ -103,7 +103,7 @@ def _note_failure(run_dir: Path, error: str) -> None:
 # -- end-of-sweep status -------------------------------------------------------------------
 def job_status(sweep_dir: Path, since: str | None = None) -> list[dict[str, Any]]:
     """One row per job dir under ``sweep_dir`` (run.json updated at/after ``since``)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run_dir in header_dirs(sweep_dir):
         job = str(run_dir.relative_to(sweep_dir))
         try:

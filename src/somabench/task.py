@@ -99,7 +99,8 @@ def models_recorder(run_dir: Path, ctx: Any) -> Callable[[str, Any], None]:
 def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **changes: Any) -> None:
     """Write ``run.json`` (built by :func:`somabench.rundir.build_header`) at ``status``."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    header = build_header(run_dir, config if isinstance(config, dict) else {}, status, **changes)
+    plain = {str(k): v for k, v in config.items()} if isinstance(config, dict) else {}
+    header = build_header(run_dir, plain, status, **changes)
     if header.test_doubles and status in ("success", "error"):
         log.warning("%s", test_double_warning(str(run_dir), header.test_doubles))
     write_header_file(run_dir, header)

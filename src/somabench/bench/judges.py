@@ -53,7 +53,7 @@ def write_synthetic_run(root: Path, n_dialogues: int, n_turns: int) -> Path:
         for t in range(n_turns):
             a, b = d + 2, t + 3
             user = f"What is {a} times {b}? Explain briefly."
-            common = dict(dialogue_id=did, dataset="bench", turn=t, model_id="bench", user=user,
+            common: dict[str, Any] = dict(dialogue_id=did, dataset="bench", turn=t, model_id="bench", user=user,
                           rendered_prompt=user, prompt_hash="-")
             ref_turns.append(TurnRecord(run_id=f"reference/{REF_KEY}", method="original",
                                         served_by="F", response=f"{a} x {b} = {a * b}.", **common))
