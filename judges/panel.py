@@ -341,9 +341,9 @@ class Panel:
                     if item.record_status != "ok":
                         reason = f"the turn itself has status {item.record_status}: {item.record_error}"
                     elif "reference" in prompt.requires and item.reference is None:
+                        where = reference_dir or "(none found: no recorded or derived dir holds records)"
                         reason = (f"no Original answer for this turn in the reference dir "
-                                  f"{reference_dir} (generate it, or judge with a reference-free "
-                                  f"prompt)")
+                                  f"{where} (generate it, or judge with a reference-free prompt)")
                     if reason:
                         skipped.append(self._line(item, judge, prompt, Verdict(
                             status=JUDGE_SKIPPED, error=reason)))

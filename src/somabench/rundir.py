@@ -1,17 +1,23 @@
-"""The run-directory contract, in one place: file names, the ``run.json`` header, statuses,
-timestamps and the config hash.
+"""The run-directory contract, in one place: file names, the typed ``run.json`` header
+(:class:`RunHeader`, built by :func:`build_header`, read by :func:`read_header`), statuses,
+timestamps, the config hash, the one JSONL reader, the one reference resolver and
+:func:`list_runs`.
 
 Why one owner: the task writes a run dir; the sweep, the re-judge CLI, the judge panel, the
 report and W&B read it. Each used to declare its own ``"run.json"``, its own timestamp format
 and its own list of "keys that do not change the output"; the lists disagreed, so a rerun with
 only ``cache.enabled=false`` or a new timeout got a new config hash and refused to resume.
+Likewise three JSONL readers disagreed about a damaged line and two reference resolvers about
+where a moved reference is (as inspect_ai's ``log/_file.py``: one module owns the log file and
+everyone reads through it; the header is typed, versioned and keeps a failed run's traceback).
 
 This module is at the foundation: it imports only ``somabench.errors``, so any layer may use
 it. No other module opens ``run.json`` or parses a run's JSONL by hand.
 
 A run directory (``<paths.output_root>/<task_name>/<run_name>``) holds:
 
-* ``run.json`` (:data:`RUN_HEADER`): status, config hash, resolved config, git, packages;
+* ``run.json`` (:data:`RUN_HEADER`): status, config hash, resolved config, git, packages,
+  models, the reference, and on failure the error and its traceback (:class:`RunHeader`);
 * ``records.jsonl`` / ``dialogues.jsonl``: one line per served turn / finished dialogue;
 * ``errors.jsonl``: dialogues that failed (retried on the next run);
 * ``scores.jsonl`` + ``judge.json``: the judge panel's lines and header;
