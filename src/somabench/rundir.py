@@ -163,6 +163,7 @@ class RunHeader:
     writes the same keys and every reader gets them checked (status from :data:`RunStatus`)."""
 
     status: RunStatus
+    """:data:`RunStatus`: ``started``, ``running``, then ``success`` or ``error``."""
     config_hash: str | None = None
     """:func:`config_hash` of ``config``: a resume with another hash is refused."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -187,8 +188,8 @@ class RunHeader:
     metrics: dict[str, Any] | None = None
     objective: float | None = None
     """The sweep's objective for this job (``somabench.sweep.objective_of``)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Keys this version does not know (kept, written back as they were)."""
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"on_disk": False})
+    """Keys this version does not know (kept, written back as they were at the top level)."""
     header_version: int = HEADER_VERSION
 
     def to_json(self) -> dict[str, Any]:
