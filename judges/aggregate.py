@@ -40,6 +40,7 @@ from somabench.metrics import (
     split_current,
     superseded_note,
 )
+from somabench.records import JUDGE_OK, JUDGE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _nan(value: float | None) -> float:
 
 def _counts(lines: pd.DataFrame) -> dict[str, Any]:
     status = lines["status"].value_counts()
-    n = {s: int(status.get(s, 0)) for s in ("ok", "unparsed", "truncated", "api_error", "skipped")}
+    n = {s: int(status.get(s, 0)) for s in JUDGE_STATUSES}
     answered = n["ok"] + n["unparsed"] + n["truncated"]
     called = answered + n["api_error"]
     return {
@@ -167,7 +168,7 @@ def agreement_table(df: pd.DataFrame, panel: str | None = None) -> pd.DataFrame:
         return pd.DataFrame(rows)
     if panel is not None and "panel" in df:
         df = df[df["panel"].astype(str) == str(panel)]
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == JUDGE_OK]
     for metric in sorted(df["metric"].unique()):
         wide = ok[ok["metric"] == metric].pivot_table(
             index=["run_id", "dialogue_id", "turn"], columns="judge", values="score_norm",

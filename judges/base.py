@@ -13,11 +13,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from somabench.records import JUDGE_FINAL, JUDGE_STATUSES, JudgeStatus
 from somabench.rundir import now
 
 SCORE_SCHEMA_VERSION = 1  # bump when a ScoreLine field is renamed/removed/changes meaning
-STATUSES = ("ok", "unparsed", "truncated", "api_error", "skipped")
-FINAL_STATUSES = ("ok", "unparsed")  # a rerun keeps these; truncated, api_error and skipped are redone
+STATUSES = JUDGE_STATUSES  # somabench.records.JudgeStatus
+FINAL_STATUSES = JUDGE_FINAL  # a rerun keeps these; truncated, api_error and skipped are redone
 TRUNCATED_FINISH = "length"  # OpenAI finish_reason of a reply cut off by the token limit
 JUDGE_KINDS = ("llm", "local", "embedding-proxy")
 
@@ -67,7 +68,7 @@ class ScoreLine:
     """Hash of the prompt file: changes if a prompt file was (wrongly) edited."""
     metric: str
     """What is measured: the prompt's ``name`` (``similarity``, ``ability_memory`` ...)."""
-    status: str
+    status: JudgeStatus
     """``ok`` | ``unparsed`` (reply had no valid score; see ``raw``) | ``truncated`` (the reply
     was cut off by the judge's token limit, ``finish_reason`` ``length``, with no valid score:
     never cached as final, re-asked by the next run, e.g. with a larger ``max_tokens``) |
@@ -147,7 +148,7 @@ def row_key(row: dict[str, Any]) -> UnitKey:
 class Verdict:
     """A judge's outcome for one unit, before the panel adds the ids."""
 
-    status: str
+    status: JudgeStatus
     score: float | None = None
     raw: str | None = None
     error: str | None = None

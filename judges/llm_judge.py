@@ -22,6 +22,13 @@ from somabench.cache import SqliteCache, cache_key
 from somabench.judges.base import TRUNCATED_FINISH, Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.parsing import parse_score
 from somabench.judges.prompting import JudgePrompt
+from somabench.records import (
+    JUDGE_API_ERROR,
+    JUDGE_FINAL,
+    JUDGE_OK,
+    JUDGE_TRUNCATED,
+    JUDGE_UNPARSED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +249,7 @@ class ModelJudge(Judge):
                                   "messages": messages})
         if self._breaker_open():
             return Verdict(
-                status="api_error", request_key=key, messages=messages,
+                status=JUDGE_API_ERROR, request_key=key, messages=messages,
                 error=(f"not attempted: judge '{self.name}' failed {self.abort_after} calls in a "
                        f"row (last: {self._last_error}); rerun to retry"))
         return self._ask(messages, gen, prompt, key)
@@ -250,7 +257,7 @@ class ModelJudge(Judge):
     def _stale(self, hit: dict[str, Any]) -> bool:
         """A cached ``unparsed`` outcome is final only for the parse retries it was given:
         asked with fewer than the panel now allows, it is asked again."""
-        if hit.get("status") != "unparsed":
+        if hit.get("status") != JUDGE_UNPARSED:
             return False
         made = hit.get("parse_retries")
         return made is None or int(made) < self.parse_retries
@@ -258,7 +265,7 @@ class ModelJudge(Judge):
     def _ask(self, messages: list[dict[str, str]], gen: GenerationConfig, prompt: JudgePrompt,
              key: str) -> Verdict:
         conversation = list(messages)
-        verdict = Verdict(status="unparsed", request_key=key, messages=messages,
+        verdict = Verdict(status=JUDGE_UNPARSED, request_key=key, messages=messages,
                           parse_retries=self.parse_retries)
         started = time.perf_counter()
         for round_ in range(self.parse_retries + 1):
@@ -267,13 +274,13 @@ class ModelJudge(Judge):
             except BackendError as exc:
                 verdict.attempts += max(len(exc.attempts), 1)
                 verdict.retries.extend(exc.attempts)
-                verdict.status, verdict.error = "api_error", str(exc)
+                verdict.status, verdict.error = JUDGE_API_ERROR, str(exc)
                 verdict.seconds = time.perf_counter() - started
                 self._note(False, str(exc))
                 return verdict
             except Exception as exc:  # noqa: BLE001 - a local model failure is data too
                 verdict.attempts += 1
-                verdict.status, verdict.error = "api_error", f"{type(exc).__name__}: {exc}"
+                verdict.status, verdict.error = JUDGE_API_ERROR, f"{type(exc).__name__}: {exc}"
                 verdict.seconds = time.perf_counter() - started
                 self._note(False, verdict.error)
                 return verdict
@@ -286,19 +293,19 @@ class ModelJudge(Judge):
             verdict.finish_reason = completion.finish_reason
             parsed = parse_score(completion.text, prompt.output_format, prompt.score_range)
             if parsed.ok:
-                verdict.status, verdict.score, verdict.error = "ok", parsed.score, None
+                verdict.status, verdict.score, verdict.error = JUDGE_OK, parsed.score, None
                 break
             verdict.error = f"unparsed: {parsed.reason}"
             if completion.finish_reason == TRUNCATED_FINISH:
                 # Cut off by the token limit: its own status, never cached; a later run with a
                 # larger budget (or reasoning controls) asks again.
-                verdict.status = "truncated"
+                verdict.status = JUDGE_TRUNCATED
                 verdict.error = (f"truncated: the reply hit max_tokens={gen.max_new_tokens} "
                                  f"(finish_reason {completion.finish_reason}) before a score "
                                  f"({parsed.reason}); raise judge.judges.<judge>.max_tokens or use "
                                  f"the provider's reasoning controls (extra_body)")
             else:
-                verdict.status = "unparsed"
+                verdict.status = JUDGE_UNPARSED
             if round_ < self.parse_retries:
                 verdict.retries.append(f"attempt {verdict.attempts}: unparsed ({parsed.reason}): "
                                        f"{completion.text[:PREVIEW_CHARS]!r}")
@@ -306,7 +313,7 @@ class ModelJudge(Judge):
                     conversation = [*conversation, {"role": "assistant", "content": completion.text},
                                     {"role": "user", "content": prompt.reminder}]
         verdict.seconds = time.perf_counter() - started
-        if self.cache is not None and verdict.status in ("ok", "unparsed"):  # never truncated
+        if self.cache is not None and verdict.status in JUDGE_FINAL:  # never truncated
             self.cache.put(key, verdict.cacheable())
         return verdict
 

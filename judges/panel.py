@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.errors import RunFileError
 from somabench.judges.base import (
     FINAL_STATUSES,
     Judge,
@@ -36,19 +37,26 @@ from somabench.judges.base import (
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
 from somabench.records import (
+    JUDGE_API_ERROR,
+    JUDGE_OK,
+    JUDGE_SKIPPED,
+    JUDGE_STATUSES,
+    JUDGE_UNPARSED,
     TurnRecord,
     atomic_write_jsonl,
     load_turns,
     post_switch_flags,
-    read_jsonl_rows,
 )
 from somabench.rundir import (
     JUDGE_HEADER,
-    RUN_HEADER,
     SCORES_FILE,
     TRANSPORT_KEYS,
     TURNS_FILE,
     now,
+    read_header,
+    read_json,
+    read_jsonl,
+    resolve_reference,
     write_json_atomic,
 )
 
@@ -61,31 +69,18 @@ PANEL_KEYS = ("name", "label", "prompts", "prompt_settings", "judges", "objectiv
 
 
 # -- reading a run -----------------------------------------------------------------------------
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (crash mid-write) is dropped with a warning."""
-    rows, torn = read_jsonl_rows(path)
-    if torn:
-        log.warning("%s: dropping a torn last line (crash mid-write)", path)
-    return rows
-
-
 def reference_dir_of(run_dir: Path, cfg: DictConfig | None = None) -> Path | None:
-    """The run's Original reference dir: ``run.json``'s ``reference_dir``, else derived."""
-    header_path = run_dir / RUN_HEADER
-    if header_path.exists():
-        ref = json.loads(header_path.read_text()).get("reference_dir")
-        if ref:
-            return Path(ref)
+    """The run's Original reference dir (:func:`somabench.rundir.resolve_reference`), with
+    ``cfg``'s own reference dir as the last candidate."""
+    derived = None
     if cfg is not None:
         try:
-            from somabench.reference import reference_key
+            from somabench.reference import reference_dir
 
-            candidate = Path(cfg.paths.reference_root) / reference_key(cfg)
-            if (candidate / TURNS_FILE).exists():
-                return candidate
+            derived = reference_dir(cfg)
         except Exception:  # noqa: BLE001 - best effort; the caller reports a missing reference
             log.debug("could not derive the reference dir", exc_info=True)
-    return None
+    return resolve_reference(run_dir, read_header(run_dir), derived)
 
 
 def build_items(run_dir: Path, reference_dir: Path | None) -> list[JudgeItem]:
@@ -166,7 +161,7 @@ def _wants_more_retries(old: dict[str, Any], judge: Judge) -> bool:
     again (``judge.parse_retries`` was raised since)."""
     allowed = getattr(judge, "parse_retries", None)
     made = old.get("parse_retries")
-    return old.get("status") == "unparsed" and allowed is not None and (made is None or int(made) < int(allowed))
+    return old.get("status") == JUDGE_UNPARSED and allowed is not None and (made is None or int(made) < int(allowed))
 
 
 # -- the panel ---------------------------------------------------------------------------------
@@ -322,8 +317,8 @@ class Panel:
     def _recorded_fingerprints(run_dir: Path) -> dict[str, str]:
         """panel -> fingerprint of its latest judging, from ``judge.json``."""
         try:
-            panels = json.loads((run_dir / JUDGE_HEADER).read_text()).get("panels") or {}
-        except (OSError, json.JSONDecodeError):
+            panels = (read_json(run_dir / JUDGE_HEADER) or {}).get("panels") or {}
+        except RunFileError:
             return {}
         return {name: head["fingerprint"] for name, head in panels.items()
                 if isinstance(head, dict) and head.get("fingerprint")}
@@ -346,12 +341,12 @@ class Panel:
                     if item.record_status != "ok":
                         reason = f"the turn itself has status {item.record_status}: {item.record_error}"
                     elif "reference" in prompt.requires and item.reference is None:
+                        where = reference_dir or "(none found: no recorded or derived dir holds records)"
                         reason = (f"no Original answer for this turn in the reference dir "
-                                  f"{reference_dir} (generate it, or judge with a reference-free "
-                                  f"prompt)")
+                                  f"{where} (generate it, or judge with a reference-free prompt)")
                     if reason:
                         skipped.append(self._line(item, judge, prompt, Verdict(
-                            status="skipped", error=reason)))
+                            status=JUDGE_SKIPPED, error=reason)))
                         continue
                     request = judge.request_key(item, prompt, settings)
                     earlier = existing.get(("any-version", key[0], *key[2:], request))
@@ -392,7 +387,7 @@ class Panel:
             bar.close()
 
     def _line(self, item: JudgeItem, judge: Judge, prompt: JudgePrompt, v: Verdict) -> ScoreLine:
-        ok = v.status == "ok" and v.score is not None
+        ok = v.status == JUDGE_OK and v.score is not None
         return ScoreLine(
             run_id=item.run_id, dialogue_id=item.dialogue_id, dataset=item.dataset, turn=item.turn,
             method=item.method, panel=self.name, judge=judge.name, judge_model=judge.model,
@@ -413,12 +408,10 @@ class Panel:
                       counts: Counter, seconds: float, n_calls: int) -> None:
         """``judge.json``: this panel's header at the top level (the latest judging) and every
         panel's under ``panels`` (a run dir judged by several panels keeps all of them)."""
-        previous = {}
-        if (run_dir / JUDGE_HEADER).exists():
-            try:
-                previous = json.loads((run_dir / JUDGE_HEADER).read_text()).get("panels") or {}
-            except (OSError, json.JSONDecodeError):
-                previous = {}
+        try:
+            previous = (read_json(run_dir / JUDGE_HEADER) or {}).get("panels") or {}
+        except RunFileError:
+            previous = {}
         header = {
             "panel": self.name, "label": self.cfg.get("label"), "fingerprint": self.fingerprint,
             "fingerprint_of": self.fingerprint_spec,
@@ -434,16 +427,15 @@ class Panel:
 
     def _log_counts(self, counts: Counter) -> None:
         for judge in self.judges:
-            parts = {s: counts.get((judge.name, s), 0) for s in ("ok", "unparsed", "truncated",
-                                                                   "api_error", "skipped")}
+            parts = {s: counts.get((judge.name, s), 0) for s in JUDGE_STATUSES}
             log.info("judge %s: %s", judge.name, ", ".join(f"{n} {s}" for s, n in parts.items()))
 
     def _check_failures(self, rows: list[dict[str, Any]], scores_path: Path, run_dir: Path) -> None:
         tolerated = float(self.cfg["fail_on_error"])
         problems = []
         for judge in self.judges:
-            mine = [r for r in rows if r["judge"] == judge.name and r["status"] != "skipped"]
-            failed = [r for r in mine if r["status"] == "api_error"]
+            mine = [r for r in rows if r["judge"] == judge.name and r["status"] != JUDGE_SKIPPED]
+            failed = [r for r in mine if r["status"] == JUDGE_API_ERROR]
             if mine and len(failed) / len(mine) > tolerated:
                 problems.append(f"judge '{judge.name}' ({judge.endpoint() or judge.model}): "
                                 f"{len(failed)} of {len(mine)} call(s) failed; first error: "

@@ -108,8 +108,8 @@ def test_resume_on_a_machine_with_another_dtype_is_refused(tmp_path: Path) -> No
     from types import SimpleNamespace
 
     from somabench.errors import RunDirConflict
-    from somabench.rundir import DIALOGUES_FILE, read_header, write_header
-    from somabench.task import dtype_guard, record_models
+    from somabench.rundir import DIALOGUES_FILE, RunHeader, read_header, write_header
+    from somabench.task import dtype_guard, models_recorder
 
     def backend(dtype: str) -> SimpleNamespace:
         return SimpleNamespace(describe=lambda: {"engine": "transformers", "dtype": dtype,
@@ -124,8 +124,9 @@ def test_resume_on_a_machine_with_another_dtype_is_refused(tmp_path: Path) -> No
     with pytest.raises(RunDirConflict, match=r"G in bfloat16 .* here G loads in float32"):
         guard("G", backend("float32"))
 
-    write_header(tmp_path, {"status": "started"})
+    write_header(tmp_path, RunHeader(status="started"))
     ctx = SimpleNamespace(describe_models=lambda: {"G": backend("bfloat16").describe()})
-    record_models(tmp_path, ctx)("G", None)
+    models_recorder(tmp_path, ctx)("G", None)
     header = read_header(tmp_path)
-    assert header["status"] == "started" and header["models"]["G"]["dtype"] == "bfloat16"
+    assert header is not None
+    assert header.status == "started" and header.models["G"]["dtype"] == "bfloat16"

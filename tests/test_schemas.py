@@ -39,6 +39,10 @@ def test_real_lines_validate(tmp_path: Path) -> None:
         assert rows
         for row in rows:
             jsonschema.validate(row, schemas[schema])
+    header = json.loads((run_dir / "run.json").read_text())
+    jsonschema.validate(header, schemas["run.schema.json"])
+    with pytest.raises(jsonschema.ValidationError):  # a status outside RunStatus is caught
+        jsonschema.validate(dict(header, status="done"), schemas["run.schema.json"])
     lines = [json.loads(x) for x in (run_dir / "scores.jsonl").read_text().splitlines() if x.strip()]
     bad = dict(lines[0], turn="zero")  # a wrong type is caught
     with pytest.raises(jsonschema.ValidationError):

@@ -10,7 +10,6 @@ was generated, so throughput stays true; the record is flagged ``cached``.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message
+from somabench.locks import file_lock
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored payload changes shape
+LOCK_SUFFIX = ".lock"  # serializes setup (WAL switch, table): <cache file>.lock
 
 
 def cache_key(components: dict[str, Any]) -> str:
@@ -43,17 +44,13 @@ class SqliteCache:
         self._conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
         # Parallel sweep jobs open one file at once; switching to WAL fails with "database is
         # locked" without waiting for the busy timeout, so setup is serialized by a file lock.
-        with self.path.with_name(self.path.name + ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute(
-                    "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, "
-                    "PRIMARY KEY (ns, key))"
-                )
-                self._conn.commit()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(self.path.with_name(self.path.name + LOCK_SUFFIX)):
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, "
+                "PRIMARY KEY (ns, key))"
+            )
+            self._conn.commit()
         self.hits = 0
         self.misses = 0
 

@@ -21,7 +21,6 @@ answers) and, with its reason, of ``run.json`` and every bench file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from somabench.locks import file_lock
 from somabench.rundir import now
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ ALIASES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 matrix instructions
 PROBE_FILE = "dtype_probe.json"
 PROBE_FORMAT = 2  # bump when the cached probe entry or the way it is measured changes
+LOCK_SUFFIX = ".lock"  # the probe file's lock: <probe file>.lock
 
 
 @dataclass(frozen=True)
@@ -174,13 +175,8 @@ def microbenchmark(settings: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Any:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_name(path.name + ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path.with_name(path.name + LOCK_SUFFIX)):
+        yield
 
 
 def cached_probe(info: CpuInfo, cache_dir: str | Path | None,

@@ -43,6 +43,13 @@ class RunDirConflict(SomabenchError, RuntimeError):
     exit_code = 5
 
 
+class RunFileError(SomabenchError, ValueError):
+    """A run-directory file (``run.json``, a JSONL line) is corrupt or was written by a newer
+    somabench; the message names the file (and line)."""
+
+    exit_code = 1
+
+
 class RunFailedError(SomabenchError, RuntimeError):
     """More dialogues (or judge calls) failed than ``fail_on_error`` tolerates."""
 
@@ -95,4 +102,4 @@ def exit_code(exc: BaseException) -> int | None:
 
 
 __all__ = ["AssetMissingError", "ConfigError", "DatasetError", "RunDirConflict",
-           "RunFailedError", "SomabenchError", "exit_code"]
+           "RunFailedError", "RunFileError", "SomabenchError", "exit_code"]

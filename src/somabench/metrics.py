@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from somabench.records import ENCODER_ROLE, DialogueRecord, TurnRecord
+from somabench.records import ENCODER_ROLE, JUDGE_OK, DialogueRecord, TurnRecord
 
 TOKEN_ROLES = ("F", "G", "compressor", "router", ENCODER_ROLE)
 USAGE_PARTS = ("prompt", "completion", "cached_prompt")
@@ -371,7 +371,7 @@ def data_tokens_per_turn(dialogues: Iterable[Any], count: Any) -> pd.DataFrame:
 
 
 # -- Scores from judge lines: one path for every consumer ---------------------------------------
-SCORE_OK = "ok"
+SCORE_OK = JUDGE_OK
 PERCENT = 100.0  # bounded [0, 1] scores are reported in percent (paper Table 1)
 SUBSETS = ("all", "post_switch")
 UNKNOWN_PANEL = "unnamed"  # score lines written without a panel name (hand-made files)

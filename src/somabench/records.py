@@ -14,9 +14,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from somabench.rundir import DIALOGUES_FILE, TURNS_FILE
+from somabench.rundir import DIALOGUES_FILE, TURNS_FILE, read_jsonl_rows
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", "TurnRecord", "DialogueRecord")
@@ -26,6 +26,18 @@ TurnStatus = Literal["ok", "api_error", "skipped"]
 """How a turn's model call ended (STYLE 5.8): ``ok``, ``api_error`` (the call failed; see
 ``error``), ``skipped`` (nothing was generated)."""
 
+JudgeStatus = Literal["ok", "unparsed", "truncated", "api_error", "skipped"]
+"""How a judge's score line (``scores.jsonl``) ended: ``ok`` (a valid score), ``unparsed``
+(the reply held no valid score; see ``raw``), ``truncated`` (cut off by the judge's token
+limit with no valid score), ``api_error`` (the call failed), ``skipped`` (nothing to judge)."""
+JUDGE_STATUSES: tuple[JudgeStatus, ...] = get_args(JudgeStatus)
+JUDGE_OK: JudgeStatus = "ok"
+JUDGE_UNPARSED: JudgeStatus = "unparsed"
+JUDGE_TRUNCATED: JudgeStatus = "truncated"
+JUDGE_API_ERROR: JudgeStatus = "api_error"
+JUDGE_SKIPPED: JudgeStatus = "skipped"
+JUDGE_FINAL: tuple[JudgeStatus, ...] = (JUDGE_OK, JUDGE_UNPARSED)
+"""Outcomes a rerun keeps (and a judge cache stores); the others are judged again."""
 
 ENCODER_ROLE = "encoder"
 """Token role of the phi sentence encoder (MiniLM) a switching method runs for its gate, drift
@@ -205,27 +217,6 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         )
     data["schema_version"] = SCHEMA_VERSION
     return data
-
-
-def read_jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Parse a JSONL file; a torn last line (crash mid-write) is reported, not raised."""
-    rows: list[dict[str, Any]] = []
-    torn = False
-    if not path.exists():
-        return rows, torn
-    with path.open("r", encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not line.endswith("\n"):
-                torn = True
-                continue
-            raise ValueError(f"{path}:{number}: corrupt record line ({exc})") from exc
-    return rows, torn
 
 
 def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -10,7 +10,6 @@ module imports nothing of the runner.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.locks import file_lock
 from somabench.rundir import TRANSPORT_KEYS
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,8 @@ def reference_dir(cfg: DictConfig) -> Path:
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Process lock so parallel sweep jobs generate a shared reference once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 __all__ = ["SELECTION_KEYS", "locked", "reference_dir", "reference_key"]

@@ -7,25 +7,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from somabench.metrics import superseded_note
-from somabench.rundir import DIALOGUES_FILE, read_header
+from somabench.rundir import RunEntry, list_runs
+
+NO_STATUS = "-"  # a shared reference (or records without a run.json)
+REFERENCE_METHOD = "reference"
+
+
+def run_line(entry: RunEntry, panels: list[str]) -> str:
+    """The one line ``ls runs`` prints for a run dir."""
+    config = entry.header.config if entry.header is not None else {}
+    status = entry.header.status if entry.header is not None else NO_STATUS
+    method = (config.get("method") or {}).get("name") or REFERENCE_METHOD
+    dataset = (config.get("dataset") or {}).get("name") or "?"
+    return (f"{entry.path}  {status}  {method} on {dataset}: {entry.n_dialogues} dialogue(s)"
+            f"; panels: {', '.join(panels) or 'none'}")
 
 
 def run_lines(root: Path) -> list[str]:
-    from somabench.report.collect import find_run_dirs, run_scores
+    from somabench.report.collect import run_scores
 
     lines = []
-    for run_dir in find_run_dirs(root):
-        header = read_header(run_dir) or {}
-        config = header.get("config") or {}
-        dialogues = run_dir / DIALOGUES_FILE
-        n = sum(1 for line in dialogues.read_text(encoding="utf-8").splitlines() if line.strip()) \
-            if dialogues.exists() else 0
-        scores, superseded = run_scores(run_dir)
+    for entry in list_runs(root):
+        scores, superseded = run_scores(entry.path)
         panels = sorted(scores["panel"].astype(str).unique()) if not scores.empty else []
-        method = (config.get("method") or {}).get("name") or "reference"
-        dataset = (config.get("dataset") or {}).get("name") or "?"
-        lines.append(f"{run_dir}  {header.get('status', '-')}  {method} on {dataset}: {n} dialogue(s)"
-                     f"; panels: {', '.join(panels) or 'none'}")
+        lines.append(run_line(entry, panels))
         lines += [f"  WARNING: {note}" for note in superseded_note(superseded)]
     return lines
 

@@ -1,7 +1,8 @@
-"""JSON Schemas of the three record files, generated from the dataclasses that write them.
+"""JSON Schemas of the three record files and the run header, generated from the dataclasses
+that write them.
 
 Why generated: one owner per concept. ``TurnRecord`` / ``DialogueRecord`` (records.py) and
-``ScoreLine`` (judges/base.py) define the lines; this turns their fields and type hints into
+``ScoreLine`` (judges/base.py) define the lines, ``RunHeader`` (rundir.py) the header; this turns their fields and type hints into
 JSON Schema (draft 2020-12) for readers outside Python. ``docs/schemas/*.schema.json`` are the
 committed output; tests/test_schemas.py fails when they drift from the dataclasses and
 validates real lines against them. Regenerate: ``python -m somabench.schemas docs/schemas``.
@@ -47,7 +48,8 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 def _object(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    fields = [f for f in dataclasses.fields(cls)
+              if not f.name.startswith("_") and f.metadata.get("on_disk", True)]
     required = [f.name for f in fields if f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
     props = {}
@@ -92,13 +94,16 @@ def schema_of(cls: type, title: str) -> dict[str, Any]:
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for records.jsonl (turn lines), dialogues.jsonl and scores.jsonl."""
+    """File name -> schema, for records.jsonl (turn lines), dialogues.jsonl, scores.jsonl and
+    the run header."""
     from somabench.judges.base import ScoreLine
     from somabench.records import DialogueRecord, TurnRecord
+    from somabench.rundir import RUN_HEADER, RunHeader
 
     return {"records.schema.json": schema_of(TurnRecord, "records.jsonl: one line per turn"),
             "dialogues.schema.json": schema_of(DialogueRecord, "dialogues.jsonl: one line per dialogue"),
-            "scores.schema.json": schema_of(ScoreLine, "scores.jsonl: one line per judged unit")}
+            "scores.schema.json": schema_of(ScoreLine, "scores.jsonl: one line per judged unit"),
+            "run.schema.json": schema_of(RunHeader, f"{RUN_HEADER}: the run header")}
 
 
 def write(out_dir: Path) -> list[Path]:

@@ -17,14 +17,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import traceback
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from somabench.errors import ConfigError
-from somabench.rundir import RUN_HEADER, now, read_header, update_header
+from somabench.errors import ConfigError, RunFileError
+from somabench.rundir import (
+    RUN_HEADER,
+    append_jsonl,
+    header_dirs,
+    now,
+    read_header,
+    read_jsonl,
+    update_header,
+)
 from somabench.task import JUDGE_METRIC, RunLogger, run_dir_of, run_task
 
 log = logging.getLogger(__name__)
@@ -96,41 +105,30 @@ def _note_failure(run_dir: Path, error: str) -> None:
     line = {"job": str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir)
             else str(run_dir), "status": "error", "error": error,
             "updated": now()}
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with (sweep_dir / FAILURES_FILE).open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line, default=str) + "\n")
+    append_jsonl(sweep_dir / FAILURES_FILE, line)
 
 
 # -- end-of-sweep status -------------------------------------------------------------------
 def job_status(sweep_dir: Path, since: str | None = None) -> list[dict[str, Any]]:
     """One row per job dir under ``sweep_dir`` (run.json updated at/after ``since``)."""
-    rows = []
-    for header_path in sorted(sweep_dir.rglob(RUN_HEADER)):
+    rows: list[dict[str, Any]] = []
+    for run_dir in header_dirs(sweep_dir):
+        job = str(run_dir.relative_to(sweep_dir))
         try:
-            header = json.loads(header_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            rows.append({"job": str(header_path.parent.relative_to(sweep_dir)),
-                         "status": "unreadable", "error": str(exc)})
+            header = read_header(run_dir)
+        except RunFileError as exc:
+            rows.append({"job": job, "status": "unreadable", "error": str(exc)})
             continue
-        if since is not None and str(header.get("updated", "")) < since:
+        if header is None or (since is not None and str(header.updated or "") < since):
             continue
-        rows.append({
-            "job": str(header_path.parent.relative_to(sweep_dir)),
-            "status": header.get("status"),
-            "error": header.get("error"),
-            "seconds": header.get("seconds"),
-            "objective": header.get("objective"),
-            "updated": header.get("updated"),
-        })
+        rows.append({"job": job, "status": header.status, "error": header.error,
+                     "seconds": header.seconds, "objective": header.objective,
+                     "updated": header.updated})
     # Failures noted by the jobs themselves; they win over a run.json the job never updated.
-    failures = sweep_dir / FAILURES_FILE
-    if failures.exists():
+    failures = read_jsonl(sweep_dir / FAILURES_FILE)
+    if failures:
         by_job = {r["job"]: r for r in rows}
-        for text in failures.read_text(encoding="utf-8").splitlines():
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                continue
+        for line in failures:
             if since is not None and str(line.get("updated", "")) < since:
                 continue
             row = by_job.setdefault(line["job"], {"job": line["job"]})
@@ -189,11 +187,10 @@ def objective_of(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> flo
     try:
         objective = search_objective(cfg, metrics, run_dir)
     except (KeyError, RuntimeError) as exc:
-        if read_header(run_dir) is not None:
-            update_header(run_dir, status="error", error=f"{type(exc).__name__}: {exc}")
+        update_header(run_dir, status="error", error=f"{type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc())
         raise
-    if read_header(run_dir) is not None:
-        update_header(run_dir, objective=objective)
+    update_header(run_dir, objective=objective)
     return objective
 
 

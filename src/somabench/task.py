@@ -10,10 +10,9 @@ lightning-hydra-template's ``train.py`` returns ``metric_dict``.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
-import subprocess
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,21 +28,17 @@ from somabench.rundir import (
     SUMMARY_CSV,
     SUMMARY_MD,
     RunStatus,
-    config_hash,
-    now,
+    build_header,
     read_header,
     read_json,
+    record_models,
     served_anything,
 )
 from somabench.rundir import write_header as write_header_file
-from somabench.testing import HEADER_KEY as TEST_DOUBLES
-from somabench.testing import doubles_in
 from somabench.testing import warning as test_double_warning
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("somabench", "torch", "transformers", "peft", "sentence-transformers", "hydra-core",
-            "omegaconf", "openai", "numpy", "pandas", "vllm", "llmlingua", "routellm", "wandb")
 # summary.csv column -> metric name usable as ``optimized_metric`` (STYLE 5.1: area/name).
 SUMMARY_METRICS = {
     "total_tokens/dlg": "tokens/total_per_dialogue",
@@ -70,46 +65,6 @@ def run_dir_of(cfg: DictConfig) -> Path:
         return Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
 
 
-def git_state() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty}
-
-
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def claim_run_dir(run_dir: Path, current: str) -> dict[str, Any]:
-    """The header to start from. A dir holding another config is refused, unless that run
-    failed before serving a dialogue (nothing to protect): then the new config takes it over."""
-    header = read_header(run_dir) or {}
-    previous = header.get("config_hash")
-    if not previous or previous == current:
-        return header
-    if header.get("status") == "error" and not served_anything(run_dir):
-        log.warning("%s held a run (config %s) that failed before serving anything (%s); "
-                    "this config (%s) takes the directory over", run_dir, previous,
-                    header.get("error"), current)
-        return {}
-    raise RunDirConflict(
-        f"{run_dir} already holds a run with a different config (hash {previous}, now "
-        f"{current}). Resuming would mix results. Use another run name (run_name=... or "
-        f"task_name=...) or delete that directory.")
-
-
 def dtype_guard(run_dir: Path, recorded: dict[str, Any]) -> Callable[[str, Any], None]:
     """``RunContext.on_build`` hook: a resumed run loads each model in the dtype its finished
     dialogues were served in. ``dtype: auto`` resolves per machine (bf16 on avx512_bf16 / AMX /
@@ -131,32 +86,23 @@ def dtype_guard(run_dir: Path, recorded: dict[str, Any]) -> Callable[[str, Any],
     return check
 
 
-def record_models(run_dir: Path, ctx: Any) -> Callable[[str, Any], None]:
+def models_recorder(run_dir: Path, ctx: Any) -> Callable[[str, Any], None]:
     """``RunContext.on_build`` hook: ``run.json`` names each model (engine, resolved dtype) as
     soon as it is built, so even a killed run tells the next one what it was served with."""
 
     def record(role: str, backend: Any) -> None:
-        header = read_header(run_dir) or {}
-        header["models"] = {**(header.get("models") or {}), **ctx.describe_models()}
-        header[TEST_DOUBLES] = doubles_in(header["models"])
-        write_header_file(run_dir, header)
+        record_models(run_dir, ctx.describe_models())
 
     return record
 
 
-def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **extra: Any) -> None:
-    """Write ``run.json``: status, config hash, git, packages, resolved config (+ ``extra``)."""
-    current = config_hash(cfg)
-    header = claim_run_dir(run_dir, current) if status == "started" else (read_header(run_dir) or {})
-    header.update({
-        "status": status, "config_hash": current, "git": git_state(),
-        "packages": package_versions(), "config": OmegaConf.to_container(cfg, resolve=True),
-        "updated": now(), **extra,
-    })
-    header.setdefault("started", header["updated"])
-    header[TEST_DOUBLES] = doubles_in(header.get("models"))  # never silent: reports flag them
-    if header[TEST_DOUBLES] and status in ("success", "error"):
-        log.warning("%s", test_double_warning(str(run_dir), header[TEST_DOUBLES]))
+def write_header(run_dir: Path, cfg: DictConfig, status: RunStatus, **changes: Any) -> None:
+    """Write ``run.json`` (built by :func:`somabench.rundir.build_header`) at ``status``."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    plain = {str(k): v for k, v in config.items()} if isinstance(config, dict) else {}
+    header = build_header(run_dir, plain, status, **changes)
+    if header.test_doubles and status in ("success", "error"):
+        log.warning("%s", test_double_warning(str(run_dir), header.test_doubles))
     write_header_file(run_dir, header)
 
 
@@ -210,13 +156,15 @@ def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[s
 
     load_builtin()
     run_dir = run_dir_of(cfg)
-    served_with = (read_header(run_dir) or {}).get("models") or {}
+    before = read_header(run_dir)
+    served_with = before.models if before is not None else {}
     write_header(run_dir, cfg, "started")
     started = time.perf_counter()
     ctx = None
     status: RunStatus = "error"
     metrics: dict[str, Any] | None = None
     error = None
+    trace = None
     wandb_run = None
     try:
         wandb_run = start_logger(cfg, run_dir) if start_logger is not None else None
@@ -229,7 +177,7 @@ def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[s
         method_cls = methods.get(cfg.method.name)
         ctx = RunContext(cfg)
         ctx.on_build.append(dtype_guard(run_dir, served_with))
-        ctx.on_build.append(record_models(run_dir, ctx))
+        ctx.on_build.append(models_recorder(run_dir, ctx))
         from somabench.data.preflight import on_build  # every turn fits each model's window
 
         ctx.on_build.append(on_build(dialogues, max_new_tokens=ctx.gen.max_new_tokens))
@@ -266,10 +214,11 @@ def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[s
         return metrics
     except BaseException as exc:  # recorded in run.json (sweeps list failed jobs from it)
         error = f"{type(exc).__name__}: {exc}"
+        trace = traceback.format_exc()
         raise
     finally:
         write_header(run_dir, cfg, status, seconds=round(time.perf_counter() - started, 2),
-                     error=error, metrics=metrics,
+                     error=error, traceback=trace, metrics=metrics,
                      models=ctx.describe_models() if ctx is not None else {})
         if wandb_run is not None:
             wandb_run.finish(status)

@@ -25,7 +25,6 @@ suggestions and a resumed one does not repeat the first invocation's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from somabench.errors import ConfigError, RunFailedError
+from somabench.locks import LockBusy, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -249,23 +249,19 @@ def repair_journal(path: Path) -> int:
 def study_lock(search: Search) -> Iterator[None]:
     """Hold the study's lock file for the whole search: RUNNING trials are then stale."""
     path = search.storage_file().with_name(search.storage_file().name + LOCK_SUFFIX)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", encoding="utf-8") as handle:
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
+            held.enter_context(file_lock(path, blocking=False))  # exclusive, never waits
+        except LockBusy:
+            try:
+                holder = path.read_text(encoding="utf-8").strip()
+            except OSError:
+                holder = ""
             raise ConfigError(f"another `somabench tune` works on this study ({path}: "
-                              f"{handle.read().strip() or 'unknown process'}); wait for it or "
-                              "stop it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{socket.gethostname()}:{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+                              f"{holder or 'unknown process'}); wait for it or stop it "
+                              "first") from None
+        path.write_text(f"{socket.gethostname()}:{os.getpid()}\n", encoding="utf-8")
+        yield
 
 
 # -- one trial -------------------------------------------------------------------------------

@@ -20,8 +20,14 @@ from typing import Any
 
 from somabench.errors import ConfigError
 from somabench.records import TurnRecord, load_turns, post_switch_flags
-from somabench.report.collect import find_run_dirs, resolve_reference, run_scores
-from somabench.rundir import REFERENCE_META, RUN_HEADER, read_header
+from somabench.report.collect import run_scores
+from somabench.rundir import (
+    REFERENCE_META,
+    find_run_dirs,
+    has_header,
+    read_header,
+    resolve_reference,
+)
 
 DEFAULT_NAME = "view.html"
 REASON_CHARS = 400  # a judge's raw output shown in full inside <details>; its summary is cut here
@@ -90,7 +96,7 @@ def collect(paths: list[str | Path]) -> ViewData:
     originals: dict[tuple[str, str, int], str] = {}
     dialogues: dict[tuple[str, str], dict[int, Turn]] = defaultdict(dict)
     for run_dir in run_dirs:
-        ref = resolve_reference(run_dir, read_header(run_dir) or {})
+        ref = resolve_reference(run_dir, read_header(run_dir))
         for rec in load_turns(ref) if ref is not None else []:
             if rec.status == "ok":
                 originals.setdefault((rec.dataset, rec.dialogue_id, rec.turn), rec.response)
@@ -116,7 +122,7 @@ def collect(paths: list[str | Path]) -> ViewData:
 
 def _is_reference(run_dir: Path, records: list[TurnRecord]) -> bool:
     """A shared Original reference (no run.json; as ``report.collect`` tells them apart)."""
-    return (not (run_dir / RUN_HEADER).exists()
+    return (not has_header(run_dir)
             and ((run_dir / REFERENCE_META).exists() or records[0].method == "original"))
 
 

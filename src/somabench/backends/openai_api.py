@@ -39,7 +39,7 @@ from somabench.backends.base import (
     sha16,
 )
 from somabench.registry import backends
-from somabench.testing import TEST_DOUBLE_KEY
+from somabench.rundir import TEST_DOUBLE_KEY
 
 log = logging.getLogger(__name__)
 

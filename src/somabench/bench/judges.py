@@ -24,8 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from somabench.bench import load_settings
 from somabench.config import compose
-from somabench.records import DialogueRecord, RecordStore, TurnRecord
-from somabench.rundir import RUN_HEADER, SCORES_FILE, now, write_json_atomic
+from somabench.records import (
+    JUDGE_SKIPPED,
+    JUDGE_STATUSES,
+    DialogueRecord,
+    RecordStore,
+    TurnRecord,
+)
+from somabench.rundir import SCORES_FILE, RunHeader, now, read_jsonl, write_header
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def write_synthetic_run(root: Path, n_dialogues: int, n_turns: int) -> Path:
         for t in range(n_turns):
             a, b = d + 2, t + 3
             user = f"What is {a} times {b}? Explain briefly."
-            common = dict(dialogue_id=did, dataset="bench", turn=t, model_id="bench", user=user,
+            common: dict[str, Any] = dict(dialogue_id=did, dataset="bench", turn=t, model_id="bench", user=user,
                           rendered_prompt=user, prompt_hash="-")
             ref_turns.append(TurnRecord(run_id=f"reference/{REF_KEY}", method="original",
                                         served_by="F", response=f"{a} x {b} = {a * b}.", **common))
@@ -55,7 +61,8 @@ def write_synthetic_run(root: Path, n_dialogues: int, n_turns: int) -> Path:
         ref_store.append_dialogue(ref_turns, DialogueRecord(f"reference/{REF_KEY}", did, "bench",
                                                             "original", n_turns))
         store.append_dialogue(turns, DialogueRecord("bench", did, "bench", "surrogate", n_turns))
-    write_json_atomic(run_dir / RUN_HEADER, {"reference_dir": str(ref_dir)})
+    write_header(run_dir, RunHeader(status="success", reference_dir=str(ref_dir),
+                                    started=now(), updated=now()))
     return run_dir
 
 
@@ -87,7 +94,7 @@ def measure_once(bench: DictConfig, server: Any, mode: DictConfig,
         started = time.perf_counter()
         judge_run(cfg, run_dir)
         seconds = time.perf_counter() - started
-        rows = [json.loads(x) for x in (run_dir / SCORES_FILE).read_text().splitlines()]
+        rows = read_jsonl(run_dir / SCORES_FILE)
         calls = server.stats()["chat_requests"] - before
     return {"seconds": seconds, "rows": rows, "calls": calls}
 
@@ -108,7 +115,7 @@ def measure(bench: DictConfig, server: Any, mode: DictConfig) -> dict:
         rows = runs[-1]["rows"]
         rates = [len(r["rows"]) / r["seconds"] for r in runs]
         statuses = {s: sum(r["status"] == s for r in rows)
-                    for s in ("ok", "unparsed", "truncated", "api_error")}
+                    for s in JUDGE_STATUSES if s != JUDGE_SKIPPED}
         out[str(concurrency)] = {
             "turns": len(rows), "repeats": len(runs),
             "seconds": [round(r["seconds"], 3) for r in runs],

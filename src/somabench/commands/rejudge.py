@@ -50,7 +50,7 @@ def build_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     if header is None:
         raise JudgeCliError(f"{run_dir} has no {RUN_HEADER}; give the directory of a "
                             f"somabench run (outputs/<task_name>/<run_name>)")
-    base = OmegaConf.create(header["config"])
+    base = OmegaConf.create(header.config)
     judge_overrides = [o for o in overrides if _is_judge_override(o)]
     other = [o for o in overrides if not _is_judge_override(o)]
     if not any(o.startswith("judge=") for o in judge_overrides):

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from somabench.metrics import SCORE_OK, excluded_counts, panels, score_metric, score_per_dialogue
+from somabench.records import JUDGE_FINAL
 from somabench.report import figures as F
 from somabench.report.tables import StatsKnobs, Table, make_table
 from somabench.stats import bootstrap_ci
@@ -118,7 +119,7 @@ def found_flags(lines: pd.DataFrame) -> pd.Series:
 
 def answer_found(lines: pd.DataFrame) -> pd.DataFrame:
     """Per dialogue: % of graded turns (ok or unparsed) whose reply had a final answer."""
-    graded = lines[lines["status"].isin([SCORE_OK, "unparsed"])]
+    graded = lines[lines["status"].isin(JUDGE_FINAL)]
     if graded.empty:
         return pd.DataFrame(columns=[*BY, "value"])
     graded = graded.assign(found=found_flags(graded).astype(float) * PERCENT)
@@ -194,7 +195,7 @@ def agreement_note(lines: pd.DataFrame, cfg: Any, csv_name: str) -> str:
 
 def found_note(lines: pd.DataFrame, cfg: Any, found_name: str) -> str:
     """The footer line with the found-rate beside accuracy (a reply without an answer is 0)."""
-    graded = lines[lines["status"].isin([SCORE_OK, "unparsed"])]
+    graded = lines[lines["status"].isin(JUDGE_FINAL)]
     if graded.empty:
         return "Final answer found: no graded turns."
     return (f"Final answer found (share of graded turns; a reply without one is graded wrong): "
@@ -313,7 +314,7 @@ def add_task_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, 
         acc_lines = lines[score_metric(lines) == "accuracy"]
         found = answer_found(acc_lines)
         if not found.empty:
-            not_graded = acc_lines[~acc_lines["status"].isin([SCORE_OK, "unparsed"])]
+            not_graded = acc_lines[~acc_lines["status"].isin(JUDGE_FINAL)]
             table = _table(found, not_graded, cfg,
                            f"Final answer found ({family}, panel {panel}), graded turns",
                            "Answer found %", ["Share of graded turns whose reply had an "

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from somabench.metrics import (
+    SCORE_OK,
     dialogue_throughput,
     excluded_counts,
     panels,
@@ -564,7 +565,7 @@ def dialogue_data(data: ReportData, cfg: Any) -> pd.DataFrame:
         frame = frame.merge(sim[["run_key", "dialogue_id", *cols]].rename(columns=cols),
                             on=["run_key", "dialogue_id"], how="left")
     if not scores.empty:
-        bad = scores[scores["status"] != "ok"]
+        bad = scores[scores["status"] != SCORE_OK]
         if not bad.empty:
             counts = bad.groupby(["run_key", "dialogue_id", "status"]).size().unstack(fill_value=0)
             counts.columns = [f"{EXCLUDED_PREFIX}{c}" for c in counts.columns]

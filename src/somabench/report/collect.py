@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from somabench.errors import ConfigError
+from somabench.errors import ConfigError, RunFileError
 from somabench.metrics import (
     dialogue_frame,
     mark_missing,
@@ -27,13 +27,25 @@ from somabench.metrics import (
     superseded_note,
     turn_frame,
 )
-from somabench.records import DIALOGUES_FILE, TURNS_FILE, load_dialogues, load_turns
-from somabench.rundir import JUDGE_HEADER, REFERENCE_META, RUN_HEADER, SCORES_FILE, is_non_output
+from somabench.records import load_dialogues, load_turns
+from somabench.rundir import (
+    JUDGE_HEADER,
+    REFERENCE_META,
+    RUN_HEADER,
+    SCORES_FILE,
+    TURNS_FILE,
+    RunHeader,
+    find_run_dirs,
+    is_non_output,
+    read_header,
+    read_json,
+    read_jsonl,
+    resolve_reference,
+)
 from somabench.testing import report_warnings
 
 log = logging.getLogger(__name__)
 
-REFERENCE_SUBDIR = "reference"   # a reference bundled inside a W&B records artifact
 ARTIFACT_TYPE = "run-records"    # W&B artifact type holding a run dir's files
 WANDB_PREFIX = "wandb:"
 ORIGINAL = "original"            # the method every other one is compared to
@@ -55,6 +67,8 @@ class RunInfo:
     status: str | None = None
     task_name: str | None = None
     reference_dir: Path | None = None
+    header: RunHeader | None = None
+    """The run's ``run.json`` (None for a reference or a headerless run)."""
     label: str = ""
     """Row label: the method's display name plus the config keys that set it apart, if any."""
     variant: dict[str, Any] = field(default_factory=dict)
@@ -100,43 +114,21 @@ class ReportData:
 
 
 # -- locating runs -----------------------------------------------------------------------------
-def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) holding records; W&B dirs are skipped."""
-    found = set()
-    for name in (TURNS_FILE, DIALOGUES_FILE):
-        for path in root.rglob(name):
-            if "wandb" in path.relative_to(root).parts[:-1]:
-                continue
-            found.add(path.parent)
-    return sorted(found)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
+    """A judge or reference header; an unreadable one is treated as empty (with a warning)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        log.warning("could not read %s (%s); treating as empty", path, exc)
+        return read_json(path) or {}
+    except RunFileError as exc:
+        log.warning("%s; treating as empty", exc)
         return {}
 
 
-def resolve_reference(run_dir: Path, header: dict[str, Any]) -> Path | None:
-    """Where a run's Original reference lives (paths in run.json may be relative to the cwd
-    the run was started from, so also look next to the run and up its parents)."""
-    bundled = run_dir / REFERENCE_SUBDIR
-    if (bundled / TURNS_FILE).exists():
-        return bundled
-    ref = header.get("reference_dir")
-    if not ref:
+def _read_header(run_dir: Path) -> RunHeader | None:
+    try:
+        return read_header(run_dir)
+    except RunFileError as exc:
+        log.warning("%s; treating the run as headerless", exc)
         return None
-    candidate = Path(ref)
-    if (candidate / TURNS_FILE).exists():
-        return candidate.resolve()
-    key = header.get("reference_key") or candidate.name
-    for parent in run_dir.resolve().parents:
-        probe = parent / "references" / key
-        if (probe / TURNS_FILE).exists():
-            return probe
-    return None
 
 
 def flatten_config(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -207,21 +199,21 @@ def _guard_labels(runs: list[RunInfo], warnings: list[str]) -> None:
 
 
 def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
-    header = _read_json(run_dir / RUN_HEADER) if (run_dir / RUN_HEADER).exists() else {}
-    config = header.get("config") or {}
+    header = _read_header(run_dir)
+    config = header.config if header is not None else {}
     try:
         key = str(run_dir.resolve().relative_to(root.resolve())) or "."
     except ValueError:  # a reference outside the source root: <references dir>/<key>
         key = f"{run_dir.parent.name}/{run_dir.name}"
     first = turns[0] if turns else None
-    if header:
+    if header is not None:
         return RunInfo(key=key, path=run_dir, kind="run",
                        method=(config.get("method") or {}).get("name") or (first.method if first else "?"),
                        dataset=(config.get("dataset") or {}).get("name") or (first.dataset if first else "?"),
                        family=(config.get("model") or {}).get("family") or "?", config=config,
-                       status=header.get("status"), task_name=config.get("task_name"),
-                       reference_dir=resolve_reference(run_dir, header))
-    meta = _read_json(run_dir / REFERENCE_META) if (run_dir / REFERENCE_META).exists() else {}
+                       status=header.status, task_name=config.get("task_name"),
+                       reference_dir=resolve_reference(run_dir, header), header=header)
+    meta = _read_json(run_dir / REFERENCE_META)
     if first is None:
         return None
     if meta or first.method == ORIGINAL:
@@ -236,28 +228,12 @@ def _run_info(run_dir: Path, root: Path, turns: list[Any]) -> RunInfo | None:
                    family="?", config={})
 
 
-def _read_scores(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / SCORES_FILE
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s:%d: unreadable score line skipped", path, number)
-    return rows
-
-
 def run_scores(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One run's score lines of each panel's current version (``judge.json`` records the
     fingerprint of each panel's latest judging), and a summary of the lines of earlier
     versions (``somabench.metrics.split_current``): kept on disk, never aggregated."""
-    rows = _read_scores(run_dir)
-    judged = _read_json(run_dir / JUDGE_HEADER) if (run_dir / JUDGE_HEADER).exists() else {}
+    rows = read_jsonl(run_dir / SCORES_FILE)
+    judged = _read_json(run_dir / JUDGE_HEADER)
     recorded = {name: head.get("fingerprint") for name, head in (judged.get("panels") or {}).items()
                 if isinstance(head, dict) and head.get("fingerprint")}
     return split_current(score_frame(rows), recorded)

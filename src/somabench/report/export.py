@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from somabench.records import read_jsonl_rows
 from somabench.rundir import (
     DIALOGUES_FILE,
     JUDGE_HEADER,
     REFERENCE_META,
-    RUN_HEADER,
     SCORES_FILE,
     TURNS_FILE,
+    read_jsonl_rows,
+    write_header,
 )
 
 RUNS_DIR = "runs"
@@ -85,12 +86,11 @@ def export_runs(data: Any, out_dir: Path) -> Path | None:
         for name in (JUDGE_HEADER, REFERENCE_META):
             if (src / name).exists():
                 shutil.copyfile(src / name, dest / name)
-        if (src / RUN_HEADER).exists():
-            header = json.loads((src / RUN_HEADER).read_text(encoding="utf-8"))
+        header = run.header
+        if header is not None:
             if run.reference_dir is not None:  # found by key next to the copies, not on this disk
-                header["reference_dir"] = f"references/{run.reference_dir.name}"
-            (dest / RUN_HEADER).write_text(json.dumps(header, indent=2, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
+                header = replace(header, reference_dir=f"references/{run.reference_dir.name}")
+            write_header(dest, header)
         turns = [_slim_turn(r) for r in _lines(src / TURNS_FILE)]
         dialogues = _lines(src / DIALOGUES_FILE)
         if keep is not None:
@@ -123,13 +123,12 @@ def write_results_json(data: Any, out_dir: Path) -> Path:
 
     runs = {}
     for run in data.runs:
-        header = {}
-        if (run.path / RUN_HEADER).exists():
-            header = json.loads((run.path / RUN_HEADER).read_text(encoding="utf-8"))
+        header = run.header
         runs[run.key] = {"kind": run.kind, "method": run.method, "dataset": run.dataset,
                          "family": run.family, "status": run.status,
-                         "config_hash": header.get("config_hash"), "git": header.get("git"),
-                         "packages": header.get("packages"), "config": run.config}
+                         "config_hash": header.config_hash if header else None,
+                         "git": header.git if header else None,
+                         "packages": header.packages if header else None, "config": run.config}
     tables = {}
     for meta_path in sorted(out_dir.glob("*.meta.json")):
         stem = meta_path.name.removesuffix(".meta.json")

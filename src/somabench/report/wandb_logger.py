@@ -25,10 +25,13 @@ from somabench.records import load_dialogues, load_turns
 from somabench.rundir import (
     DIALOGUES_FILE,
     REFERENCE_META,
+    REFERENCE_SUBDIR,
     RUN_HEADER,
     SCORES_FILE,
     SUMMARY_CSV,
     TURNS_FILE,
+    read_header,
+    resolve_reference,
 )
 
 log = logging.getLogger(__name__)
@@ -212,20 +215,18 @@ def artifact_contents(run_dir: Path) -> dict[str, Path | str]:
     """What the ``run-records`` artifact holds, by name: the run's record files (run.json with a
     scrubbed config, as text) and its Original reference under ``reference/``. A download of it
     is a run dir that ``somabench.report.collect`` reads like a local one."""
-    from somabench.report.collect import REFERENCE_SUBDIR, resolve_reference
-
     out: dict[str, Path | str] = {}
-    header: dict[str, Any] = {}
+    header = read_header(run_dir)
     for name in ARTIFACT_FILES:
         path = run_dir / name
         if not path.exists():
             continue
-        if name == RUN_HEADER:  # the header holds the resolved config: scrub it too
-            header = json.loads(path.read_text(encoding="utf-8"))
-            out[name] = json.dumps({**header, "config": scrub(header.get("config"))}, indent=2, default=str)
+        if name == RUN_HEADER and header is not None:  # it holds the resolved config: scrub it
+            out[name] = json.dumps({**header.to_json(), "config": scrub(header.config)}, indent=2,
+                                   default=str)
         else:
             out[name] = path
-    ref = resolve_reference(run_dir, header) if header else None
+    ref = resolve_reference(run_dir, header) if header is not None else None
     if ref is not None:
         for name in (TURNS_FILE, DIALOGUES_FILE, REFERENCE_META):
             if (ref / name).exists():

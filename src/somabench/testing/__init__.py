@@ -9,23 +9,17 @@ lists them under ``test_doubles`` (:func:`doubles_in`), the run log and every re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-TEST_DOUBLE_KEY = "test_double"
-"""Key of a backend's ``describe()`` naming the test double it is or talks to."""
+from somabench.errors import RunFileError
+from somabench.rundir import TEST_DOUBLE_KEY, doubles_in, read_header
+
 HEADER_KEY = "test_doubles"
 """run.json key: ``["<role>: <what>", ...]``, empty for a run on real models only."""
 NAMESPACE = "testing."
 """Prefix of every test-double registry name (``testing.fake``)."""
 WARNING_PREFIX = "TEST DOUBLE:"
-
-
-def doubles_in(models: Mapping[str, Any] | None) -> list[str]:
-    """``"<role>: <what>"`` for each entry of run.json ``models`` that is a test double."""
-    return [f"{role}: {info[TEST_DOUBLE_KEY]}" for role, info in sorted((models or {}).items())
-            if isinstance(info, Mapping) and info.get(TEST_DOUBLE_KEY)]
 
 
 def warning(where: str, doubles: list[str]) -> str:
@@ -49,18 +43,21 @@ def run_doubles(header: Mapping[str, Any]) -> list[str]:
 def report_warnings(runs: list[Any]) -> list[str]:
     """One warning per run (``somabench.report.collect.RunInfo``: ``key``, ``kind``, ``path``,
     ``config``) that used a test double: no table is built from them without saying so."""
-    from somabench.rundir import RUN_HEADER
-
     out = []
     for run in runs:
         header: Mapping[str, Any] = {"config": run.config}
-        path = run.path / RUN_HEADER
-        if run.kind == "run" and path.exists():
+        if run.kind == "run":
             try:
-                header = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                pass  # the collector already warns about an unreadable run.json
+                recorded = read_header(run.path)
+            except RunFileError:
+                recorded = None  # the collector already warns about an unreadable run.json
+            if recorded is not None:
+                header = recorded.to_json()
         doubles = run_doubles(header)
         if doubles:
             out.append(warning(run.key, doubles))
     return out
+
+
+__all__ = ["HEADER_KEY", "NAMESPACE", "TEST_DOUBLE_KEY", "WARNING_PREFIX", "doubles_in",
+           "report_warnings", "run_doubles", "warning"]
