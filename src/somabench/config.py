@@ -70,7 +70,8 @@ def explain_override_error(overrides: list[str], exc: Exception) -> str | None:
 
 def check_overrides(overrides: list[str]) -> None:
     """Compose once before Hydra runs; a bad override raises :class:`ConfigError` (unknown
-    keys get a did-you-mean suggestion, other composition errors keep Hydra's message)."""
+    keys get a did-you-mean suggestion, other composition errors keep Hydra's message, a
+    value outside its schema names the key and what it accepts: somabench.validate)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -78,10 +79,13 @@ def check_overrides(overrides: list[str]) -> None:
 
     plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/", "--"))]
     try:
-        compose(plain)
+        cfg = compose(plain)
     except (HydraException, OmegaConfBaseException) as exc:
         message = explain_override_error(plain, exc)
         raise ConfigError(message or str(exc)) from None
+    from somabench.validate import validate
+
+    validate(cfg)
 
 
 def to_yaml(cfg: DictConfig) -> str:

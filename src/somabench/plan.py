@@ -35,7 +35,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.errors import ConfigError
 from somabench.fit import SessionFit, session_fit
+from somabench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +412,7 @@ def _hub_cached(model_id: str) -> bool:
 def build_plan(overrides: list[str]) -> Plan:
     plain, cli_sweeps = split_sweeps(overrides)
     base = compose_with_hydra(plain + [f"{k}={v[0]}" for k, v in cli_sweeps.items()])
+    validate(base)  # a bad method/judge/dataset value: the error a run would give, before work
     launcher = str(base.hydra.launcher.get("_target_", "?"))
     sweeper = str(base.hydra.sweeper.get("_target_", "?"))
     multirun = (str(base.hydra.get("mode")) == "RunMode.MULTIRUN" or bool(cli_sweeps)
@@ -424,6 +427,7 @@ def build_plan(overrides: list[str]) -> Plan:
     variants = {tuple(o for o in job if o.split("=")[0] in ("model", "method")) for job in jobs} or {()}
     for variant in sorted(variants):
         cfg = base if not variant else compose_with_hydra(plain + list(variant))
+        validate(cfg)
         models = models_of(cfg)
         for m in models:
             seen.setdefault(f"{m.where}|{m.model_id}|{m.backend}|{m.dtype}", m)
@@ -453,6 +457,7 @@ def fits_of(base: DictConfig, plain: list[str], jobs: list[list[str]]) -> list[S
     out: dict[str, SessionFit] = {}
     for job in (jobs or [[]])[:MAX_FIT_JOBS]:
         cfg = compose_with_hydra(plain + job) if job else base
+        validate(cfg)  # each job's values (a sweep axis may hold a bad one)
         if cfg.get("method") is None or cfg.get("dataset") is None:
             continue
         dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
@@ -501,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [o for o in args.overrides if o not in ("-m", "--multirun", "+dry_run=true")]
     try:
         plan = build_plan(overrides)
+    except ConfigError as exc:  # the same one line a run prints
+        print(f"error: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
     except Exception as exc:  # noqa: BLE001 - a config error is the message, not a traceback
         print(f"error: cannot plan {' '.join(overrides)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

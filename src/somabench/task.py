@@ -39,6 +39,7 @@ from somabench.rundir import write_header as write_header_file
 from somabench.testing import HEADER_KEY as TEST_DOUBLES
 from somabench.testing import doubles_in
 from somabench.testing import warning as test_double_warning
+from somabench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def run_metrics(run_dir: Path, judged: float | None) -> dict[str, Any]:
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     """Generate, judge and summarize one (method, dataset, model) job; returns its metrics
     (``sim/judge_mean`` is None without a judge)."""
+    validate(cfg)  # every method/judge/dataset value, before any model loads
     from somabench.config import progress_enabled
     from somabench.records import RecordStore
     from somabench.reference import ensure_reference
