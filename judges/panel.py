@@ -207,14 +207,13 @@ class Panel:
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
 
     def _build(self, name: str, spec: dict[str, Any]) -> Judge:
-        from somabench import registry
+        from somabench.registry import judge_kinds
 
-        kinds_registry = getattr(registry, "judge_kinds", None) or registry.judges
         kind = spec.get("kind")
-        kinds = [k for k in kinds_registry.names() if k != "panel"]
-        if kind not in kinds:
+        kinds = judge_kinds.names()
+        if kind not in judge_kinds:
             raise JudgeError(f"judge.judges.{name}.kind='{kind}' must be one of {' | '.join(kinds)}")
-        factory = kinds_registry.get(kind)
+        factory = judge_kinds.get(str(kind))
         return factory(name, spec, self.cfg, self.cache, self.cache_dir)
 
     def prompts_for(self, judge: Judge) -> list[JudgePrompt]:

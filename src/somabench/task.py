@@ -278,10 +278,10 @@ def _stage(name: str) -> Iterator[None]:
 
 
 def _judge(cfg: DictConfig, run_dir: Path) -> float | None:
-    """The run's panel (``judge=<name>``, a ``somabench.registry.judges`` entry)."""
-    from somabench.registry import judges
+    """The run's panel (``judge=<name>``, a ``somabench.registry.judge_panels`` entry)."""
+    from somabench.registry import judge_panels
 
-    return judges.get(cfg.judge.name)(cfg, run_dir)
+    return judge_panels.get(cfg.judge.name)(cfg, run_dir)
 
 
 def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:

@@ -423,7 +423,7 @@ DATASET: dict[str, Rule] = {
     "hub.split": Text(),
     "hub.data_files": Free(),  # a file, a list or a split -> files mapping (datasets' argument)
     "hub.revision": Text(null=True),
-    "hub.converter": Text(),
+    "hub.converter": Names("hub_converter"),
     "hub.on_unconvertible": OneOf(ON_UNCONVERTIBLE),
     "hub.license": Text(null=True),
     "hub.options": Free(),  # the converter's keyword arguments
