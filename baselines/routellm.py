@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
+from somabench.config import to_dict
 from somabench.methods import Method, Session, TurnPlan
 from somabench.records import Usage
 
@@ -154,7 +154,7 @@ class RouteLLM(Method):
     def router(self) -> Any:
         if self._router is None:
             started = time.perf_counter()
-            config = OmegaConf.to_container(self.cfg.router_config, resolve=True) or {}
+            config = to_dict(self.cfg.router_config) or {}
             self._router, self.entry = load_router(
                 str(self.cfg.router), config, str(self.cfg.router) in OPENAI_ROUTERS,
                 str(self.cfg.api_key_env))
@@ -269,6 +269,7 @@ class RouteLLM(Method):
         if not hasattr(self, "_encoding"):
             try:
                 import tiktoken
+
                 from somabench.baselines.llmlingua2 import ensure_tiktoken_offline
 
                 ensure_tiktoken_offline(self.ctx.cfg.paths.cache_dir)

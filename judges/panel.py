@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from somabench.config import to_dict
 from somabench.judges.base import (
     FINAL_STATUSES,
     Judge,
@@ -34,7 +36,6 @@ from somabench.judges.base import (
     unit_key,
 )
 from somabench.judges.prompting import JudgePrompt, load_prompt
-
 from somabench.records import (
     TurnRecord,
     atomic_write_jsonl,
@@ -203,7 +204,7 @@ class Panel:
     def from_cfg(cls, cfg: DictConfig) -> Panel:
         from somabench.config import progress_enabled
 
-        judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
+        judge_cfg = to_dict(cfg.judge)
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
 
     def _build(self, name: str, spec: dict[str, Any]) -> Judge:

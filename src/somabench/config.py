@@ -43,7 +43,7 @@ def _keys_at(cfg: Any, path: list[str]) -> list[str]:
         if not isinstance(node, DictConfig) or part not in node:
             return []
         node = node[part]
-    return list(node.keys()) if isinstance(node, DictConfig) else []
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
 def explain_override_error(overrides: list[str], exc: Exception) -> str | None:
@@ -86,6 +86,18 @@ def check_overrides(overrides: list[str]) -> None:
     from somabench.validate import validate
 
     validate(cfg)
+
+
+def to_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A config mapping as a plain ``dict`` (``OmegaConf.to_container`` types its result as
+    any container; a mapping node is always a dict): one typed door for every reader."""
+    data = OmegaConf.to_container(node, resolve=resolve) if isinstance(node, DictConfig) \
+        else node
+    if not isinstance(data, dict):
+        from somabench.errors import ConfigError
+
+        raise ConfigError(f"expected a mapping in the config, got {type(data).__name__}: {data!r}")
+    return {str(k): v for k, v in data.items()}
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.config import to_dict
 from somabench.rundir import ERRORS_FILE, REFERENCE_META, TRANSPORT_KEYS, write_json_atomic
 
 if TYPE_CHECKING:
@@ -36,9 +37,9 @@ def reference_key(cfg: DictConfig) -> str:
     """``<dataset>-<family>-<digest>``: one reference per (F, dataset, generation settings);
     transport knobs and dialogue selection stay out of the digest."""
     data = {
-        "F": OmegaConf.to_container(cfg.model.F, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "generation": OmegaConf.to_container(cfg.generation, resolve=True),
+        "F": to_dict(cfg.model.F),
+        "dataset": to_dict(cfg.dataset),
+        "generation": to_dict(cfg.generation),
     }
     for transport in TRANSPORT_KEYS:
         data["F"].pop(transport, None)

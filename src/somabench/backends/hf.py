@@ -190,7 +190,7 @@ class HFBackend(BackendBase):
                 bar.close()
         seconds = time.perf_counter() - started
         steps = [t - started for t in clock.steps]
-        if use_prefix:
+        if use_prefix and self.prefix_store is not None:  # use_prefix implies a store
             self.prefix_store.add(out.sequences[0].tolist(), getattr(out, cache_arg()))
             out = out.sequences
         cached_tokens = hit.cached_tokens if hit is not None else 0
@@ -221,6 +221,8 @@ class HFBackend(BackendBase):
         (transformers then prefills only the uncached tail) and return the cache to keep."""
         from transformers import DynamicCache
 
+        if self.prefix_store is None:
+            raise RuntimeError("prefix cache lookup without a prefix store (prefix_cache: false)")
         hit = self.prefix_store.lookup(enc["input_ids"][0].tolist())
         kwargs.update({"return_dict_in_generate": True,
                        cache_arg(): hit.cache if hit is not None else DynamicCache()})

@@ -367,12 +367,11 @@ class SessionAdapterServer:
     @classmethod
     def from_cfg(cls, cfg: Any, cache: Any = None) -> SessionAdapterServer:
         """Build from a run config: ``model.G_serve`` must serve the same model as ``model.G``."""
-        from omegaconf import OmegaConf
-
         from somabench.backends import build_backend
+        from somabench.config import to_dict
 
-        spec = OmegaConf.to_container(cfg.model.G_serve, resolve=True)
-        g = OmegaConf.to_container(cfg.model.G, resolve=True)
+        spec = to_dict(cfg.model.G_serve)
+        g = to_dict(cfg.model.G)
         if spec.get("model_id") != g.get("model_id"):
             raise ValueError(f"model.G_serve.model_id={spec.get('model_id')!r} must equal "
                              f"model.G.model_id={g.get('model_id')!r}: the adapters are trained "

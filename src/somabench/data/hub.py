@@ -203,7 +203,7 @@ def convert_multichar(
         if isinstance(characters, Mapping) and characters:
             scene.append("Characters:\n" + "\n".join(f"- {k}: {v}" for k, v in characters.items()))
         scene.append(f"You are {played}.")
-        turns[0]["user"] = "\n".join(scene) + MERGE_SEPARATOR + turns[0]["user"]
+        turns[0]["user"] = "\n".join(scene) + MERGE_SEPARATOR + (turns[0]["user"] or "")
     return {
         "id": f"{dataset}-{index:06d}",
         "dataset": dataset,
