@@ -322,7 +322,8 @@ class CompressedHistory(Method):
             "compressor_input_tokens": compressor_in, "compressor_calls": calls,
             "compressor_model": str(self.cfg.compressor.model_id),
             "target_rate": self.compress_kwargs.get("rate"),
-            "achieved_rate": {r: (round(c["compressed"] / c["history"], 4) if c["history"] else None)
+            "achieved_rate": {r: (round(c["compressed"] / c["history"], 4)
+                                  if c["history"] and c["compressed"] is not None else None)
                               for r, c in counts.items()},
             "tiktoken_tokens": {"history": result.get("origin_tokens"),
                                 "compressed": result.get("compressed_tokens")},

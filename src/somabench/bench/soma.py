@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from somabench import dtype as dtypes
 from somabench.bench import SETTINGS_PREFIX as BENCH_PREFIX
 from somabench.config import compose, conf_dir, to_dict
+from somabench.errors import ConfigError
 from somabench.rundir import now
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def load_settings(overrides: list[str]) -> tuple[DictConfig, list[str]]:
     ours = [o[len(BENCH_PREFIX):] for o in overrides if o.startswith(BENCH_PREFIX)]
     if ours:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ours))
+    if not isinstance(settings, DictConfig):
+        raise ConfigError(f"conf/bench/{BENCH_NAME}.yaml must hold a mapping")
     return settings, [o for o in overrides if not o.startswith(BENCH_PREFIX)]
 
 
@@ -257,7 +260,7 @@ def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[s
 
 def _dtypes(common: list[str], extra: list[str]) -> dict[str, Any]:
     cfg = compose([*common, *extra])
-    out = {}
+    out: dict[str, Any] = {}
     for role in ("F", "G"):
         spec = cfg.model[role]
         if spec.backend == "hf":
