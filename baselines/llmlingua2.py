@@ -39,8 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from somabench.config import to_dict
 from somabench.methods import Method, MethodContext, Session, TurnPlan
 from somabench.records import Usage
 
@@ -174,7 +173,7 @@ def build_compressor(ccfg: Any, cache_dir: str | None) -> Any:
         model_config["torch_dtype"] = resolve_dtype(str(ccfg.dtype))
     kwargs: dict[str, Any] = {}
     if ccfg.use_llmlingua2:
-        kwargs["llmlingua2_config"] = OmegaConf.to_container(ccfg.llmlingua2_config, resolve=True)
+        kwargs["llmlingua2_config"] = to_dict(ccfg.llmlingua2_config)
     started = time.perf_counter()
     try:
         compressor = PromptCompressor(model_name=source, device_map=str(ccfg.device),
@@ -230,7 +229,7 @@ class CompressedHistory(Method):
         super().__init__(cfg, ctx)  # also refuses a config that must not carry this name
         if cfg.history_source not in ("reference", "session"):
             raise ValueError(f"method.history_source={cfg.history_source!r}; one of reference, session")
-        self.compress_kwargs = OmegaConf.to_container(cfg.compress, resolve=True)
+        self.compress_kwargs = to_dict(cfg.compress)
         self._compressor: Any = None
         self._reference_usage: dict[tuple[str, int], Usage] | None = None
 
@@ -323,7 +322,8 @@ class CompressedHistory(Method):
             "compressor_input_tokens": compressor_in, "compressor_calls": calls,
             "compressor_model": str(self.cfg.compressor.model_id),
             "target_rate": self.compress_kwargs.get("rate"),
-            "achieved_rate": {r: (round(c["compressed"] / c["history"], 4) if c["history"] else None)
+            "achieved_rate": {r: (round(c["compressed"] / c["history"], 4)
+                                  if c["history"] and c["compressed"] is not None else None)
                               for r, c in counts.items()},
             "tiktoken_tokens": {"history": result.get("origin_tokens"),
                                 "compressed": result.get("compressed_tokens")},

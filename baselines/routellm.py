@@ -37,9 +37,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from somabench.methods import Method, MethodContext, Session, TurnPlan
+from somabench.config import to_dict
+from somabench.methods import Method, MethodContext, Role, Session, TurnPlan
 from somabench.records import Usage
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class RouteLLM(Method):
     def router(self) -> Any:
         if self._router is None:
             started = time.perf_counter()
-            config = OmegaConf.to_container(self.cfg.router_config, resolve=True) or {}
+            config = to_dict(self.cfg.router_config) or {}
             self._router, self.entry = load_router(
                 str(self.cfg.router), config, str(self.cfg.router) in OPENAI_ROUTERS,
                 str(self.cfg.api_key_env))
@@ -227,14 +227,15 @@ class RouteLLM(Method):
         started = time.perf_counter()
         score = self.score(prompt, f"{session.id}:{turn}")
         seconds = time.perf_counter() - started
-        role = "F" if score >= self.threshold else "G"  # routellm Router.route's rule
+        threshold = self.calibrate()  # set by start(); calibrate() returns it without work
+        role: Role = "F" if score >= threshold else "G"  # routellm Router.route's rule
         plan = TurnPlan(role=role, messages=messages)
         plan.seconds["route"] = round(seconds, 6)
         usage = self.router_usage(prompt)
         if usage is not None:
             plan.tokens["router"] = usage
         plan.extra = {"router": str(self.cfg.router), "router_label": self.router_label,
-                      "router_score": round(score, 6), "threshold": round(self.threshold, 6),
+                      "router_score": round(score, 6), "threshold": round(threshold, 6),
                       "strong_share_target": float(self.cfg.calibration.strong_share),
                       "choice": role, "routellm_entry": self.entry}
         plan.extra["router_tokens"] = ("none: this router calls no model" if usage is None else
@@ -264,6 +265,9 @@ class RouteLLM(Method):
             return Usage(None, None)
         self._counted_by = "the router model's tokenizer"
         return Usage(prompt=len(tokenizer(prompt, add_special_tokens=True)["input_ids"]), completion=None)
+
+    _encoding: Any
+    """tiktoken's encoding of the router's embedding model (None: not countable here)."""
 
     def _embedding_encoding(self) -> Any:
         if not hasattr(self, "_encoding"):

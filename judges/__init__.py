@@ -1,7 +1,7 @@
 """Judges (installed as ``somabench.judges``): the similarity panels, their prompts and
 aggregation.
 
-"Judge" means a panel (``judge=<name>``): ``somabench.registry.judges`` maps every
+"Judge" means a panel (``judge=<name>``): ``somabench.registry.judge_panels`` maps every
 ``conf/judge/<name>.yaml`` stem to ``(cfg, run_dir) -> objective | None``, called by
 ``somabench.task`` after generation and by ``python -m somabench judge``. The judges *inside*
 a panel are built from their ``kind`` (``somabench.registry.judge_kinds``): ``llm``
@@ -17,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from somabench.registry import judge_kinds, judges
+from somabench.registry import judge_kinds, judge_panels
 
 PANEL = "somabench.judges.panel:judge_run"
 PANELS = ("embedding", "local", "paper", "task")
 """``conf/judge/<name>.yaml`` panels (tests/test_registry.py checks the list against conf/)."""
 for _panel in PANELS:
-    judges.register(_panel, PANEL)
-judges.register("none", "somabench.judges:judge_nothing")
+    judge_panels.register(_panel, PANEL)
+judge_panels.register("none", "somabench.judges:judge_nothing")
 
 judge_kinds.register("llm", "somabench.judges.llm_judge:build_llm_judge")
 judge_kinds.register("local", "somabench.judges.llm_judge:build_llm_judge")

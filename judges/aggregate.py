@@ -103,7 +103,7 @@ def similarity_table(df: pd.DataFrame, panel: str) -> pd.DataFrame:
     Numbers come from ``somabench.metrics.score_summary`` (the single aggregate every consumer
     uses); ``partial_turns`` counts turns judged by fewer judges than the panel has.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(rows)
     mine = df[df["panel"].astype(str) == str(panel)] if "panel" in df else df
@@ -163,7 +163,7 @@ def _corr(kind: str, a: np.ndarray, b: np.ndarray) -> float:
 def agreement_table(df: pd.DataFrame, panel: str | None = None) -> pd.DataFrame:
     """Pairwise Pearson/Spearman and all-judge Krippendorff alpha on per-turn score_norm, within
     one panel (``panel``; None: ``df`` already holds one panel)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(rows)
     if panel is not None and "panel" in df:

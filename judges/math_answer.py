@@ -186,7 +186,7 @@ class MathAnswerJudge(Judge):
             if not found.ok:
                 return Verdict(status="skipped", request_key=key,
                                error="the Original's reply has no extractable final answer")
-            target, target_how = found.answer, f"original:{found.method}"
+            target, target_how = found.answer or "", f"original:{found.method}"
         answer = extract_answer(item.candidate, self.last_number)
         raw: dict[str, Any] = {"answer": answer.answer, "extracted_by": answer.method,
                                "target": target, "target_from": target_how, "found": answer.ok}

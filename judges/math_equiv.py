@@ -469,7 +469,7 @@ def _resolve(op: str) -> Callable[..., object]:
     import importlib
 
     module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def serve_worker(ops: list[str]) -> None:
@@ -595,7 +595,9 @@ def decimal_places(gold: str) -> int | None:
 
 def _split_top(s: str, sep: str) -> list[str]:
     """Split on ``sep`` outside any (), [], {} nesting."""
-    parts, depth, current, i = [], 0, [], 0
+    parts: list[str] = []
+    current: list[str] = []
+    depth, i = 0, 0
     while i < len(s):
         ch = s[i]
         if ch in "([{":

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from somabench.config import to_dict
 from somabench.errors import RunFileError
 from somabench.judges.base import (
     FINAL_STATUSES,
@@ -198,18 +199,17 @@ class Panel:
     def from_cfg(cls, cfg: DictConfig) -> Panel:
         from somabench.config import progress_enabled
 
-        judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
+        judge_cfg = to_dict(cfg.judge)
         return cls(judge_cfg, cache_dir=str(cfg.paths.cache_dir), progress=progress_enabled(cfg))
 
     def _build(self, name: str, spec: dict[str, Any]) -> Judge:
-        from somabench import registry
+        from somabench.registry import judge_kinds
 
-        kinds_registry = getattr(registry, "judge_kinds", None) or registry.judges
         kind = spec.get("kind")
-        kinds = [k for k in kinds_registry.names() if k != "panel"]
-        if kind not in kinds:
+        kinds = judge_kinds.names()
+        if kind not in judge_kinds:
             raise JudgeError(f"judge.judges.{name}.kind='{kind}' must be one of {' | '.join(kinds)}")
-        factory = kinds_registry.get(kind)
+        factory = judge_kinds.get(str(kind))
         return factory(name, spec, self.cfg, self.cache, self.cache_dir)
 
     def prompts_for(self, judge: Judge) -> list[JudgePrompt]:

@@ -1,4 +1,5 @@
-"""Registry rules: decorator registration, duplicates, did-you-mean, lazy entries."""
+"""Registry rules: one registration call (lazy or an object), aliases, duplicates,
+did-you-mean, lazy entries checked against what they load."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from somabench.registry import Registry, RegistryError
 
 
 def test_register_get_and_unknown_name_hint() -> None:
-    reg: Registry = Registry("widget")
+    reg: Registry[type] = Registry("widget")
 
-    @reg.register("history_prefix")
     class A:
         pass
 
+    reg.register("history_prefix", A)
     assert reg.get("history_prefix") is A
     with pytest.raises(RegistryError) as info:
         reg.get("history_prefx")
@@ -63,10 +64,10 @@ def _conf_values(group: str, pick) -> set[str]:  # noqa: ANN001 - a small lambda
 
 def test_judge_means_a_panel_and_ls_judge_lists_what_judge_accepts(capsys) -> None:  # noqa: ANN001
     from somabench.commands import main
-    from somabench.registry import judges, load_builtin
+    from somabench.registry import judge_panels, load_builtin
 
     load_builtin()
-    assert set(judges.names()) == _conf_stems("judge")
+    assert set(judge_panels.names()) == _conf_stems("judge")
     assert main(["ls", "judge"]) == 0
     assert capsys.readouterr().out.strip() == f"judge: {', '.join(sorted(_conf_stems('judge')))}"
 
@@ -116,3 +117,62 @@ def test_base_class_check_refuses_a_wrong_type() -> None:
     plain: Registry = Registry("factory", factories=True)
     with pytest.raises(RegistryError, match="must be callable"):
         plain.register("x", 3)
+
+
+def test_aliases_are_declared_in_the_same_call_and_resolve_to_the_entry() -> None:
+    reg: Registry[type] = Registry("widget")
+    reg.register("ordered", "collections:OrderedDict", aliases=("od", "ordered_dict"))
+    import collections
+
+    assert reg.get("od") is reg.get("ordered") is collections.OrderedDict
+    assert reg.names() == ["ordered"] and reg.aliases() == {"od": "ordered", "ordered_dict": "ordered"}
+    assert "od" in reg and reg.canonical("ordered_dict") == "ordered"
+    with pytest.raises(RegistryError, match="alias 'od' of 'other' is taken"):
+        reg.register("other", "collections:Counter", aliases=("od",))
+    with pytest.raises(RegistryError, match="already an alias"):
+        reg.register("od", "collections:Counter")
+    with pytest.raises(RegistryError, match="Did you mean 'od'"):
+        reg.get("odd")
+
+
+def test_a_name_registered_again_with_another_target_is_refused() -> None:
+    reg: Registry[type] = Registry("widget")
+    reg.register("a", "collections:OrderedDict")
+    reg.register("a", "collections:OrderedDict")  # the same table imported twice: fine
+    with pytest.raises(RegistryError, match="registered twice"):
+        reg.register("a", "collections:Counter")
+
+
+def test_a_lazy_entry_must_name_module_and_attribute_that_exist() -> None:
+    reg: Registry[type] = Registry("widget")
+    with pytest.raises(RegistryError, match="'module:attr'"):
+        reg.register("x", "collections.OrderedDict")
+    reg.register("gone", "collections:NoSuchThing")
+    with pytest.raises(RegistryError, match="collections has no 'NoSuchThing'"):
+        reg.get("gone")
+
+
+def test_builtin_tables_are_lazy_and_register_each_name_once() -> None:
+    """Importing the tables imports no backend module (each registers once, lazily)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from somabench.registry import load_builtin, ALL; load_builtin(); "
+            "print(sorted(m for m in sys.modules if m.startswith('somabench.backends.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['somabench.backends.base']"
+
+
+def test_hub_converters_are_a_registry_listed_by_ls(capsys) -> None:  # noqa: ANN001
+    from somabench.cli import main
+
+    from somabench.data.hub import CONVERTER_OPTIONS
+    from somabench.registry import hub_converters, load_builtin
+
+    load_builtin()
+    used = _conf_values("dataset", lambda c: [(c.get("hub") or {}).get("converter")]) - {None}
+    assert used and used <= set(hub_converters.names())
+    assert set(CONVERTER_OPTIONS) == set(hub_converters.names())
+    assert main(["ls", "hub_converter"]) == 0
+    assert capsys.readouterr().out.strip() == "hub_converter: multichar, sharegpt, turns"

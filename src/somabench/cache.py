@@ -133,6 +133,10 @@ class CachedBackend(BackendBase):
                     self.cache.put(keys[i], dataclasses.asdict(completion))
         return [r for r in results if r is not None]
 
+    @property
+    def supports_base_rows(self) -> bool:  # BackendBase's False would hide the inner's answer
+        return bool(getattr(self.inner, "supports_base_rows", False))
+
     def render(self, messages: list[Message]) -> str:
         return self.inner.render(messages)
 

@@ -43,7 +43,7 @@ def _keys_at(cfg: Any, path: list[str]) -> list[str]:
         if not isinstance(node, DictConfig) or part not in node:
             return []
         node = node[part]
-    return list(node.keys()) if isinstance(node, DictConfig) else []
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
 def explain_override_error(overrides: list[str], exc: Exception) -> str | None:
@@ -70,7 +70,8 @@ def explain_override_error(overrides: list[str], exc: Exception) -> str | None:
 
 def check_overrides(overrides: list[str]) -> None:
     """Compose once before Hydra runs; a bad override raises :class:`ConfigError` (unknown
-    keys get a did-you-mean suggestion, other composition errors keep Hydra's message)."""
+    keys get a did-you-mean suggestion, other composition errors keep Hydra's message, a
+    value outside its schema names the key and what it accepts: somabench.validate)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -78,10 +79,25 @@ def check_overrides(overrides: list[str]) -> None:
 
     plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/", "--"))]
     try:
-        compose(plain)
+        cfg = compose(plain)
     except (HydraException, OmegaConfBaseException) as exc:
         message = explain_override_error(plain, exc)
         raise ConfigError(message or str(exc)) from None
+    from somabench.validate import validate
+
+    validate(cfg)
+
+
+def to_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A config mapping as a plain ``dict`` (``OmegaConf.to_container`` types its result as
+    any container; a mapping node is always a dict): one typed door for every reader."""
+    data = OmegaConf.to_container(node, resolve=resolve) if isinstance(node, DictConfig) \
+        else node
+    if not isinstance(data, dict):
+        from somabench.errors import ConfigError
+
+        raise ConfigError(f"expected a mapping in the config, got {type(data).__name__}: {data!r}")
+    return {str(k): v for k, v in data.items()}
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -139,7 +139,7 @@ class Session:
 
 
 class Method(ABC):
-    """Base class. Subclasses register with ``@methods.register("name")``."""
+    """Base class. Subclasses register lazily in their package's table: ``methods.register("name", "module:Class")``."""
 
     name = "base"
     batchable = True

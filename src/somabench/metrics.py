@@ -32,8 +32,8 @@ SETUP_KEY = "setup"
 the run, not of the turn, so it is left out of end-to-end seconds."""
 
 
-def _count(value: int | None) -> float:
-    """A token count as a float; a count nobody measured is NaN (missing), never 0."""
+def _count(value: float | None) -> float:
+    """A token count (or seconds) as a float; a count nobody measured is NaN (missing), never 0."""
     return float("nan") if value is None else float(value)
 
 

@@ -33,7 +33,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.config import to_dict
 from somabench.fit import SessionFit, session_fit
+from somabench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,7 @@ def sweep_jobs(cfg: DictConfig, cli_sweeps: dict[str, list[str]],
         return [], (f"Optuna search (python -m somabench tune): {search.get('n_trials')} "
                     f"trial(s), one at a time, space {space}")
     node = sweeper.get("params")  # None without an experiment's sweep axes
-    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    params = to_dict(node, resolve=False) if node is not None else {}
     grid: dict[str, list[str]] = {}
     if params:
         _, from_cfg = split_sweeps([f"{k}={v}" for k, v in params.items()])
@@ -271,17 +273,17 @@ def models_of(cfg: DictConfig) -> list[ModelNeed]:
     out = []
     for role in ROLES:
         if role in cfg.model and cfg.model[role] is not None:
-            spec = OmegaConf.to_container(cfg.model[role], resolve=True)
+            spec = to_dict(cfg.model[role])
             out.append(model_need(f"model.{role}", spec, cache_dir))
     if "encoder" in cfg.model:
-        spec = OmegaConf.to_container(cfg.model.encoder, resolve=True)
+        spec = to_dict(cfg.model.encoder)
         spec.setdefault("backend", "st")
         out.append(model_need("model.encoder", spec, cache_dir))
     method = cfg.method
     for key in ("compressor", "router"):
         node = method.get(key) if hasattr(method, "get") else None
         if isinstance(node, DictConfig) and (node.get("model_id") or node.get("path")):
-            spec = OmegaConf.to_container(node, resolve=True)
+            spec = to_dict(node)
             spec.setdefault("backend", "hf")
             out.append(model_need(f"method.{key}", spec, cache_dir))
     if str(method.get("name", "")).startswith(("soma", "history_ft")):
@@ -298,7 +300,7 @@ def judges_of(cfg: DictConfig) -> tuple[list[str], list[dict[str, Any]]]:
         return [f"judge={judge.get('name') if judge is not None else 'none'} (no model judges)"], []
     lines, specs = [], []
     for name, node in judge.judges.items():
-        spec = OmegaConf.to_container(node, resolve=True)
+        spec = to_dict(node)
         specs.append({"name": name, **spec})
         where = spec.get("base_url") or spec.get("asset") or spec.get("path") or "in-process"
         lines.append(f"judge.judges.{name:<14} {spec.get('kind', '?'):<6} {spec.get('model', '?')} @ {where}")
@@ -340,7 +342,7 @@ def missing_here(cfg: DictConfig, models: list[ModelNeed], judge_specs: list[dic
     for role in ROLES:
         if role not in cfg.model or cfg.model[role] is None:
             continue
-        spec = OmegaConf.to_container(cfg.model[role], resolve=True)
+        spec = to_dict(cfg.model[role])
         backend = spec.get("backend")
         where = f"model.{role} ({spec.get('model_id')})"
         wants_gpu = bool(spec.get("requires_gpu")) or str(spec.get("device", "")).startswith("cuda")
@@ -370,10 +372,10 @@ def missing_here(cfg: DictConfig, models: list[ModelNeed], judge_specs: list[dic
                     not os.environ.get(str(spec["api_key_env"])):
                 missing.append(f"{where}: API key env {spec['api_key_env']} is not set")
     for spec in judge_specs:
-        url, env = spec.get("base_url"), spec.get("api_key_env")
-        if url and env and not _is_loopback(str(url)) and not os.environ.get(str(env)):
+        judge_url, env = spec.get("base_url"), spec.get("api_key_env")
+        if judge_url and env and not _is_loopback(str(judge_url)) and not os.environ.get(str(env)):
             missing.append(f"judge.judges.{spec['name']}: API key env {env} is not set "
-                           f"({url})")
+                           f"({judge_url})")
         if spec.get("kind") == "local" and spec.get("asset") and \
                 local_dir(spec, str(cfg.paths.cache_dir)) is None:
             missing.append(f"judge.judges.{spec['name']}: offline asset {spec['asset']} not fetched")
@@ -391,7 +393,7 @@ def dataset_needs(names: set[str]) -> list[str]:
     out = []
     for name in sorted(names):
         path = conf_dir() / "dataset" / f"{name}.yaml"
-        loader = OmegaConf.load(path).get("loader") if path.is_file() else None
+        loader = to_dict(OmegaConf.load(path), resolve=False).get("loader") if path.is_file() else None
         if loader == "hub" and os.environ.get("HF_HUB_OFFLINE") == "1":
             out.append(f"dataset {name}: read from the Hugging Face hub, but HF_HUB_OFFLINE=1 "
                        f"(download it where the hub is reachable, or use a local copy)")
@@ -408,6 +410,7 @@ def _hub_cached(model_id: str) -> bool:
 def build_plan(overrides: list[str]) -> Plan:
     plain, cli_sweeps = split_sweeps(overrides)
     base = compose_with_hydra(plain + [f"{k}={v[0]}" for k, v in cli_sweeps.items()])
+    validate(base)  # a bad method/judge/dataset value: the error a run would give, before work
     launcher = str(base.hydra.launcher.get("_target_", "?"))
     sweeper = str(base.hydra.sweeper.get("_target_", "?"))
     multirun = (str(base.hydra.get("mode")) == "RunMode.MULTIRUN" or bool(cli_sweeps)
@@ -422,6 +425,7 @@ def build_plan(overrides: list[str]) -> Plan:
     variants = {tuple(o for o in job if o.split("=")[0] in ("model", "method")) for job in jobs} or {()}
     for variant in sorted(variants):
         cfg = base if not variant else compose_with_hydra(plain + list(variant))
+        validate(cfg)
         models = models_of(cfg)
         for m in models:
             seen.setdefault(f"{m.where}|{m.model_id}|{m.backend}|{m.dtype}", m)
@@ -451,10 +455,11 @@ def fits_of(base: DictConfig, plain: list[str], jobs: list[list[str]]) -> list[S
     out: dict[str, SessionFit] = {}
     for job in (jobs or [[]])[:MAX_FIT_JOBS]:
         cfg = compose_with_hydra(plain + job) if job else base
+        validate(cfg)  # each job's values (a sweep axis may hold a bad one)
         if cfg.get("method") is None or cfg.get("dataset") is None:
             continue
-        dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
-        method = OmegaConf.to_container(cfg.method, resolve=True)
+        dataset = to_dict(cfg.dataset)
+        method = to_dict(cfg.method)
         key = json.dumps([dataset, method, cfg.get("limit"), cfg.get("seed")], sort_keys=True,
                          default=str)
         if key in out:

@@ -16,8 +16,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from somabench.config import to_dict
 from somabench.locks import file_lock
 from somabench.rundir import TRANSPORT_KEYS
 
@@ -32,9 +33,9 @@ def reference_key(cfg: DictConfig) -> str:
     """``<dataset>-<family>-<digest>``: one reference per (F, dataset, generation settings);
     transport knobs and dialogue selection stay out of the digest."""
     data = {
-        "F": OmegaConf.to_container(cfg.model.F, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "generation": OmegaConf.to_container(cfg.generation, resolve=True),
+        "F": to_dict(cfg.model.F),
+        "dataset": to_dict(cfg.dataset),
+        "generation": to_dict(cfg.generation),
     }
     for transport in TRANSPORT_KEYS:
         data["F"].pop(transport, None)

@@ -77,7 +77,7 @@ NON_OUTPUT_KEYS: tuple[str, ...] = (
 pick dialogues, they do not change answers), the request cache (a cached answer is the same
 answer), judging and reporting (they read records, never write them)."""
 TRANSPORT_KEYS: tuple[str, ...] = ("timeout", "max_retries", "concurrency", "backoff_initial",
-                                   "backoff_max")
+                                   "backoff_max", "backoff_jitter")
 """Per-endpoint transport knobs (``model.<role>.*``, ``judge.*``): how a request travels,
 never what it asks."""
 MODEL_ROLES: tuple[str, ...] = ("F", "G")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from somabench.backends import build_backend
 from somabench.backends.base import Backend, BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
+from somabench.config import to_dict
 from somabench.latency import queue_of_call, queue_of_planned, turn_timing
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
@@ -46,7 +47,7 @@ class RunContext:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.gen = GenerationConfig.from_cfg(OmegaConf.to_container(cfg.generation, resolve=True))
+        self.gen = GenerationConfig.from_cfg(to_dict(cfg.generation))
         self.cache = SqliteCache(cfg.cache.path) if cfg.cache.enabled else None
         self._raw: dict[str, Any] = {}
         self._wrapped: dict[str, Any] = {}
@@ -70,11 +71,11 @@ class RunContext:
     def model_spec(self, role: str) -> dict[str, Any]:
         """``model.<role>`` with the method's ``model_overrides.<role>`` on top (how a method such
         as original_prefix_cache asks for a backend setting: conf/method/*.yaml)."""
-        spec = OmegaConf.to_container(self.cfg.model[role], resolve=True)
+        spec = to_dict(self.cfg.model[role])
         method = self.cfg.get("method")
         extra = (method.get("model_overrides") or {}).get(role) if method is not None else None
         if extra:
-            spec.update(OmegaConf.to_container(extra, resolve=True))
+            spec.update(to_dict(extra))
         return spec
 
     def backend(self, role: str) -> Backend:
@@ -346,8 +347,8 @@ def ensure_reference(cfg: DictConfig, ctx: RunContext, dialogues: list[Dialogue]
                                    f"dialogue(s); see {ref_dir / ERRORS_FILE}")
             meta = ref_dir / REFERENCE_META
             if not meta.exists():
-                write_json_atomic(meta, {"key": key, "config": OmegaConf.to_container(
-                    cfg.model.F, resolve=True), "dataset": cfg.dataset.name})
+                write_json_atomic(meta, {"key": key, "config": to_dict(cfg.model.F),
+                                        "dataset": cfg.dataset.name})
     answers: dict[str, list[str]] = {}
     for record in sorted(load_turns(ref_dir), key=lambda r: (r.dialogue_id, r.turn)):
         answers.setdefault(record.dialogue_id, []).append(record.response)

@@ -35,7 +35,7 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": _type_schema(args[1], defs) if args else {}}
     if origin in (list, tuple, typing.List):  # noqa: UP006
         return {"type": "array", "items": _type_schema(args[0], defs) if args else {}}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         defs.setdefault(tp.__name__, None)
         if defs[tp.__name__] is None:
             defs[tp.__name__] = _object(tp, defs)
@@ -51,7 +51,7 @@ def _object(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     fields = [f for f in dataclasses.fields(cls)
               if not f.name.startswith("_") and f.metadata.get("on_disk", True)]
     required = [f.name for f in fields if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+                and f.default_factory is dataclasses.MISSING]
     props = {}
     for f in fields:
         prop = _type_schema(hints[f.name], defs)
@@ -77,7 +77,7 @@ def _field_doc(cls: type, name: str) -> str | None:
     for node, after in zip(body, body[1:], strict=False):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and node.target.id == name and isinstance(after, ast.Expr)
-                and isinstance(getattr(after, "value", None), ast.Constant)
+                and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)):
             return " ".join(after.value.value.split())
     return None

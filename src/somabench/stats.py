@@ -111,13 +111,13 @@ thousands of simulated samples this way)."""
 
 
 def _average(groups: list[np.ndarray]) -> np.ndarray:
-    return np.mean([g.mean(axis=-1) for g in groups], axis=0)
+    return np.asarray(np.mean([g.mean(axis=-1) for g in groups], axis=0), dtype=float)
 
 
 def _se(groups: list[np.ndarray]) -> np.ndarray:
     """Standard error of the mean of group means (groups independent)."""
     var = sum(g.var(axis=-1, ddof=1) / g.shape[-1] for g in groups)
-    return np.sqrt(var) / len(groups)
+    return np.asarray(np.sqrt(var) / len(groups), dtype=float)
 
 
 def _chunks(n_boot: int, cells: int) -> list[int]:
@@ -147,11 +147,11 @@ def _draws(groups: list[np.ndarray], n_boot: int, rng: np.random.Generator
 
 
 def _two_sided(below: np.ndarray, above: np.ndarray) -> np.ndarray:
-    return np.minimum(1.0, 2.0 * np.minimum(below, above))
+    return np.asarray(np.minimum(1.0, 2.0 * np.minimum(below, above)), dtype=float)
 
 
 def _share(mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return (mask & valid).sum(axis=-1) / np.maximum(valid.sum(axis=-1), 1)
+    return np.asarray((mask & valid).sum(axis=-1) / np.maximum(valid.sum(axis=-1), 1), dtype=float)
 
 
 def studentized(groups: list[np.ndarray], n_boot: int, rng: np.random.Generator,
@@ -223,7 +223,7 @@ def _check(n_boot: int, confidence: float, method: str = DEFAULT_METHOD, min_n: 
 def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``n_boot`` means of resamples (with replacement, same size) of ``values``."""
     idx = rng.integers(0, len(values), size=(int(n_boot), len(values)))
-    return values[idx].mean(axis=1)
+    return np.asarray(values[idx].mean(axis=1), dtype=float)
 
 
 def _no_interval(groups: list[np.ndarray], min_n: int) -> str | None:

@@ -36,6 +36,7 @@ from somabench.rundir import (
 )
 from somabench.rundir import write_header as write_header_file
 from somabench.testing import warning as test_double_warning
+from somabench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[s
 
     ``start_logger`` is passed in by the caller (``somabench.sweep.run_job``), so the task does
     not import the report package the W&B logger lives in."""
+    validate(cfg)  # every method/judge/dataset value, before any model loads
     from somabench.config import progress_enabled
     from somabench.records import RecordStore
     from somabench.runner import RunContext, Runner, ensure_reference
@@ -241,10 +243,10 @@ def _stage(name: str) -> Iterator[None]:
 
 
 def _judge(cfg: DictConfig, run_dir: Path) -> float | None:
-    """The run's panel (``judge=<name>``, a ``somabench.registry.judges`` entry)."""
-    from somabench.registry import judges
+    """The run's panel (``judge=<name>``, a ``somabench.registry.judge_panels`` entry)."""
+    from somabench.registry import judge_panels
 
-    return judges.get(cfg.judge.name)(cfg, run_dir)
+    return judge_panels.get(cfg.judge.name)(cfg, run_dir)
 
 
 def _summarize(cfg: DictConfig, run_dir: Path, selected: set[str]) -> None:

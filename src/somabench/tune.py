@@ -37,6 +37,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from somabench.config import to_dict
 from somabench.errors import ConfigError, RunFailedError
 from somabench.locks import LockBusy, file_lock
 
@@ -151,7 +152,7 @@ class Search:
         if node is None:
             raise ConfigError("tune needs a search: pass hparams_search=<name> (one of conf/"
                               "hparams_search/*.yaml, e.g. hparams_search=soma_optuna_tiny)")
-        spec = OmegaConf.to_container(node, resolve=True)
+        spec = to_dict(node)
         missing = [k for k in SEARCH_KEYS if k not in spec]
         unknown = sorted(set(spec) - set(SEARCH_KEYS))
         where = f"hparams_search={hparams_search}" if hparams_search else "search"

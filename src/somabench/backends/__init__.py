@@ -38,9 +38,9 @@ def how_to_point_elsewhere(role: str) -> str:
 
 def build_backend(role: str, cfg: Any, cache_dir: str | None = None) -> Any:
     """Instantiate the backend for ``role`` (F or G) from its config entry."""
-    from omegaconf import OmegaConf
+    from somabench.config import to_dict
 
-    spec = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    spec = to_dict(cfg)
     kind = spec.pop("backend")
     cls = backends.get(kind)
     if kind in ("hf", "vllm"):

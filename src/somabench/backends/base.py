@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -80,16 +81,18 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """``chat(messages, gen) -> Completion``; batch and token counting are conveniences."""
+    """What methods, the runner, the cache and the judges call on a model: ``chat`` /
+    ``chat_batch`` answer, ``render`` / ``count_tokens`` measure, ``fingerprint`` keys the cache,
+    ``describe`` is what run.json and records say about it. ``base_rows`` (with
+    ``supports_base_rows``) serves some rows of a batch with the session adapter off."""
 
     kind: str
     model_id: str
 
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion: ...
 
-    def chat_batch(
-        self, batch: list[list[Message]], gen: GenerationConfig
-    ) -> list[Completion]: ...
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]: ...
 
     def render(self, messages: list[Message]) -> str: ...
 
@@ -97,17 +100,63 @@ class Backend(Protocol):
 
     def fingerprint(self) -> dict[str, Any]: ...
 
+    def describe(self) -> dict[str, Any]: ...
+
+    @property
+    def supports_base_rows(self) -> bool: ...
+
 
 class BackendBase:
-    """Shared defaults: sequential batching and a stable fingerprint."""
+    """Shared defaults and helpers: ``chat`` and ``chat_batch`` in terms of each other (a
+    subclass implements one), the system prompt, canonical JSON rendering, a stable
+    fingerprint. Satisfies :class:`Backend`."""
 
     kind = "base"
     model_id = ""
     revision: str | None = None
     adapter_id: str | None = None
+    system_prompt: str | None = None
+    """Prepended as a system message when the messages have none (:meth:`with_system`)."""
+    _ANSWERS: ClassVar[tuple[str, str]] = ("chat", "chat_batch")
 
-    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if all(getattr(cls, name) is getattr(BackendBase, name) for name in cls._ANSWERS):
+            raise TypeError(f"{cls.__qualname__} must implement chat or chat_batch "
+                            f"(BackendBase defines each in terms of the other)")
+
+    def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
+        """One answer: a batch of one."""
+        return self.chat_batch([messages], gen)[0]
+
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]:
+        """Answers one by one (backends that batch natively override this)."""
+        self.refuse_base_rows(base_rows)
         return [self.chat(messages, gen) for messages in batch]
+
+    @property
+    def supports_base_rows(self) -> bool:
+        """Whether ``chat_batch(..., base_rows=...)`` may turn the session adapter off per row."""
+        return False
+
+    def refuse_base_rows(self, base_rows: Sequence[bool] | None) -> None:
+        """A backend without per-row adapters cannot serve a base row: say so, never ignore it."""
+        if base_rows is not None and any(base_rows):
+            raise ValueError(f"{self.kind} backend ({self.model_id}) cannot serve base rows "
+                             f"(supports_base_rows is false)")
+
+    def with_system(self, messages: list[Message]) -> list[Message]:
+        """``messages`` with :attr:`system_prompt` first, unless they carry a system message."""
+        if self.system_prompt and not any(m["role"] == "system" for m in messages):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
+
+    def render_json(self, messages: list[Message]) -> str:
+        """Canonical JSON of the messages sent (with the system prompt): the prompt of a
+        backend whose chat template is applied elsewhere (a server, or none at all)."""
+        return json.dumps(self.with_system(messages), ensure_ascii=False, sort_keys=True,
+                          separators=(",", ":"))
 
     def render(self, messages: list[Message]) -> str:
         return json.dumps(messages, ensure_ascii=False)

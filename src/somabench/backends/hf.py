@@ -19,7 +19,6 @@ from somabench import dtype as dtypes
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
 from somabench.backends.kv_press import KVPressSpec, build_press
 from somabench.backends.prefix_cache import Hit, PrefixCacheStore
-from somabench.registry import backends
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ def resolve_dtype(name: str, device: str = "cpu", cache_dir: str | None = None) 
     return dtypes.resolve(name, device, cache_dir).torch_dtype()
 
 
-@backends.register("hf")
 class HFBackend(BackendBase):
     """A causal LM with a chat template, generating greedily unless told to sample."""
 
@@ -105,11 +103,6 @@ class HFBackend(BackendBase):
                  self.dtype_name, device, time.perf_counter() - started, self.dtype_choice.reason)
 
     # -- rendering and counting -------------------------------------------------------------
-    def with_system(self, messages: list[Message]) -> list[Message]:
-        if self.system_prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": self.system_prompt}, *messages]
-        return messages
-
     def render(self, messages: list[Message]) -> str:
         """The exact prompt string the model sees (chat template + generation prompt)."""
         messages = self.with_system(messages)
@@ -153,9 +146,6 @@ class HFBackend(BackendBase):
                 "dtype_requested": self.dtype_choice.requested}
 
     # -- generation ---------------------------------------------------------------------------
-    def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
-        return self.chat_batch([messages], gen)[0]
-
     def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
                    base_rows: Sequence[bool] | None = None) -> list[Completion]:
         """Serve several prompts in one left-padded generate call (same outputs as one by one
@@ -200,7 +190,7 @@ class HFBackend(BackendBase):
                 bar.close()
         seconds = time.perf_counter() - started
         steps = [t - started for t in clock.steps]
-        if use_prefix:
+        if use_prefix and self.prefix_store is not None:  # use_prefix implies a store
             self.prefix_store.add(out.sequences[0].tolist(), getattr(out, cache_arg()))
             out = out.sequences
         cached_tokens = hit.cached_tokens if hit is not None else 0
@@ -231,6 +221,8 @@ class HFBackend(BackendBase):
         (transformers then prefills only the uncached tail) and return the cache to keep."""
         from transformers import DynamicCache
 
+        if self.prefix_store is None:
+            raise RuntimeError("prefix cache lookup without a prefix store (prefix_cache: false)")
         hit = self.prefix_store.lookup(enc["input_ids"][0].tolist())
         kwargs.update({"return_dict_in_generate": True,
                        cache_arg(): hit.cache if hit is not None else DynamicCache()})

@@ -39,8 +39,7 @@ from typing import Any
 
 from somabench.backends.base import BackendError
 from somabench.backends.loopback_process import LOOPBACK_HOST, LoopbackServerProcess, free_port
-from somabench.backends.openai_api import OpenAIBackend
-from somabench.registry import backends
+from somabench.backends.openai_api import DEFAULT_BACKOFF_JITTER, OpenAIBackend
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +275,6 @@ class LlamaCppServer(LoopbackServerProcess):
             log.info("llama.cpp server for %s stopped", self.alias)
 
 
-@backends.register("llamacpp")
 class LlamaCppBackend(OpenAIBackend):
     """A GGUF served by llama.cpp on loopback, spoken to through the OpenAI backend.
 
@@ -297,7 +295,8 @@ class LlamaCppBackend(OpenAIBackend):
                  gguf_file: str | None = None, cache_dir: str | None = None,
                  timeout: float, max_retries: int, backoff_initial: float, backoff_max: float,
                  concurrency: int, system_prompt: str | None = None, revision: str | None = None,
-                 stream: bool = False, prefix_cache: bool = False, **_: Any) -> None:
+                 stream: bool = False, prefix_cache: bool = False,
+                 backoff_jitter: float = DEFAULT_BACKOFF_JITTER, **_: Any) -> None:
         knobs = dict(llamacpp)
         self.prefix_cache = bool(prefix_cache)
         self.engine = build_engine(str(knobs.get("engine") or "python"), knobs.get("binary"))
@@ -320,7 +319,7 @@ class LlamaCppBackend(OpenAIBackend):
         tokenizer = asset if asset else None  # local tokenizer for count_tokens (same vocab)
         super().__init__(model_id, self.server.base_url, timeout=timeout, max_retries=max_retries,
                          backoff_initial=backoff_initial, backoff_max=backoff_max,
-                         concurrency=concurrency, api_key_env=None, tokenizer=tokenizer,
+                         backoff_jitter=backoff_jitter, concurrency=concurrency, api_key_env=None, tokenizer=tokenizer,
                          system_prompt=system_prompt, revision=revision,
                          extra_body=({"cache_prompt": self.prefix_cache}
                                      if self.engine.prefix_reuse == "per request" else None),

@@ -20,11 +20,12 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import ipaddress
-import json
 import logging
 import os
+import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,6 @@ from somabench.backends.base import (
     Message,
     sha16,
 )
-from somabench.registry import backends
 from somabench.rundir import TEST_DOUBLE_KEY
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 LOOPBACK_DUMMY_KEY = "somabench-loopback-no-key"  # sent to loopback servers that need no key
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx; same set the openai client uses
 BACKOFF_FACTOR = 2.0  # exponential backoff doubles the wait after each failed attempt
+DEFAULT_BACKOFF_JITTER = 0.5
+"""Share of each backoff wait drawn at random (0: none; 1: "full jitter", anywhere in [0, wait]):
+parallel clients hit by the same outage then retry spread out instead of in lockstep."""
 BODY_PREVIEW_CHARS = 200  # how much of a garbage body an error message quotes
 
 
@@ -83,7 +86,6 @@ def _retry_after_seconds(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-@backends.register("openai")
 class OpenAIBackend(BackendBase):
     """Chat completions from an OpenAI-compatible endpoint, with retries and a concurrency cap.
 
@@ -94,6 +96,10 @@ class OpenAIBackend(BackendBase):
         max_retries: extra attempts after the first for retryable failures.
         backoff_initial, backoff_max: first wait and cap (seconds) of the exponential backoff;
             the cap also bounds a server's ``Retry-After``.
+        backoff_jitter: share of each wait drawn at random, in [0, 1]: a wait w becomes
+            uniform in [(1 - jitter) w, w] (a server's ``Retry-After`` stays the minimum).
+        backoff_seed: seed of this client's jitter RNG (None: from the OS, so parallel clients
+            differ; tests pin it).
         concurrency: most requests in flight at once from this backend (all threads).
         api_key_env: name of the environment variable holding the key; the key itself is never
             stored in configs, records or logs. Unset + loopback URL: a dummy key is sent.
@@ -121,6 +127,8 @@ class OpenAIBackend(BackendBase):
         backoff_initial: float,
         backoff_max: float,
         concurrency: int,
+        backoff_jitter: float = DEFAULT_BACKOFF_JITTER,
+        backoff_seed: int | None = None,
         api_key_env: str | None = None,
         tokenizer: str | None = None,
         system_prompt: str | None = None,
@@ -138,6 +146,8 @@ class OpenAIBackend(BackendBase):
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if not 0.0 <= float(backoff_jitter) <= 1.0:
+            raise ValueError(f"backoff_jitter must be in [0, 1], got {backoff_jitter}")
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
         self.model_id = model_id
@@ -147,6 +157,8 @@ class OpenAIBackend(BackendBase):
         self.max_retries = int(max_retries)
         self.backoff_initial = float(backoff_initial)
         self.backoff_max = float(backoff_max)
+        self.backoff_jitter = float(backoff_jitter)
+        self._jitter_rng = random.Random(backoff_seed)  # per client: never in lockstep with others
         self.concurrency = int(concurrency)
         self.api_key_env = api_key_env
         self.system_prompt = system_prompt
@@ -181,16 +193,10 @@ class OpenAIBackend(BackendBase):
         return f"OpenAIBackend(model_id={self.model_id!r}, base_url={self.base_url!r})"
 
     # -- rendering and counting ---------------------------------------------------------------
-    def with_system(self, messages: list[Message]) -> list[Message]:
-        if self.system_prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": self.system_prompt}, *messages]
-        return messages
-
     def render(self, messages: list[Message]) -> str:
         """Canonical JSON of the messages sent. The exact prompt string is rendered server-side
         by the endpoint's chat template and is not visible to the client."""
-        return json.dumps(self.with_system(messages), ensure_ascii=False, sort_keys=True,
-                          separators=(",", ":"))
+        return self.render_json(messages)
 
     def count_tokens(self, text: str) -> int | None:
         if self._tokenizer is None:
@@ -212,11 +218,13 @@ class OpenAIBackend(BackendBase):
             info[TEST_DOUBLE_KEY] = f"scripted server at {self.base_url} (somabench.testing)"
         return info
 
-    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]:
         """Send the batch concurrently (at most ``concurrency`` in flight). Each completion's
         ``seconds`` is the batch's wall time and ``batch_size`` its size (as for a batched local
         generate), with the request's own latency in ``meta['request_seconds']``. If any request
         fails for good, the first failure (in batch order) is raised after all have finished."""
+        self.refuse_base_rows(base_rows)
         if len(batch) <= 1:
             return [self._request(m, gen) for m in batch]
         started = time.perf_counter()
@@ -302,13 +310,17 @@ class OpenAIBackend(BackendBase):
                            attempts=failures)
 
     def _wait_seconds(self, attempt: int, retry_after: float | None) -> float:
-        wait = self.backoff_initial * (BACKOFF_FACTOR ** attempt)
+        """Exponential backoff capped at ``backoff_max``, then jittered (the cap first: clients
+        that all reached the cap would otherwise wait exactly as long); a server's
+        ``Retry-After`` (capped too) is the least we wait."""
+        wait = min(self.backoff_initial * (BACKOFF_FACTOR ** attempt), self.backoff_max)
+        wait *= 1.0 - self.backoff_jitter * self._jitter_rng.random()
         if retry_after is not None:
             if retry_after > self.backoff_max:
                 log.warning("%s asked to wait %.1fs (Retry-After); capped at backoff_max=%.1fs",
                             self.base_url, retry_after, self.backoff_max)
-            wait = max(wait, retry_after)
-        return min(wait, self.backoff_max)
+            wait = max(wait, min(retry_after, self.backoff_max))
+        return wait
 
     def _classify(self, exc: Exception) -> tuple[str, bool, str, float | None]:
         """(reason, retryable, one-line detail, Retry-After seconds) for a failed attempt."""

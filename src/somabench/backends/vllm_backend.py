@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +39,6 @@ from somabench.backends.base import (
     Message,
     sha16,
 )
-from somabench.registry import backends
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ class ContextLengthError(BackendError):
     """A prompt does not fit the engine's ``max_model_len``."""
 
 
-@backends.register("vllm")
 class VLLMBackend(BackendBase):
     """A ``vllm.LLM`` engine with the tokenizer's chat template and per-request LoRA adapters.
 
@@ -218,11 +217,6 @@ class VLLMBackend(BackendBase):
         return AdapterView(self, name)
 
     # -- rendering and counting -----------------------------------------------------------------
-    def with_system(self, messages: list[Message]) -> list[Message]:
-        if self.system_prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": self.system_prompt}, *messages]
-        return messages
-
     def render(self, messages: list[Message]) -> str:
         """The exact prompt text the model sees (tokenizer chat template + generation prompt)."""
         return self.tokenizer.apply_chat_template(
@@ -268,7 +262,9 @@ class VLLMBackend(BackendBase):
         return self.chat_batch([messages], gen, adapter=adapter)[0]
 
     def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None,
                    adapter: str | None = None) -> list[Completion]:
+        self.refuse_base_rows(base_rows)
         prompts = [self.render(m) for m in batch]
         return self.generate_text(prompts, gen, adapters=[adapter] * len(prompts))
 
@@ -349,8 +345,9 @@ class AdapterView(BackendBase):
     def chat(self, messages: list[Message], gen: GenerationConfig) -> Completion:
         return self.base.chat(messages, gen, adapter=self.adapter_id)
 
-    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig) -> list[Completion]:
-        return self.base.chat_batch(batch, gen, adapter=self.adapter_id)
+    def chat_batch(self, batch: list[list[Message]], gen: GenerationConfig,
+                   base_rows: Sequence[bool] | None = None) -> list[Completion]:
+        return self.base.chat_batch(batch, gen, base_rows, adapter=self.adapter_id)
 
 
 # -- session adapters: trained in torch/peft on the hf G, served by one vLLM engine --------------
@@ -391,12 +388,11 @@ class SessionAdapterServer:
     @classmethod
     def from_cfg(cls, cfg: Any, cache: Any = None) -> SessionAdapterServer:
         """Build from a run config: ``model.G_serve`` must serve the same model as ``model.G``."""
-        from omegaconf import OmegaConf
-
         from somabench.backends import build_backend
+        from somabench.config import to_dict
 
-        spec = OmegaConf.to_container(cfg.model.G_serve, resolve=True)
-        g = OmegaConf.to_container(cfg.model.G, resolve=True)
+        spec = to_dict(cfg.model.G_serve)
+        g = to_dict(cfg.model.G)
         if spec.get("model_id") != g.get("model_id"):
             raise ValueError(f"model.G_serve.model_id={spec.get('model_id')!r} must equal "
                              f"model.G.model_id={g.get('model_id')!r}: the adapters are trained "

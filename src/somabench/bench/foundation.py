@@ -76,7 +76,7 @@ def _serve(cfg: Any, batch_size: int) -> tuple[float, _Timed, int]:
 def bench_overhead(settings: Any, tmp: Path) -> dict[str, Any]:
     """Median over ``overhead.repeats`` fresh runs of the share of wall time outside model calls."""
     s = settings.overhead
-    runs = []
+    runs: list[dict[str, Any]] = []
     for i in range(max(1, int(s.get("repeats", 1)))):
         cfg = _cfg(settings, tmp / f"overhead{i}", [
             f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
@@ -136,7 +136,7 @@ def bench_batching(settings: Any, tmp: Path) -> dict[str, Any]:
     s = settings.batching
     common = [f"limit={s.dialogues}", f"dataset.truncate_turns={s.truncate_turns}",
               f"generation.max_new_tokens={s.max_new_tokens}"]
-    runs = []
+    runs: list[dict[str, Any]] = []
     for i in range(max(1, int(s.get("repeats", 1)))):
         wall1, _, tok1 = _serve(_cfg(settings, tmp / f"batch1_{i}", common), 1)
         wallb, _, tokb = _serve(_cfg(settings, tmp / f"batchB_{i}",
@@ -162,7 +162,7 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     run_cfg = compose(list(settings.overrides))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        result = {
+        result: dict[str, Any] = {
             "bench": BENCH_NAME, "machine": machine,
             "dtype": {"F": dtypes.resolve(str(run_cfg.model.F.dtype), str(run_cfg.model.F.device),
                                           run_cfg.paths.cache_dir).to_json()},

@@ -37,7 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from somabench import dtype as dtypes
 from somabench.bench import SETTINGS_PREFIX as BENCH_PREFIX
-from somabench.config import compose, conf_dir
+from somabench.config import compose, conf_dir, to_dict
+from somabench.errors import ConfigError
 from somabench.rundir import now
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def load_settings(overrides: list[str]) -> tuple[DictConfig, list[str]]:
     ours = [o[len(BENCH_PREFIX):] for o in overrides if o.startswith(BENCH_PREFIX)]
     if ours:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ours))
+    if not isinstance(settings, DictConfig):
+        raise ConfigError(f"conf/bench/{BENCH_NAME}.yaml must hold a mapping")
     return settings, [o for o in overrides if not o.startswith(BENCH_PREFIX)]
 
 
@@ -221,7 +224,7 @@ def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[s
     batch = _decode_prompts(cfg, int(settings.batch))
     gen = GenerationConfig(max_new_tokens=int(settings.max_new_tokens))
     repeats = int(settings.repeats)
-    f_cfg = OmegaConf.to_container(cfg.model.F, resolve=True)
+    f_cfg = to_dict(cfg.model.F)
     out: dict[str, Any] = {"model_id": f_cfg["model_id"], "prompts": len(prompts),
                            "max_new_tokens": gen.max_new_tokens,
                            "what": "tok_s: completion tokens / seconds of each call (prompt "
@@ -256,7 +259,7 @@ def bench_f_decode(settings: Any, common: list[str], extra: list[str]) -> dict[s
 
 def _dtypes(common: list[str], extra: list[str]) -> dict[str, Any]:
     cfg = compose([*common, *extra])
-    out = {}
+    out: dict[str, Any] = {}
     for role in ("F", "G"):
         spec = cfg.model[role]
         if spec.backend == "hf":
@@ -355,7 +358,7 @@ def run(out_dir: Path, overrides: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "bench": BENCH_NAME, "format": BENCH_FORMAT, "created": now(),
-        "overrides": list(overrides), "settings": OmegaConf.to_container(settings, resolve=True),
+        "overrides": list(overrides), "settings": to_dict(settings),
         "machine": {**dtypes.machine(), "torch_threads": torch.get_num_threads(),
                     "load_avg_before": dtypes.load_average()},
         "dtype": _dtypes(common, extra), "modes": {},

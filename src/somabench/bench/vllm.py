@@ -95,7 +95,7 @@ def bench_serving(engine: Any, paths: list[Path], settings: Any) -> dict[str, An
         loras = [engine.lora_request(f"bench{i % k}") for i in range(len(ids))] if k else None
         engine.llm.generate([{"prompt_token_ids": x} for x in ids[:1]], params, use_tqdm=False,
                             lora_request=loras[:1] if loras else None)  # warm-up (adapter load)
-        runs = []
+        runs: list[dict[str, Any]] = []
         for _ in range(int(settings.repeats)):
             started = time.perf_counter()
             outs = engine.llm.generate([{"prompt_token_ids": x} for x in ids], params,

@@ -8,6 +8,7 @@ import json
 import sys
 
 from somabench import plan as planner
+from somabench.errors import ConfigError
 
 
 def main(argv: list[str]) -> int:
@@ -21,6 +22,9 @@ def main(argv: list[str]) -> int:
     overrides = [o for o in args.overrides if o not in ("-m", "--multirun", "+dry_run=true")]
     try:
         plan = planner.build_plan(overrides)
+    except ConfigError as exc:  # the same one line a run prints
+        print(f"error: {exc}", file=sys.stderr)
+        return ConfigError.exit_code
     except Exception as exc:  # noqa: BLE001 - a config error is the message, not a traceback
         print(f"error: cannot plan {' '.join(overrides)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -15,10 +15,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from somabench.data import loaders as _loaders  # noqa: F401  (registers the loaders)
 from somabench.data.schema import DatasetError, Dialogue, Turn
 from somabench.data.select import Selection, parse_shard, select_dialogues
-from somabench.registry import dataset_loaders
+from somabench.registry import dataset_loaders, hub_converters
+
+# The data layer's registry table (somabench.registry's one convention: lazy, checked on load).
+dataset_loaders.register("bundled", "somabench.data.loaders:load_bundled")
+dataset_loaders.register("jsonl", "somabench.data.loaders:load_jsonl")
+dataset_loaders.register("hub", "somabench.data.loaders:load_from_hub")
+hub_converters.register("turns", "somabench.data.hub:convert_turns")
+hub_converters.register("sharegpt", "somabench.data.hub:convert_sharegpt")
+hub_converters.register("multichar", "somabench.data.hub:convert_multichar")
 
 __all__ = ["DatasetError", "Dialogue", "Turn", "load_dialogues", "parse_shard"]
 

@@ -1,9 +1,10 @@
 """Load dialogues from the Hugging Face hub with ``datasets`` and convert rows to ``Dialogue``.
 
 Why: ShareGPT and Multi-Char cannot be bundled (see ``bundled/SOURCES.md``), so they are read by
-hub name when a hub is reachable. Each source has a converter (registered in
-``hub_converters``, chosen by ``dataset.hub.converter``) that maps one row to a dict in the
-bundled line schema; the result then goes through the same validator as bundled files.
+hub name when a hub is reachable. Each source has a converter (``somabench.registry.
+hub_converters``, whose table is in ``somabench/data/__init__.py``; chosen by
+``dataset.hub.converter``; ``somabench ls hub_converter`` lists them) that maps one row to a
+dict in the bundled line schema; the result then goes through the same validator as bundled files.
 A row a converter cannot use raises ``Unconvertible``; ``dataset.hub.on_unconvertible`` decides
 whether that is an error or a drop (drops are counted by reason and logged).
 
@@ -18,11 +19,11 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from somabench.data.schema import DatasetError, Dialogue, dialogue_from_obj
-from somabench.registry import Registry
+from somabench.registry import HubConverter, hub_converters
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,15 @@ class Unconvertible(ValueError):
         super().__init__(reason + (f" ({detail})" if detail else ""))
 
 
-Converter = Callable[..., dict[str, Any]]
+Converter = HubConverter
 """``convert(row, *, index, dataset, options) -> dict`` in the bundled line schema."""
 
-hub_converters: Registry[Converter] = Registry("hub converter")
-CONVERTER_OPTIONS: dict[str, frozenset[str]] = {}
-
-
-def register_converter(name: str, options: Iterable[str] = ()) -> Callable[[Converter], Converter]:
-    """Register a row converter and the option names it accepts."""
-
-    def decorator(func: Converter) -> Converter:
-        hub_converters.register(name, func)
-        CONVERTER_OPTIONS[name] = frozenset(options)
-        return func
-
-    return decorator
+CONVERTER_OPTIONS: dict[str, frozenset[str]] = {
+    "turns": frozenset(),
+    "sharegpt": frozenset(),
+    "multichar": frozenset({"scene_in_first_turn"}),
+}
+"""The ``dataset.hub.options`` each converter accepts (tests/data check it covers the registry)."""
 
 
 def _merge_runs(messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -98,7 +92,6 @@ def _pair_turns(merged: list[tuple[str, str]]) -> list[dict[str, str | None]]:
     return turns
 
 
-@register_converter("turns")
 def convert_turns(
     row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -106,7 +99,6 @@ def convert_turns(
     return {key: row[key] for key in ("id", "dataset", "turns", "meta") if key in row}
 
 
-@register_converter("sharegpt")
 def convert_sharegpt(
     row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -164,7 +156,6 @@ def convert_sharegpt(
     }
 
 
-@register_converter("multichar", options=("scene_in_first_turn",))
 def convert_multichar(
     row: Mapping[str, Any], *, index: int, dataset: str, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -212,7 +203,7 @@ def convert_multichar(
         if isinstance(characters, Mapping) and characters:
             scene.append("Characters:\n" + "\n".join(f"- {k}: {v}" for k, v in characters.items()))
         scene.append(f"You are {played}.")
-        turns[0]["user"] = "\n".join(scene) + MERGE_SEPARATOR + turns[0]["user"]
+        turns[0]["user"] = "\n".join(scene) + MERGE_SEPARATOR + (turns[0]["user"] or "")
     return {
         "id": f"{dataset}-{index:06d}",
         "dataset": dataset,
@@ -253,11 +244,12 @@ def _hub_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(options, Mapping):
         raise DatasetError(f"dataset.hub.options={options!r}: expected a mapping")
     hub_converters.get(hub["converter"])  # unknown converter -> RegistryError with did-you-mean
-    unknown = sorted(set(options) - CONVERTER_OPTIONS[hub["converter"]])
+    allowed = CONVERTER_OPTIONS.get(hub_converters.canonical(hub["converter"]), frozenset())
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise DatasetError(
             f"dataset.hub.options has unknown key(s) {unknown} for converter "
-            f"'{hub['converter']}'; allowed: {sorted(CONVERTER_OPTIONS[hub['converter']])}"
+            f"'{hub['converter']}'; allowed: {sorted(allowed)}"
         )
     return {**hub, "options": dict(options)}
 

@@ -24,7 +24,6 @@ from typing import Any
 from somabench.data.files import read_dialogues, read_dialogues_jsonl
 from somabench.data.hub import load_hub
 from somabench.data.schema import DatasetError, Dialogue
-from somabench.registry import dataset_loaders
 
 TINY_DIR = "tiny"
 
@@ -42,7 +41,6 @@ def _reject_tiny(cfg: Mapping[str, Any]) -> None:
         )
 
 
-@dataset_loaders.register("bundled")
 def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A file shipped in ``somabench/data/bundled/`` (sources in ``SOURCES.md``)."""
     name = cfg["name"]
@@ -63,7 +61,6 @@ def load_bundled(cfg: Mapping[str, Any]) -> list[Dialogue]:
     return read_dialogues_jsonl(path)
 
 
-@dataset_loaders.register("jsonl")
 def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A user file, e.g. ``dataset=custom dataset.path=my.jsonl`` (OpenAI ``messages``,
     ShareGPT ``conversations`` or the bundled line schema; ``dataset.format`` picks one)."""
@@ -80,7 +77,6 @@ def load_jsonl(cfg: Mapping[str, Any]) -> list[Dialogue]:
                           fmt=str(cfg.get("format") or "auto"), dataset=str(cfg["name"]))
 
 
-@dataset_loaders.register("hub")
 def load_from_hub(cfg: Mapping[str, Any]) -> list[Dialogue]:
     """A Hugging Face hub dataset, converted row by row (``somabench.data.hub``)."""
     _reject_tiny(cfg)

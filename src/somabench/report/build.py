@@ -169,13 +169,15 @@ def build_report(data: ReportData, cfg: Any, out_dir: str | Path,
             for panel in metric_panels:
                 _score_tables(result, data, cfg, knobs, family, tag, str(metric), spec, panel, out)
         _efficiency_tables(result, data, cfg, knobs, family, tag, out)
-        for panel in panels(data.scores) or [None]:
-            _ability_table(result, data, cfg, family, tag, panel, out)
+        every_panel: list[str | None] = [*panels(data.scores)] or [None]  # None: no panel
+        for ability_panel in every_panel:
+            _ability_table(result, data, cfg, family, tag, ability_panel, out)
         for hook in EXTRA_ARTIFACTS:
             _extra(hook)(result, data, cfg, family, tag, out)
         _figures(result, data, cfg, knobs, family, tag, out, cache_dir)
-        for panel in sim_panels or [None]:
-            _panel_figures(result, data, cfg, knobs, family, tag, panel, windows, out)
+        each_sim_panel: list[str | None] = [*sim_panels] or [None]
+        for sim_panel in each_sim_panel:
+            _panel_figures(result, data, cfg, knobs, family, tag, sim_panel, windows, out)
 
     data.runs_frame().to_csv(out / "runs.csv", index=False)
     _write_dialogue_data(data, cfg, out)
@@ -313,7 +315,7 @@ def _paired_table(result: ReportResult, cfg: Any, knobs: StatsKnobs, family: str
     pooled = "All (paired on dataset, dialogue)"
     dm = cfg.tables.decimals_mean
     cells: dict[tuple[str, str], Cell] = {}
-    knob = {"n_boot": knobs.n_boot, "n_perm": int(cfg.stats.n_perm), "seed": knobs.seed,
+    knob: dict[str, Any] = {"n_boot": knobs.n_boot, "n_perm": int(cfg.stats.n_perm), "seed": knobs.seed,
             "confidence": knobs.confidence, "method": knobs.method, "min_n": knobs.min_n}
     rows_long = []
     for col, part in [*((c, named[named["dataset"] == c]) for c in cols), (pooled, named)]:

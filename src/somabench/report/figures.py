@@ -286,7 +286,7 @@ def _interval(groups: list[np.ndarray], knobs: Any, *identity: Any) -> tuple[flo
 
     ci = average_ci(groups, n_boot=knobs.n_boot, seed=cell_seed(knobs.seed, *identity),
                     confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
-    return (ci.lo, ci.hi) if ci.lo is not None else (np.nan, np.nan)
+    return (ci.lo, ci.hi) if ci.lo is not None and ci.hi is not None else (np.nan, np.nan)
 
 
 def ci_words(knobs: Any) -> str:
@@ -431,13 +431,13 @@ def tokens_per_dialogue_figure(dialogues: pd.DataFrame, cfg: Any, family: str, b
         per_dataset = frame.groupby(["label", "dataset"])[stacks].mean().reset_index()
         coverage = per_dataset.groupby("label")["dataset"].nunique()
         partial = {lb for lb in labels if coverage.get(lb, 0) < len(datasets)}
-        shown = {lb: f"{lb}*" if lb in partial else lb for lb in labels}
-        per_dataset["label"] = per_dataset["label"].map(shown)
+        starred = {lb: f"{lb}*" if lb in partial else lb for lb in labels}
+        per_dataset["label"] = per_dataset["label"].map(starred)
         fig, (ax,) = _figure(cfg, extra_width=cfg.figures.panel_width * LEGEND_PANEL_SHARE,
                              height_scale=_bar_height(cfg, [f"{lb}*" for lb in labels],
                                                       text_lines=text_lines))
-        few = {shown[lb]: v for lb, v in _few(frame, labels, stacks, knobs).items()}
-        handles = _stacked(ax, per_dataset, [shown[lb] for lb in labels], stacks, cfg, unit_fmt,
+        few = {starred[lb]: v for lb, v in _few(frame, labels, stacks, knobs).items()}
+        handles = _stacked(ax, per_dataset, [starred[lb] for lb in labels], stacks, cfg, unit_fmt,
                            _total_ci(frame, labels, stacks, knobs), few)
         ax.set_xlabel(xlabel)
         n = frame.groupby("label").size()
@@ -505,7 +505,7 @@ def _method_panels(cfg: Any, stats: pd.DataFrame, values: list[tuple[str, str]],
         cfg, [f"{lb} (n={int(widest[lb])})" for lb in labels], len(values),
         text_lines=2 + bool((stats["n"] < min_n(knobs)).any())))
     height = BAR_WIDTH / len(values)
-    styles = [{"alpha": 1.0, "hatch": None}] if len(values) == 1 else \
+    styles: list[dict[str, Any]] = [{"alpha": 1.0, "hatch": None}] if len(values) == 1 else \
         [{"alpha": LIGHT_ALPHA, "hatch": "///"}, *[{"alpha": 1.0, "hatch": None}] * (len(values) - 1)]
     for ax, name in zip(axes, datasets, strict=True):
         part = stats[stats["dataset"] == name].set_index("label")
@@ -613,7 +613,7 @@ def ability_frame(scores: pd.DataFrame, cfg: Any, panel: str | None = None) -> p
         panel = names[0] if names else None
     parts = []
     for metric in metrics if panel else []:
-        per = score_per_dialogue(scores, panel=panel, metric=metric,
+        per = score_per_dialogue(scores, panel=str(panel), metric=metric,
                                  by=["family", "label", "method", "run_key", "dialogue_id"],
                                  scale=float(cfg.ability_scale), value="score")
         if not per.empty:
@@ -796,7 +796,8 @@ def per_turn_figure(turns: pd.DataFrame, similarity_turns: pd.DataFrame | None, 
 
 
 # -- per turn, split by who served it -------------------------------------------------------------
-SERVED = {"F": {"linestyle": "-", "marker": "o"}, "G": {"linestyle": "--", "marker": "s"}}
+SERVED: dict[str, dict[str, Any]] = {"F": {"linestyle": "-", "marker": "o"},
+                                     "G": {"linestyle": "--", "marker": "s"}}
 """Line style per serving model: a turn served by F (the original model) or by G (the cheap one)."""
 TURN_KEYS = ["run_key", "label", "method", "family", "dataset", "dialogue_id"]
 
@@ -883,7 +884,7 @@ def served_turn_figure(points: pd.DataFrame, cfg: Any, title: str, ylabel: str, 
     ci = ci_words(knobs) if knobs is not None else "no CI"
     fig.suptitle(f"{title}\nsolid: turns served by F, dashed: by G; whiskers: {ci}\n"
                  f"hollow: < {min_n(knobs)} dialogues (no CI)")
-    handles = [Line2D([], [], color=colors[lb], label=lb) for lb in labels]
+    handles: list[Any] = [Line2D([], [], color=colors[lb], label=lb) for lb in labels]
     handles += [Line2D([], [], color="black", label=f"served by {s}", **SERVED.get(s, {})) for s in servers]
     _legend_below(fig, handles, [h.get_label() for h in handles], cfg)
     return fig

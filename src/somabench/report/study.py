@@ -226,7 +226,9 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
             x, y = cis[0].mean, cis[1].mean
             if x is None or y is None:
                 continue
-            err = [[[c.mean - c.lo], [c.hi - c.mean]] if c.lo is not None else None for c in cis]
+            err = [[[c.mean - c.lo], [c.hi - c.mean]]
+                   if c.mean is not None and c.lo is not None and c.hi is not None else None
+                   for c in cis]
             ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6,
                         color=colors[label])
             share = rows["g_share"].mean()
@@ -290,7 +292,8 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
     roles = _roles(data, family)
     out.mkdir(parents=True, exist_ok=True)
     post_switch = pd.DataFrame()
-    for panel in sim_panels or [None]:
+    each_panel: list[str | None] = [*sim_panels] or [None]  # None: no similarity panel
+    for panel in each_panel:
         suffix = f"{tag}_{_tag(panel)}" if panel else tag
         sessions = session_frame(data, cfg, family, panel)
         g_turns = g_turn_similarity(data, cfg, family, panel) if panel else pd.DataFrame()

@@ -279,7 +279,7 @@ def make_table(frame: pd.DataFrame, *, value: str, row: str, column: str, title:
     cols = _ordered(data[column].unique().tolist(), column_order)
     cells: dict[tuple[str, str], Cell] = {}
     samples: dict[tuple[str, str], np.ndarray] = {}
-    knob = ({"n_boot": stats.n_boot, "confidence": stats.confidence, "method": stats.method,
+    knob: dict[str, Any] = ({"n_boot": stats.n_boot, "confidence": stats.confidence, "method": stats.method,
              "min_n": stats.min_n} if stats is not None else {})
     for (r, c), group in data.groupby([row, column], sort=False):
         mean, std, n = mean_std(group[value])

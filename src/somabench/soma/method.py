@@ -181,16 +181,16 @@ class Soma(SwitchingMethod):
         ac = self.cfg.get("adapter_cache")
         if ac is None or not bool(ac.get("enabled", False)):
             return None, None
-        from omegaconf import OmegaConf
+        from somabench.config import to_dict
 
         g = self._g()
         w = self.switch_cfg.warm_window
         warm = [(session.full_messages(t, session.history[:t]), session.own_answers[t])
                 for t in range(min(w, len(session.own_answers)))]
         key = training_key(
-            OmegaConf.to_container(self.cfg, resolve=True),  # type: ignore[arg-type]
+            to_dict(self.cfg),
             g_fingerprint=g.fingerprint(), f_fingerprint=self.ctx.raw("F").fingerprint(),
-            generation=OmegaConf.to_container(self.ctx.cfg.generation, resolve=True),
+            generation=to_dict(self.ctx.cfg.generation),
             seed=self._seed(session), dialogue_id=session.id, warm=warm)
         # next to the request cache (F's mined answers live there): a fresh cache.path is a
         # fresh adapter cache too

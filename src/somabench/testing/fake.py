@@ -24,7 +24,6 @@ from somabench.backends.base import (
     Message,
     sha16,
 )
-from somabench.registry import backends
 from somabench.testing import TEST_DOUBLE_KEY
 
 FAKE_PREFIX = "fake"  # first word of every fake reply, so no one mistakes it for a model's
@@ -41,7 +40,6 @@ def _words_from(seed_text: str, n: int) -> list[str]:
     return words[:n]
 
 
-@backends.register(FAKE_BACKEND)
 class FakeBackend(BackendBase):
     """Reply = ``fake`` + words hashed from the rendered prompt, ``max_new_tokens`` words long.
 
@@ -67,14 +65,8 @@ class FakeBackend(BackendBase):
         return {**super().describe(),
                 TEST_DOUBLE_KEY: "testing.fake backend (hashed words, not a model)"}
 
-    def with_system(self, messages: list[Message]) -> list[Message]:
-        if self.system_prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": self.system_prompt}, *messages]
-        return messages
-
     def render(self, messages: list[Message]) -> str:
-        return json.dumps(self.with_system(messages), ensure_ascii=False, sort_keys=True,
-                          separators=(",", ":"))
+        return self.render_json(messages)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
