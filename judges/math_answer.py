@@ -43,6 +43,7 @@ from somabench.judges.base import Judge, JudgeError, JudgeItem, Verdict
 from somabench.judges.math_equiv import GRADER_VERSION, MathGrader, extract_answer, normalize_answer
 from somabench.judges.math_verify_grader import MathVerifyGrader
 from somabench.judges.prompting import JudgePrompt
+from somabench.records import JUDGE_API_ERROR, JUDGE_OK, JudgeStatus
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +191,14 @@ class MathAnswerJudge(Judge):
         answer = extract_answer(item.candidate, self.last_number)
         raw: dict[str, Any] = {"answer": answer.answer, "extracted_by": answer.method,
                                "target": target, "target_from": target_how, "found": answer.ok}
-        status, error = "ok", None
+        status: JudgeStatus = JUDGE_OK
+        error: str | None = None
         if answer.ok:
             timeouts = self.grader.timeouts
             same = self.grader.equivalent(answer.answer, target)
             raw["normalized"] = [normalize_answer(answer.answer), normalize_answer(target)]
             if not same and self.grader.timeouts > timeouts:
-                status = "api_error"
+                status = JUDGE_API_ERROR
                 error = (f"sympy ran past sympy_timeout={self.grader.sympy_timeout:g}s and "
                          f"nothing else decided")
         else:  # no final answer: wrong, and recorded as not found
@@ -204,7 +206,7 @@ class MathAnswerJudge(Judge):
             raw["note"] = ("no final answer in the reply (no \\boxed{}, no 'the answer is'"
                            + (", no number)" if self.last_number else
                               "; last_number_fallback is off)") + ": counted wrong")
-        raw["correct"] = same if status == "ok" else None
+        raw["correct"] = same if status == JUDGE_OK else None
         second = self.second.grade(item.candidate,
                                    gold if target_how == "gold" else str(item.reference),
                                    target_is_gold=target_how == "gold")
@@ -212,7 +214,7 @@ class MathAnswerJudge(Judge):
         raw["math_verify_answer"] = second.get("answer")
         if second.get("error"):
             raw["math_verify_error"] = second["error"]
-        return Verdict(status=status, score=(1.0 if same else 0.0) if status == "ok" else None,
+        return Verdict(status=status, score=(1.0 if same else 0.0) if status == JUDGE_OK else None,
                        raw=json.dumps(raw, ensure_ascii=False), error=error, attempts=1,
                        request_key=key, seconds=time.perf_counter() - started)
 

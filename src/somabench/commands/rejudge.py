@@ -72,7 +72,9 @@ def build_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         key = override.split("=", 1)[0]
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise JudgeCliError(f"'{key}' is not a key of the run's config")
-        base = OmegaConf.merge(base, OmegaConf.from_dotlist([override]))
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist([override]))
+        assert isinstance(merged, DictConfig)  # a mapping merged with a dotlist stays one
+        base = merged
     if base.judge.name == "none":
         raise JudgeCliError("judge=none judges nothing; choose embedding, local or paper")
     return base
