@@ -60,7 +60,7 @@ class ModelJudge(Judge):
         self.spec = dict(spec)
         self.kind = "llm" if self.spec["kind"] == "llm" else "local"
         self.model = str(self.spec["model"])
-        self.knobs = {k: self.spec.get(k, panel.get(k)) for k in TRANSPORT_KEYS}
+        self.knobs: dict[str, Any] = {k: self.spec.get(k, panel.get(k)) for k in TRANSPORT_KEYS}
         self.concurrency = int(self.knobs["concurrency"] or 1) if self.kind == "llm" else 1
         self.parse_retries = int(panel["parse_retries"])
         # Per judge (reasoning models need room to think before the answer): a reply budget
@@ -68,7 +68,8 @@ class ModelJudge(Judge):
         # OpenRouter's ``reasoning: {effort: low}`` or vLLM's ``reasoning_effort`` (extra_body).
         self.max_tokens = self.spec.get("max_tokens")
         self.extra_body = dict(self.spec.get("extra_body") or {})
-        self.abort_after = panel.get("abort_after_consecutive_errors")
+        abort_after = panel.get("abort_after_consecutive_errors")
+        self.abort_after = int(abort_after) if abort_after is not None else None
         self.preflight_timeout = float(panel.get("preflight_timeout") or self.knobs["timeout"] or 0)
         self.cache = cache
         self.cache_dir = cache_dir
@@ -106,7 +107,7 @@ class ModelJudge(Judge):
                     backoff_max=float(self.knobs["backoff_max"]),
                     concurrency=self.concurrency, api_key_env=self.knobs["api_key_env"],
                     max_tokens_field=self.knobs["max_tokens_field"] or "max_tokens",
-                    **({"extra_body": self.extra_body} if self.extra_body else {}),
+                    extra_body=self.extra_body or None,
                 )
             except BackendError as exc:
                 raise JudgeError(f"judge '{self.name}': {exc}") from exc
@@ -121,7 +122,7 @@ class ModelJudge(Judge):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this judge's answers in the cache key (no transport knobs)."""
         if self.kind == "llm":
-            fp = {"kind": "llm", "model": self.model, "base_url": self.endpoint()}
+            fp: dict[str, Any] = {"kind": "llm", "model": self.model, "base_url": self.endpoint()}
             if self.extra_body:  # reasoning controls change the reply
                 fp["extra_body"] = self.extra_body
             return fp
@@ -201,7 +202,7 @@ class ModelJudge(Judge):
     # -- judging -------------------------------------------------------------------------------
     def _breaker_open(self) -> bool:
         with self._state_lock:
-            return bool(self.abort_after) and self._consecutive_errors >= int(self.abort_after)
+            return bool(self.abort_after) and self._consecutive_errors >= (self.abort_after or 0)
 
     def _note(self, ok: bool, error: str | None = None) -> None:
         with self._state_lock:

@@ -393,7 +393,7 @@ class Panel:
             method=item.method, panel=self.name, judge=judge.name, judge_model=judge.model,
             judge_kind=judge.kind, prompt_id=prompt.id, prompt_sha=prompt.sha, metric=prompt.name,
             status=v.status, score=v.score if ok else None,
-            score_norm=round(prompt.normalize(v.score), 6) if ok else None,
+            score_norm=round(prompt.normalize(v.score), 6) if ok and v.score is not None else None,
             score_range=[prompt.lo, prompt.hi], raw=v.raw, error=v.error, attempts=v.attempts,
             retries=list(v.retries), post_switch=item.post_switch, served_by=item.served_by,
             cached=v.cached, seconds=round(v.seconds, 6) if v.seconds is not None else None,

@@ -29,6 +29,15 @@ Role = Literal["F", "G"]
 HistoryMode = Literal["own", "reference"]
 """``own``: later turns see the method's answers; ``reference``: the Original's."""
 
+
+def history_mode(value: object) -> HistoryMode:
+    """The config's ``history`` as a :data:`HistoryMode`, or one error naming the key."""
+    if value == "own":
+        return "own"
+    if value == "reference":
+        return "reference"
+    raise ConfigError(f"history={value!r}: expected 'own' or 'reference'")
+
 log = logging.getLogger(__name__)
 
 

@@ -24,7 +24,7 @@ from somabench.backends.base import Backend, BackendError, Completion, Generatio
 from somabench.cache import CachedBackend, SqliteCache
 from somabench.config import to_dict
 from somabench.latency import queue_of_call, queue_of_planned, turn_timing
-from somabench.methods import Method, Session, TurnPlan, usage_of
+from somabench.methods import HistoryMode, Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import (
     ERRORS_FILE,
@@ -138,7 +138,7 @@ class Runner:
 
     def __init__(self, cfg: DictConfig, ctx: RunContext, method: Method, store: RecordStore,
                  run_id: str, reference: dict[str, list[str]] | None, reference_key: str | None,
-                 history_mode: str) -> None:
+                 history_mode: HistoryMode) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self.method = method
@@ -202,6 +202,8 @@ class Runner:
                 if live.error:
                     continue
                 completion = plan.completion
+                if completion is None:  # _generate answers every plan or raises
+                    raise RuntimeError(f"turn {turn} of {live.session.id} has no answer")
                 started = time.perf_counter()
                 self.method.observe(live.session, turn, plan, completion)
                 plan.seconds["observe"] = round(time.perf_counter() - started, 6)

@@ -280,7 +280,7 @@ class OpenAICompatServer:
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
         fields: dict[str, Any] = {"max_new_tokens": int(max_tokens), "do_sample": do_sample,
                                   "stop": stop}
-        if do_sample:
+        if do_sample and temperature is not None:
             fields.update(temperature=float(temperature), seed=int(body["seed"]))
             if body.get("top_p") is not None:
                 fields["top_p"] = float(body["top_p"])
@@ -293,6 +293,8 @@ class OpenAICompatServer:
                                code="model_not_found")
         messages = parse_messages(body)
         gen = self.generation_config(body)
+        if self.backend is None:  # script mode answers from its script, never from here
+            raise RequestError(500, "this server has no model to answer with")
         with self._backend_lock:
             completion = self.backend.chat(messages, gen)
         return self.completion_body(completion.text, completion.finish_reason,

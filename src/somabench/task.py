@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from omegaconf import DictConfig, OmegaConf
 
 from somabench.errors import ConfigError, RunDirConflict, RunFailedError
+from somabench.methods import history_mode
 from somabench.records import load_dialogues, load_turns
 from somabench.registry import load_builtin, methods
 from somabench.rundir import (
@@ -197,7 +198,7 @@ def run_task(cfg: DictConfig, start_logger: StartLogger | None = None) -> dict[s
         method = method_cls(cfg.method, ctx)
         store = RecordStore(run_dir)
         runner = Runner(cfg, ctx, method, store, run_id=str(cfg.run_name), reference=reference,
-                        reference_key=ref_key, history_mode=str(cfg.history))
+                        reference_key=ref_key, history_mode=history_mode(cfg.history))
         with _stage(f"serve: {cfg.method.name}"):
             counts = runner.serve(dialogues, int(cfg.batch_size), progress)
         log.info("%s", ctx.cache_stats())

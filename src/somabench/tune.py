@@ -112,13 +112,17 @@ def _distribution(key: str, override: Any) -> Any:
         return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
     if isinstance(value, RangeSweep) and not value.shuffle:
         start, stop, step = value.start, value.stop, value.step
+        if start is None or stop is None:  # Hydra's range() always has both ends
+            raise ConfigError(f"search.params.{key}: {override.input_line!r} needs a start and a stop")
         if any(isinstance(v, float) for v in (start, stop, step)):
-            return FloatDistribution(float(start), float(stop), step=float(step))
-        return IntDistribution(int(start), int(stop), step=int(step))
+            return FloatDistribution(float(start), float(stop), step=float(step or 1))
+        return IntDistribution(int(start), int(stop), step=int(step or 1))
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
+        if value.start is None or value.end is None:
+            raise ConfigError(f"search.params.{key}: {override.input_line!r} needs both ends")
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     raise ConfigError(f"search.params.{key}: {override.input_line!r} is not a search space "
                       "tune understands: choice(...), range(a, b), interval(a, b) or "

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from somabench.records import TurnStatus
+
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
@@ -60,7 +62,7 @@ class Completion:
     batch_size: int = 1
     cached: bool = False
     finish_reason: str | None = None
-    status: str = "ok"
+    status: TurnStatus = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     cached_prompt_tokens: int | None = None

@@ -142,7 +142,7 @@ def run_bench(bench: DictConfig) -> dict[str, Any]:
     from somabench.serve import OpenAICompatServer
     from somabench.testing.scripted import Behavior, ScriptedServer
 
-    bounds = {"max_requests": int(bench.server.max_requests),
+    bounds: dict[str, Any] = {"max_requests": int(bench.server.max_requests),
               "lifetime_seconds": float(bench.server.lifetime_seconds)}
     report: dict[str, Any] = {
         "bench": BENCH_NAME, "format": BENCH_FORMAT,
