@@ -93,16 +93,15 @@ def test_rules_refuse_booleans_as_numbers_and_keep_open_bounds() -> None:
 def test_the_schema_lists_the_values_the_code_accepts() -> None:
     """The enums are written out in validate.py (it must not import torch); here they are
     compared with the constants the code checks against."""
-    from somabench.soma.acceptance import BATCH_SOURCES
-    from somabench.soma.lora import BATCHING, METRICS
-    from somabench.soma.switching import FALLBACKS
-
     from somabench import validate as v
     from somabench.backends.kv_press import PRESSES
     from somabench.data.formats import FORMATS
     from somabench.data.hub import ON_UNCONVERTIBLE
     from somabench.dtype import ALIASES
     from somabench.soma.method import MINED_INPUTS
+    from somabench.switching.acceptance import BATCH_SOURCES
+    from somabench.switching.gate import FALLBACKS
+    from somabench.switching.lora import BATCHING, METRICS
 
     assert set(v.KV_PRESSES) == set(PRESSES)
     assert set(v.DATASET_FORMATS) == set(FORMATS)
@@ -118,14 +117,14 @@ def test_run_task_refuses_a_bad_value_before_any_model_or_data_loads(
     """``run_task`` is what sweeps and tune call (they skip the CLI's preflight)."""
     import somabench.backends
     import somabench.data
-    import somabench.reference
+    import somabench.runner
     from somabench.task import run_dir_of, run_task
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("loaded before the config was checked")
 
     monkeypatch.setattr(somabench.backends, "build_backend", must_not_run)
-    monkeypatch.setattr(somabench.reference, "ensure_reference", must_not_run)
+    monkeypatch.setattr(somabench.runner, "ensure_reference", must_not_run)
     monkeypatch.setattr(somabench.data, "load_dialogues", must_not_run)
     cfg = compose([*tiny_cfg_overrides, "method=soma", BAD_STEPS])
     with pytest.raises(ConfigError, match=r"^method\.mining\.steps=-3: expected an integer >= 1$"):
@@ -151,7 +150,7 @@ def test_the_cli_and_plan_give_the_same_one_line_error(tmp_path: Path) -> None:
 
 
 def test_plan_checks_every_job_of_a_sweep(capsys: pytest.CaptureFixture[str]) -> None:
-    from somabench.plan import main as plan_main
+    from somabench.commands.plan import main as plan_main
 
     assert plan_main(["method=soma", "method.mining.steps=5,-3"]) == 2
     assert capsys.readouterr().err.strip() == ("error: method.mining.steps=-3: expected an "
