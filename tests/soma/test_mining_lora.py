@@ -338,7 +338,7 @@ def test_disabled_serves_base_g_and_save_writes_peft_files(g: Any, encoder: Any,
         assert (out / "adapter_config.json").exists()
         assert any(out.glob("adapter_model.*"))
         # the G_serve engine exports it through its typed ServedAdapter seam (no getattr)
-        from somabench.backends.vllm_backend import export_adapter
+        from somabench.switching.vllm_serving import export_adapter
 
         exported = export_adapter(adapter, tmp_path / "exported")
         assert (exported / "adapter_config.json").exists() and adapter.adapter_id == trained_id

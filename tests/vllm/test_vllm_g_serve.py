@@ -28,8 +28,8 @@ FORCED_SWITCH = [
 
 def test_post_switch_turns_are_served_by_vllm_with_the_session_adapter(
         engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from somabench.backends import vllm_backend
     from somabench.config import compose
+    from somabench.switching import vllm_serving
     from somabench.task import run_dir_of, run_task
 
     built: list[Any] = []
@@ -47,11 +47,11 @@ def test_post_switch_turns_are_served_by_vllm_with_the_session_adapter(
 
     def from_cfg(cfg: Any, cache: Any = None) -> Any:
         assert cfg.model.G_serve.enable_lora and cfg.model.G_serve.model_id == cfg.model.G.model_id
-        server = vllm_backend.SessionAdapterServer(SharedEngine(), tmp_path / "adapters", cache)
+        server = vllm_serving.SessionAdapterServer(SharedEngine(), tmp_path / "adapters", cache)
         built.append(server)
         return server
 
-    monkeypatch.setattr(vllm_backend.SessionAdapterServer, "from_cfg", staticmethod(from_cfg))
+    monkeypatch.setattr(vllm_serving.SessionAdapterServer, "from_cfg", staticmethod(from_cfg))
     cfg = compose([
         "model=tiny", "dataset=mathmt", "dataset.min_turns=5", "dataset.truncate_turns=5",
         "limit=1", "method=history_ft", "+model/G_serve=vllm", "model.G.dtype=float32",

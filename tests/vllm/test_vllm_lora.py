@@ -53,11 +53,11 @@ def user(text: str) -> list[dict[str, str]]:
 def trained(hf_g: Any, engine: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Train dialogue A's then B's adapter on the hf G; while each is attached, record the hf
     G+LoRA answers and serve it through the SessionAdapterServer (export -> LoRARequest)."""
-    from somabench.backends.vllm_backend import SessionAdapterServer
     from somabench.config import compose
     from somabench.encoder import build_encoder
     from somabench.switching.adapter import SessionAdapter
     from somabench.switching.lora import LoraConfig, make_example
+    from somabench.switching.vllm_serving import SessionAdapterServer
 
     cfg = compose(["model=tiny", "method=soma"])
     lora_cfg = LoraConfig.from_cfg(lora_node(cfg))
@@ -139,9 +139,9 @@ def test_the_switched_turn_hook_serves_the_session_adapter(trained: dict[str, An
     the engine slot and the exported copy."""
     from types import SimpleNamespace
 
-    from somabench.backends.vllm_backend import release_session, serve_switched_turn
     from somabench.config import compose
     from somabench.methods import Session, TurnPlan
+    from somabench.switching.vllm_serving import release_session, serve_switched_turn
 
     server = trained["server"]
     cfg = compose(["model=tiny", "method=soma", "+model/G_serve=vllm"])

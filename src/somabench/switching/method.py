@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 
 from somabench.backends.base import Completion
-from somabench.backends.vllm_backend import release_session, serve_switched_turn
 from somabench.methods import Method, Session, TurnPlan, usage_of
 from somabench.records import ENCODER_ROLE, Usage
 from somabench.switching.acceptance import gaps as gap_rows
@@ -60,6 +59,7 @@ from somabench.switching.controller import (
 )
 from somabench.switching.gate import cross_turn_scores
 from somabench.switching.lora import LoraConfig
+from somabench.switching.vllm_serving import release_session, serve_switched_turn
 
 log = logging.getLogger(__name__)
 STAGE_LOG_MIN_SECONDS = 1.0  # display only: quicker stage timings are logged at DEBUG
