@@ -266,3 +266,39 @@ def test_tree_checker_catches_an_unlisted_module() -> None:
     assert unlisted_modules(entries, modules) == ["src/somabench/soma/mining.py"]
     assert "src/somabench/runner.py" in code_modules()
     assert not any("__init__" in m or m.startswith("src/somabench/baselines/") for m in code_modules())
+
+
+STUDY_TABLE = "results/study_tiny_qwen/study_tiny_qwen_embedding.md"
+# The README's study paragraph quotes this row (the first SOMA variant of the study).
+STUDY_SOMA_ROW = "SOMA (B held-out mined, test recorded)"
+
+
+def study_row(table: str, dataset: str, method: str) -> dict[str, str]:
+    """One row of the committed study table as ``{column: cell}``."""
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        if row["dataset"] == dataset and row["method"] == method:
+            return row
+    raise AssertionError(f"{STUDY_TABLE} has no row {dataset}/{method}: update the README's study paragraph")
+
+
+def readme_study_paragraph(readme: str) -> str:
+    return readme.split("**Does SOMA's adaptation help?", 1)[1].split("\n\n", 1)[0]
+
+
+def test_readme_study_numbers_match_the_committed_table() -> None:
+    """The README quotes the study's status; a new results commit must update it, not leave it stale."""
+    table = (ROOT / STUDY_TABLE).read_text(encoding="utf-8")
+    paragraph = " ".join(readme_study_paragraph((ROOT / "README.md").read_text(encoding="utf-8")).split())
+    soma = study_row(table, "remedi", STUDY_SOMA_ROW)
+    share = soma["G share %"].split()[0]
+    switched = soma["switched"].split("/")[0]
+    ratio = f"{float(soma['tokens vs Original'].rstrip('x')):.1f}x"
+    quoted = [f"SOMA has {soma['n']} sessions", f"switched in {switched}", f"G served {share} %", ratio]
+    stale = [phrase for phrase in quoted if phrase not in paragraph]
+    assert not stale, f"README's study paragraph no longer matches {STUDY_TABLE}: expected {stale}"
+    for method in ("Original", "Surrogate"):
+        n = study_row(table, "remedi", method)["n"]
+        assert f"{n} context-dependent ReMeDi sessions" in paragraph, f"{method} has n = {n}, not complete"
