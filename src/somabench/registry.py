@@ -131,7 +131,8 @@ class Registry(Generic[T]):
                 raise  # our own code is broken: not a missing optional dependency
             raise ImportError(
                 f"{self.kind} '{key}' needs an optional dependency that is not installed "
-                f"({exc}). See the README section on extras."
+                f"({exc}). The extras and what they install: pyproject.toml [project.optional-dependencies]; "
+                f"routellm and kvpress: docs/baselines.md; vllm and llama.cpp: docs/models.md."
             ) from exc
         if not hasattr(module, attr):
             raise RegistryError(f"{self.kind} '{key}' points at {entry}, but {module_name} "
