@@ -10,9 +10,8 @@ from pathlib import Path
 
 SWITCHING = Path(__file__).resolve().parents[2] / "src" / "somabench" / "switching"
 ABOVE = ("somabench.soma", "somabench.baselines", "somabench.judges", "somabench.runner",
-         "somabench.task", "somabench.sweep", "somabench.cli", "somabench.commands",
-         "somabench.report", "somabench.plan", "somabench.bench", "somabench.serve",
-         "somabench.tune", "somabench.judge")
+         "somabench.task", "somabench.sweep", "somabench.commands", "somabench.report",
+         "somabench.plan", "somabench.bench", "somabench.serve", "somabench.tune")
 
 
 def imported(path: Path) -> set[str]:
