@@ -166,7 +166,6 @@ def test_builtin_tables_are_lazy_and_register_each_name_once() -> None:
 
 def test_hub_converters_are_a_registry_listed_by_ls(capsys) -> None:  # noqa: ANN001
     from somabench.commands import main
-
     from somabench.data.hub import CONVERTER_OPTIONS
     from somabench.registry import hub_converters, load_builtin
 
