@@ -65,3 +65,32 @@ def test_diagnostics_table_reads_the_switch_records() -> None:
     assert row["Delta_warm_trained"] == pytest.approx(0.2) and row["Delta_warm_heldout"] == pytest.approx(-0.2)
     assert row["Delta_B"] == -0.1 and row["Delta_future_turns"] == 0.05 and row["adapter_cache_hit"]
     assert len(diagnostics_table(SimpleNamespace(dialogues=frame), "f")) == 1
+
+
+def test_the_quality_cost_whisker_is_the_study_tables_interval(report_cfg) -> None:
+    """One interval per quantity: the figure's similarity whisker is the table's cell (same
+    values, same random stream), not a second draw that differs in its last digits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from somabench.report.study import quality_cost_figure, summary_table
+    from somabench.report.tables import StatsKnobs
+
+    rng = np.random.default_rng(0)
+    sims = np.clip(100 - rng.exponential(8, 12), 0, 100)  # skewed near the ceiling, like SOMA's
+    rows = [{"dataset": "remedi", "method": "original", "label": "Original", "dialogue_id": f"d{i}",
+             "g_share": 0.0, "switched": False, "has_switch": False, "tokens": 1000.0, "usd": np.nan, "similarity": 100.0}
+            for i in range(12)]
+    rows += [{"dataset": "remedi", "method": "soma", "label": "SOMA", "dialogue_id": f"d{i}",
+              "g_share": 10.0, "switched": True, "has_switch": True, "tokens": 14000.0 + 50 * i, "usd": np.nan,
+              "similarity": float(s)} for i, s in enumerate(sims)]
+    sessions = pd.DataFrame(rows)
+    knobs = StatsKnobs.from_cfg(report_cfg.stats)
+    table = summary_table(sessions, pd.DataFrame(), knobs, n_perm=200, roles={})
+    cell = table.set_index("method").loc["SOMA", "similarity %"]
+    fig = quality_cost_figure(sessions, {}, report_cfg, "embedding", knobs)
+    soma = [c for c in fig.axes[0].containers if c.lines[0].get_ydata()[0] < 100][0]
+    whisker = soma.lines[2][1].get_segments()[0][:, 1]  # the y error bar: (lo, hi)
+    assert cell == f"{sims.mean():.1f} [{whisker.min():.1f}, {whisker.max():.1f}]"

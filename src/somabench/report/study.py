@@ -220,9 +220,12 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
         for label, rows in part.groupby("label"):
             ratio = rows["tokens"].to_numpy(float) / base if base else np.full(len(rows), np.nan)
             sim = rows["similarity"].dropna().to_numpy(float)
-            cis = [mean_ci(v, n_boot=knobs.n_boot, seed=_seed(knobs, "fig", dataset, label, k),
+            # y: the study table's similarity interval itself (same values, same stream), so
+            # the figure's whisker is the table's cell; x has no table counterpart
+            streams = (("fig", "x"), ("study", "similarity"))
+            cis = [mean_ci(v, n_boot=knobs.n_boot, seed=_seed(knobs, stream, dataset, label, k),
                            confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
-                   for k, v in (("x", ratio), ("y", sim))]
+                   for (stream, k), v in zip(streams, (ratio, sim), strict=True)]
             x, y = cis[0].mean, cis[1].mean
             if x is None or y is None:
                 continue
