@@ -20,6 +20,7 @@ tests/test_validate.py checks them against the constants the code uses.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +34,12 @@ WILDCARD = "*"
 
 
 # -- rules -------------------------------------------------------------------------------------
-class Rule:
+class Rule(ABC):
     """What one config value may be; ``problem`` returns None when ``value`` is fine."""
 
+    @abstractmethod
     def problem(self, value: Any) -> str | None:
-        raise NotImplementedError
+        """None when ``value`` is allowed, else what is expected (``an integer >= 1``)."""
 
     subtree = False
     """True: the rule covers a whole mapping (its keys are not checked one by one)."""
