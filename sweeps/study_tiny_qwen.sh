@@ -35,7 +35,7 @@ for stage in $STAGES; do
     serving)    data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 sweep study_tiny_qwen "${data[@]}" method=original_prefix_cache "$@"
                 PY=${KV_PY:-.venv-kvpress/bin/python} sweep study_tiny_qwen "${data[@]}" \
-                  "method=kvpress_streaming_llm_50,kvpress_streaming_llm_75,kvpress_snapkv_50,kvpress_snapkv_75" "$@"
+                  "method=kvpress_streaming_llm_50,kvpress_snapkv_50,kvpress_streaming_llm_75,kvpress_snapkv_75" "$@"
                 continue ;;
     dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \

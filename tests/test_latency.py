@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -114,6 +115,24 @@ def test_report_has_latency_table_and_figure(tiny_run: Path, tmp_path: Path) -> 
     summary = pd.read_csv(tiny_run / "summary.csv")
     assert table["TTFT median (s)"].iloc[0] == pytest.approx(summary["ttft_s_median"].iloc[0])
     assert (out / "latency_cdf_tiny.png").stat().st_size > 0
+    # the machine's load when each dialogue ended is recorded and printed beside the latency
+    loads = [json.loads(line)["machine"]["load_avg"]
+             for line in (tiny_run / "dialogues.jsonl").read_text().splitlines()]
+    assert loads and all(len(x) == 3 and min(x) >= 0 for x in loads)
+    assert table["load 1-min median"].iloc[0] == pytest.approx(statistics.median(x[0] for x in loads))
+    assert table["load 1-min max"].iloc[0] == pytest.approx(max(x[0] for x in loads))
+    assert "load 1-min median" in md
+
+
+def test_machine_load_skips_dialogues_without_it() -> None:
+    from somabench.report.latency import machine_load
+
+    frame = pd.DataFrame({"family": ["t", "t", "t", "u"], "label": ["A", "A", "A", "A"],
+                          "dataset": ["d"] * 4, "load_1m": [1.0, 3.0, float("nan"), 9.0]})
+    got = machine_load(frame, "t")
+    assert got.to_dict("records") == [{"label": "A", "dataset": "d", "load_1m_median": 2.0,
+                                       "load_1m_max": 3.0}]
+    assert machine_load(frame.drop(columns="load_1m"), "t").empty
 
 
 def test_wandb_summary_has_latency(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

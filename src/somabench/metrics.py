@@ -37,6 +37,12 @@ def _count(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _load_1m(d: DialogueRecord) -> float:
+    """The 1-minute load average when the dialogue ended (NaN where it was not recorded)."""
+    load = d.machine.get("load_avg")
+    return float(load[0]) if load else float("nan")
+
+
 def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
     """One row per dialogue with token totals per role (prompt+completion), adaptation split,
     training tokens (forward/backward per role) and wall/adaptation/start seconds.
@@ -50,7 +56,7 @@ def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
         row: dict[str, Any] = {"method": d.method, "dataset": d.dataset, "dialogue_id": d.dialogue_id,
                                "run_id": d.run_id, "n_turns": d.n_turns,
                                "wall_s": d.seconds.get("wall"), "adapt_s": d.seconds.get("adapt", 0.0),
-                               "start_s": d.seconds.get("start")}
+                               "start_s": d.seconds.get("start"), "load_1m": _load_1m(d)}
         total = 0.0
         missing = []
         for role in TOKEN_ROLES:

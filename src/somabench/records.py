@@ -183,6 +183,10 @@ class DialogueRecord:
     """Hash of the resolved config that produced the run (``somabench.rundir.config_hash``)."""
     seed: int | None = None
     """The run's root ``seed``."""
+    machine: dict[str, Any] = field(default_factory=dict)
+    """The machine's state when the dialogue ended: ``load_avg`` (1/5/15-minute load averages).
+    On a shared CPU the load moves latency more than the method does, so latency tables print
+    it beside their percentiles. Empty in lines written before the field existed."""
     schema_version: int = SCHEMA_VERSION
     """Record layout version (:data:`SCHEMA_VERSION`); older lines are migrated on read."""
     kind: str = "dialogue"

@@ -116,6 +116,16 @@ def write(out_dir: Path) -> list[Path]:
     return paths
 
 
+def main(argv: list[str]) -> int:
+    """``python -m somabench.schemas [OUT_DIR]``: (re)write the schemas (default docs/schemas)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m somabench.schemas", description=main.__doc__)
+    parser.add_argument("out_dir", nargs="?", default="docs/schemas")
+    for path in write(Path(parser.parse_args(argv).out_dir)):
+        print(path)
+    return 0
+
+
 if __name__ == "__main__":
-    for p in write(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")):
-        print(p)
+    sys.exit(main(sys.argv[1:]))

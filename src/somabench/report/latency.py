@@ -23,7 +23,10 @@ NOTE = ("Per answered turn, as vLLM's serving benchmark: TTFT = time to the firs
         "dialogues' planning and an earlier role's batch is included, a batched answer has the "
         "batch's first token step as its first token and is delivered when its batch returns "
         "(docs/reports.md, Latency). Cache hits count at the times recorded when they were "
-        "generated. TTFT/TPOT are missing (–) where the backend did not stream.")
+        "generated. TTFT/TPOT are missing (–) where the backend did not stream. Load: the machine's "
+        "1-minute load average when each dialogue ended (median and max over the method's "
+        "dialogues; – where not recorded): compare latency only between rows run at a similar "
+        "load, and against the machine's core count.")
 
 
 def latency_rows(turns: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -35,17 +38,36 @@ def latency_rows(turns: pd.DataFrame, family: str) -> pd.DataFrame:
     return rows[rows["latency_s"].notna()]
 
 
-def latency_table(rows: pd.DataFrame, cfg: Any) -> pd.DataFrame:
-    """Per (method label, dataset): n turns and mean / median / p90 / p99 of each measure."""
+LOAD_COLUMNS = {"load_1m_median": "load 1-min median", "load_1m_max": "load 1-min max"}
+"""The machine's load while the method ran (per dialogue, when it ended): latency on a shared
+CPU says as much about the load as about the method, so the two are printed side by side."""
+
+
+def machine_load(dialogues: pd.DataFrame, family: str) -> pd.DataFrame:
+    """Per (label, dataset): median and max of the 1-minute load average recorded at the end of
+    each dialogue (empty where no dialogue recorded it)."""
+    if dialogues.empty or "load_1m" not in dialogues:
+        return pd.DataFrame(columns=["label", "dataset", *LOAD_COLUMNS])
+    rows = dialogues[(dialogues["family"] == family) & dialogues["load_1m"].notna()]
+    grouped = rows.groupby(["label", "dataset"])["load_1m"]
+    return pd.concat([grouped.median().rename("load_1m_median"), grouped.max().rename("load_1m_max")],
+                     axis=1).reset_index()
+
+
+def latency_table(rows: pd.DataFrame, cfg: Any, load: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (method label, dataset): n turns and mean / median / p90 / p99 of each measure, and
+    the machine's load while the method ran (``load``, from :func:`machine_load`)."""
     from somabench.report import figures as figs
 
     table = latency_summary(rows, ["label", "dataset"])
+    if load is not None and not load.empty:
+        table = table.merge(load, on=["label", "dataset"], how="left")
     order = {label: i for i, label in enumerate(figs.order_labels(cfg, rows))}
     table = table.assign(_rank=table["label"].map(order)).sort_values(["_rank", "dataset"])
     table["dataset"] = table["dataset"].map(lambda d: figs.dataset_name(cfg, d))
     names = {f"{m}_s_{s}": f"{LABELS[m]} {s} (s)" for m in MEASURES for s in STATS}
     return (table.drop(columns="_rank").rename(columns={"label": "method", "latency_turns": "n turns",
-                                                        **names}).reset_index(drop=True))
+                                                        **names, **LOAD_COLUMNS}).reset_index(drop=True))
 
 
 def latency_figure(rows: pd.DataFrame, cfg: Any) -> Any:
@@ -91,7 +113,7 @@ def add_latency_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: st
         result.skip(name, reason)
         result.skip(fig_name, reason)
         return
-    table = latency_table(rows, cfg)
+    table = latency_table(rows, cfg, machine_load(data.dialogues, family))
     out.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out / f"{name}.md", out / f"{name}.csv"
     md_path.write_text(f"## Latency per method ({family})\n\n{NOTE}\n\n"
@@ -104,4 +126,5 @@ def add_latency_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: st
                                    "CDF of TTFT, TPOT and end-to-end latency per method"))
 
 
-__all__ = ["add_latency_artifacts", "latency_figure", "latency_rows", "latency_table"]
+__all__ = ["LOAD_COLUMNS", "add_latency_artifacts", "latency_figure", "latency_rows", "latency_table",
+           "machine_load"]
