@@ -196,6 +196,7 @@ EXTRA_ARTIFACTS = ("somabench.report.accuracy:add_task_artifacts",
                    "somabench.report.mining:add_mining_artifacts",
                    "somabench.report.latency:add_latency_artifacts",
                    "somabench.report.served:add_served_turn_artifacts",
+                   "somabench.report.prefill:add_prefill_artifacts",
                    "somabench.report.study:add_study_artifacts")
 """Artifact builders of other issues, ``(result, data, cfg, family, tag, out) -> None``; each
 computes through ``somabench.metrics`` / ``somabench.stats`` like the tables here."""
