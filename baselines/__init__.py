@@ -7,6 +7,7 @@ methods.register("original_prefix_cache", "somabench.baselines.original:Original
 for _ratio in (50, 75):  # KV-cache compression (kvpress venv): two presses x two ratios
     for _press in ("streaming_llm", "snapkv"):
         methods.register(f"kvpress_{_press}_{_ratio}", "somabench.baselines.original:OriginalKVPress")
+methods.register("kvpress_control", "somabench.baselines.original:OriginalKVPress")  # 0 % removed
 methods.register("surrogate", "somabench.baselines.surrogate:Surrogate")
 methods.register("history_prefix", "somabench.baselines.history_prefix:HistoryPrefix")
 methods.register("history_ft", "somabench.baselines.history_ft:HistoryFT")

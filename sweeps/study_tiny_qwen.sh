@@ -14,7 +14,8 @@
 #   tiny        ReMeDi again with model=tiny (SmolLM2 G, another tokenizer): the contrast row
 #   serving     the serving-aware baselines of issue 26 on ReMeDi: the Original with F's prefix
 #               cache (priced at the cached-input rate) and kvpress's StreamingLLM and SnapKV at
-#               50/75 % (run by KV_PY, default .venv-kvpress/bin/python: make kvpress-env)
+#               50/75 % (run by KV_PY, default .venv-kvpress/bin/python: make kvpress-env), after
+#               kvpress_control (hooks on, 0 % removed: the kvpress venv's noise floor)
 #   dose        dose-response of the adaptation budget on ReMeDi (soma_holdout_recorded, one knob
 #               at a time around the defaults, all within App. B.2's ranges): LoRA steps 10/20/40,
 #               LoRA lr 5e-4/1e-3/2e-3, rank 4/8/16, W 2/3/4 (the middle values are the main run)
@@ -35,7 +36,7 @@ for stage in $STAGES; do
     serving)    data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 sweep study_tiny_qwen "${data[@]}" method=original_prefix_cache "$@"
                 PY=${KV_PY:-.venv-kvpress/bin/python} sweep study_tiny_qwen "${data[@]}" \
-                  "method=kvpress_streaming_llm_50,kvpress_snapkv_50,kvpress_streaming_llm_75,kvpress_snapkv_75" "$@"
+                  "method=kvpress_control,kvpress_streaming_llm_50,kvpress_snapkv_50,kvpress_streaming_llm_75,kvpress_snapkv_75" "$@"
                 continue ;;
     dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \

@@ -49,6 +49,33 @@ def test_methods_compose_with_their_press(method: str, tmp_path: Path) -> None:
     assert spec == {"name": press, "compression_ratio": int(ratio) / 100}
 
 
+def test_control_composes_with_nothing_removed(tmp_path: Path) -> None:
+    from somabench.runner import RunContext
+
+    spec = RunContext(compose(overrides("kvpress_control", tmp_path))).model_spec("F")["kv_press"]
+    assert spec == {"name": "streaming_llm", "compression_ratio": 0.0}
+
+
+@pytest.mark.kvpress
+@needs_kvpress
+def test_control_press_leaves_answers_unchanged(tiny_assets) -> None:
+    """The control's hooks remove nothing: served one prompt at a time in the same venv, its
+    greedy answers equal plain F's, so any gap to the reference comes from the stack, not it."""
+    from somabench.backends.base import GenerationConfig
+    from somabench.backends.hf import HFBackend
+
+    kwargs = {"model_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+              "path": str(tiny_assets["qwen2.5-coder-0.5b-instruct"]), "dtype": "float32"}
+    plain = HFBackend(**kwargs)
+    control = HFBackend(**kwargs, kv_press={"name": "streaming_llm", "compression_ratio": 0.0})
+    gen = GenerationConfig(max_new_tokens=12)
+    for question in ("Explain hash maps. " * 20, "What is 17 * 23? Show the steps."):
+        prompt = plain.render([{"role": "user", "content": question}])
+        [a] = plain.generate_text([prompt], gen)
+        [b] = control.generate_text([prompt], gen)
+        assert a.text == b.text and a.completion_tokens == b.completion_tokens
+
+
 @pytest.mark.skipif(HAVE_KVPRESS, reason="kvpress is installed here")
 def test_missing_kvpress_is_one_clear_error() -> None:
     from somabench.backends.kv_press import build_press
