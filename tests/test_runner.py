@@ -130,3 +130,28 @@ def test_resume_on_a_machine_with_another_dtype_is_refused(tmp_path: Path) -> No
     header = read_header(tmp_path)
     assert header is not None
     assert header.status == "started" and header.models["G"]["dtype"] == "bfloat16"
+
+
+def test_shared_objects_are_built_once_and_closed_with_the_run(tmp_path: Path) -> None:
+    """``RunContext.shared``: one object per key for the whole run (e.g. the G_serve engine),
+    None before it is built, and its ``close()`` called when the run's context closes."""
+    from somabench.runner import RunContext
+
+    class Engine:
+        built = 0
+        closed = 0
+
+        def __init__(self) -> None:
+            Engine.built += 1
+
+        def close(self) -> None:
+            Engine.closed += 1
+
+    ctx = RunContext(compose(["model.F.backend=testing.fake", "model.G.backend=testing.fake",
+                              f"cache.path={tmp_path / 'c.sqlite'}"]))
+    assert ctx.shared("engine") is None
+    first = ctx.shared("engine", Engine)
+    assert ctx.shared("engine", Engine) is first and ctx.shared("engine") is first
+    assert Engine.built == 1 and Engine.closed == 0
+    ctx.close()
+    assert Engine.closed == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -64,6 +65,11 @@ class MethodContext(Protocol):
 
     def encoder(self) -> Any:
         """phi, the sentence encoder gates and summaries embed with."""
+        ...
+
+    def shared(self, key: str, build: Callable[[], Any] | None = None) -> Any:
+        """A run-scoped object under ``key`` (built by ``build`` on first use, closed with the
+        run); None when absent and no ``build`` is given."""
         ...
 
 

@@ -53,6 +53,7 @@ class RunContext:
         self._raw: dict[str, Any] = {}
         self._wrapped: dict[str, Any] = {}
         self._encoder: Any = None
+        self._shared: dict[str, Any] = {}
         self.on_build: list[Callable[[str, Any], None]] = []
         """Called with (role, backend) when a role's backend is built, before its first use
         (the task's context-window preflight, ``somabench.data.preflight.on_build``)."""
@@ -94,6 +95,14 @@ class RunContext:
             self._encoder = build_encoder(self.cfg.model.encoder, cache_dir=self.cfg.paths.cache_dir)
         return self._encoder
 
+    def shared(self, key: str, build: Callable[[], Any] | None = None) -> Any:
+        """A run-scoped object under ``key``: built by ``build`` on first use, then the same
+        object for every dialogue, closed (its ``close()``) when the run ends; None when absent
+        and no ``build`` is given (e.g. the G_serve engine, ``switching/vllm_serving.py``)."""
+        if key not in self._shared and build is not None:
+            self._shared[key] = build()
+        return self._shared.get(key)
+
     def describe_models(self) -> dict[str, Any]:
         """run.json ``models.<role>``: engine, model and resolved dtype + reason of each role
         loaded so far (a role the method never used is absent)."""
@@ -105,9 +114,9 @@ class RunContext:
         for backend in {id(b): b for b in self._raw.values()}.values():
             if callable(getattr(backend, "close", None)):
                 backend.close()
-        server = getattr(self, "_session_adapter_server", None)  # model.G_serve (vllm_backend)
-        if server is not None:
-            server.engine.close()
+        for item in self._shared.values():
+            if callable(getattr(item, "close", None)):
+                item.close()
 
     def cache_stats(self) -> str:
         return self.cache.stats() if self.cache else "cache: disabled"

@@ -76,6 +76,9 @@ class Ctx:
     def encoder(self) -> TopicEncoder:
         return self._encoder
 
+    def shared(self, key: str, build: Any = None) -> Any:
+        return None  # no run-scoped engines (G_serve) in these tests
+
 
 class FakeAdapter:
     """Stands in for ``SessionAdapter`` on the topic doubles: while it is on, G's ``adapter_id``

@@ -37,6 +37,10 @@ def export_adapter(adapter: ServedAdapter, out_dir: Path) -> Path:
     return Path(adapter.save(out_dir))
 
 
+SERVER_KEY = "session_adapter_server"
+"""The run-scoped slot (``MethodContext.shared``) of the G_serve engine."""
+
+
 class SessionAdapterServer:
     """One vLLM engine running G (``enable_lora``) serving every dialogue's own adapter.
 
@@ -93,6 +97,10 @@ class SessionAdapterServer:
             view = self.engine.with_adapter(adapter_id)
         return CachedBackend(view, self.cache) if self.cache is not None else view
 
+    def close(self) -> None:
+        """Stop the engine (``MethodContext.shared`` calls it when the run ends)."""
+        self.engine.close()
+
     def release(self, adapter_id: str | None) -> None:
         if adapter_id is None or adapter_id not in self.engine.adapters:
             return
@@ -108,10 +116,7 @@ def session_server(ctx: Any) -> SessionAdapterServer | None:
     model = cfg.get("model") if cfg is not None else None
     if model is None or model.get("G_serve") is None:
         return None
-    server = getattr(ctx, "_session_adapter_server", None)
-    if server is None:
-        server = SessionAdapterServer.from_cfg(ctx.cfg, ctx.cache)
-        ctx._session_adapter_server = server
+    server: SessionAdapterServer = ctx.shared(SERVER_KEY, lambda: SessionAdapterServer.from_cfg(ctx.cfg, ctx.cache))
     return server
 
 
@@ -131,6 +136,6 @@ def serve_switched_turn(ctx: Any, session: Any, plan: Any, gen: GenerationConfig
 
 def release_session(ctx: Any, session: Any) -> None:
     """Free the dialogue's adapter in the G_serve engine (called when the dialogue ends)."""
-    server = getattr(ctx, "_session_adapter_server", None)
+    server = ctx.shared(SERVER_KEY)
     if server is not None:
         server.release(session.state.pop("g_serve_adapter", None))
