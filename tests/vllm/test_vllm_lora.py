@@ -141,12 +141,12 @@ def test_the_switched_turn_hook_serves_the_session_adapter(trained: dict[str, An
 
     from somabench.config import compose
     from somabench.methods import Session, TurnPlan
-    from somabench.switching.vllm_serving import release_session, serve_switched_turn
+    from somabench.switching.vllm_serving import SERVER_KEY, release_session, serve_switched_turn
 
     server = trained["server"]
     cfg = compose(["model=tiny", "method=soma", "+model/G_serve=vllm"])
     ctx = SimpleNamespace(cfg=cfg, cache=None, raw=lambda role: hf_g,
-                          _session_adapter_server=server)
+                          shared=lambda key, build=None: server if key == SERVER_KEY else None)
     session = Session(dialogue=None, history_mode="own")
     adapter_a = SimpleNamespace(adapter_id=trained["ids"]["A"])  # already exported above
     plan = TurnPlan(role="G", messages=user(QUESTION))
