@@ -114,6 +114,8 @@ def turn_frame(turns: Iterable[TurnRecord]) -> pd.DataFrame:
         for role in TOKEN_ROLES:
             usage = t.tokens.get(role)
             row[f"tokens_{role}"] = _count(usage.total) if usage is not None else 0.0
+            for part in USAGE_PARTS:  # for the per-turn $ cost (prices differ by part)
+                row[f"tokens_{role}_{part}"] = (getattr(usage, part) or 0) if usage is not None else 0
         row["tokens_missing"] = ",".join(r for r, u in t.tokens.items() if u.total is None)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -258,6 +260,38 @@ def _price(prices: dict[str, Any], role: str) -> dict[str, Any] | None:
     return dict(price) if price else None
 
 
+def role_usd(frame: pd.DataFrame, prices: dict[str, Any], role: str, prefix: str = "",
+             unpriced: list[str] | None = None) -> pd.Series:
+    """USD per row for ``role``'s ``<prefix>tokens_<role>_{prompt,completion,cached_prompt}``
+    columns at ``prices[role]`` (USD per 1M tokens). Prompt tokens read from a cache cost the
+    ``cached_prompt`` rate where one is set (else the prompt rate). A role with tokens but no
+    price costs 0 here and is appended to ``unpriced`` (the caller says so; never silent)."""
+    price = _price(prices, role)
+    zero = pd.Series(0.0, index=frame.index)
+    prompt = frame[f"{prefix}tokens_{role}_prompt"].fillna(0.0)
+    completion = frame[f"{prefix}tokens_{role}_completion"].fillna(0.0)
+    column = f"{prefix}tokens_{role}_cached_prompt"
+    cached = frame[column].fillna(0.0) if column in frame else zero
+    if not price:
+        if unpriced is not None and ((prompt + completion) > 0).any() and role not in unpriced:
+            unpriced.append(role)
+        return zero
+    fresh_rate = float(price.get("prompt", 0.0))
+    # no cached-input rate set: cached tokens are billed like any prompt token (unchanged)
+    cached_rate = float(price["cached_prompt"]) if price.get("cached_prompt") is not None else fresh_rate
+    return ((prompt - cached) * fresh_rate + cached * cached_rate
+            + completion * float(price.get("completion", 0.0))) / PER_MILLION
+
+
+def turn_usd(turns: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.Series, list[str]]:
+    """USD of each turn (a :func:`turn_frame`): every role's tokens at its price, as
+    :func:`cost_stacks` prices a dialogue's serving stacks; and the roles left unpriced."""
+    unpriced: list[str] = []
+    total = sum((role_usd(turns, prices, role, "", unpriced) for role in TOKEN_ROLES),
+                pd.Series(0.0, index=turns.index))
+    return total, unpriced
+
+
 def cost_stacks(dialogues: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """USD per dialogue in the same stacks as :func:`token_stacks`.
 
@@ -273,21 +307,7 @@ def cost_stacks(dialogues: pd.DataFrame, prices: dict[str, Any]) -> tuple[pd.Dat
     unpriced: list[str] = []
 
     def usd(role: str, prefix: str) -> pd.Series:
-        price = _price(prices, role)
-        prompt = out[f"{prefix}tokens_{role}_prompt"].fillna(0.0)
-        completion = out[f"{prefix}tokens_{role}_completion"].fillna(0.0)
-        column = f"{prefix}tokens_{role}_cached_prompt"
-        cached = out[column].fillna(0.0) if column in out else pd.Series(0.0, index=out.index)
-        if not price:
-            if ((prompt + completion) > 0).any() and role not in unpriced:
-                unpriced.append(role)
-            return pd.Series(0.0, index=out.index)
-        fresh_rate = float(price.get("prompt", 0.0))
-        # no cached-input rate set: cached tokens are billed like any prompt token (unchanged)
-        cached_rate = (float(price["cached_prompt"]) if price.get("cached_prompt") is not None
-                       else fresh_rate)
-        return ((prompt - cached) * fresh_rate + cached * cached_rate
-                + completion * float(price.get("completion", 0.0))) / PER_MILLION
+        return role_usd(out, prices, role, prefix, unpriced)
 
     serve = {r: usd(r, "") - usd(r, "adapt_") for r in TOKEN_ROLES}
     out["F"] = serve["F"]

@@ -9,8 +9,10 @@ and answer "does the adaptation matter?" with a paired comparison on the turns G
 the switch diagnostics (Delta on the acceptance batch, on future turns, warm turns, gate).
 
 Artifacts (hook ``add_study_artifacts`` of ``report.build.EXTRA_ARTIFACTS``):
-``study_<family>_<panel>.md/.csv``, ``study_sessions_<family>.md/.csv`` and the figure
-``study_quality_cost_<family>_<panel>`` (similarity vs cost relative to the Original).
+``study_<family>_<panel>.md/.csv``, ``study_sessions_<family>.md/.csv``, the figure
+``study_quality_cost_<family>_<panel>`` (similarity vs cost relative to the Original) and
+``study_break_even_<family>`` (the G turns a session needs to repay its adaptation: the answer
+to "on sessions like mine" for a reader whose sessions are longer than the study's).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from somabench.metrics import (
     score_per_dialogue,
     score_per_turn,
     token_stacks,
+    turn_usd,
 )
 from somabench.report.tables import StatsKnobs
 from somabench.stats import CI, mean_ci, paired_comparison
@@ -159,6 +162,82 @@ def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKno
                 f"{text} (n={pair.n} sessions, {int(mine['g_turns_scored'].sum())} turns)")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def break_even_sessions(data: Any, family: str) -> pd.DataFrame:
+    """Per session of a switching method: what its adaptation cost beyond the Original
+    (``overhead_usd``: adaptation + training + the extra cost of its turns not served by G, e.g.
+    the gate's candidates) and what each turn G served saved against the Original's answer to
+    the same turn (``saving_usd``: mean over the session's G turns; NaN without one)."""
+    dialogues = data.dialogues[data.dialogues["family"] == family] if not data.dialogues.empty else data.dialogues
+    turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
+    prices = data.prices(family)
+    if dialogues.empty or turns.empty or not prices:
+        return pd.DataFrame()
+    adaptive = dialogues[[bool(_switch(a)) for a in dialogues["adaptation"]]]
+    if adaptive.empty:
+        return pd.DataFrame()
+    turns = turns[turns["status"] == "ok"]
+    usd, _ = turn_usd(turns, prices)
+    turns = turns.assign(usd=usd.to_numpy())
+    original = (turns[turns["method"] == ORIGINAL].drop_duplicates(["dataset", "dialogue_id", "turn"])
+                [["dataset", "dialogue_id", "turn", "usd"]].rename(columns={"usd": "usd_original"}))
+    stacks, _ = cost_stacks(adaptive, prices)
+    rows = []
+    for (_, r), one_off in zip(adaptive.iterrows(), stacks["adaptation"] + stacks["training"], strict=True):
+        mine = turns[(turns["run_key"] == r["run_key"]) & (turns["dialogue_id"] == r["dialogue_id"])]
+        both = mine.merge(original, on=["dataset", "dialogue_id", "turn"], how="inner")
+        if both.empty:
+            continue
+        by_g = both["served_by"].astype(str).str.split("+").str[0] == G
+        extra = float((both.loc[~by_g, "usd"] - both.loc[~by_g, "usd_original"]).sum())
+        saving = (both.loc[by_g, "usd_original"] - both.loc[by_g, "usd"]).mean() if by_g.any() else np.nan
+        rows.append({"label": r["label"], "method": r["method"], "dataset": r["dataset"],
+                     "dialogue_id": r["dialogue_id"], "g_turns": int(by_g.sum()),
+                     "overhead_usd": float(one_off) + extra, "saving_usd": float(saving)})
+    return pd.DataFrame(rows)
+
+
+def break_even_table(sessions: pd.DataFrame, knobs: StatsKnobs) -> pd.DataFrame:
+    """Per (dataset, method): the overhead per session, the saving per G turn, and the G turns
+    a session needs to repay its overhead (overhead / saving; the range from the saving's CI)."""
+    rows = []
+    for (dataset, label), part in sessions.groupby(["dataset", "label"], sort=True):
+        def ci(col: str, scale: float, part: pd.DataFrame = part, dataset: str = dataset,
+               label: str = label) -> CI:
+            return mean_ci(part[col].dropna().to_numpy(float) * scale, n_boot=knobs.n_boot,
+                           seed=_seed(knobs, "break-even", dataset, label, col),
+                           confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
+
+        overhead, saving = ci("overhead_usd", USD_PER), ci("saving_usd", USD_PER)
+        cost = overhead.mean
+        if saving.mean is None or cost is None:
+            turns_needed = "– (G served no turn)"
+        elif saving.mean <= 0:
+            turns_needed = "never (a G turn cost more than F's)"
+        elif saving.lo is not None and saving.hi is not None:
+            high = f"{cost / saving.lo:.0f}" if saving.lo > 0 else "∞"
+            turns_needed = f"{cost / saving.mean:.0f} [{cost / saving.hi:.0f}, {high}]"
+        else:
+            turns_needed = f"{cost / saving.mean:.0f}"
+        rows.append({"dataset": dataset, "method": label, "n": len(part),
+                     "sessions with G turns": int((part["g_turns"] > 0).sum()),
+                     "G turns per session": f"{part['g_turns'].mean():.2f}",
+                     f"overhead USD per {USD_PER} sessions": _fmt(overhead, 3),
+                     f"saving USD per {USD_PER} G turns": _fmt(saving, 3),
+                     "G turns to break even": turns_needed})
+    return pd.DataFrame(rows)
+
+
+BREAK_EVEN_NOTE = (
+    "Overhead: per session, the method's adaptation (e.g. F's answers to the mined prompts) and "
+    "training cost, plus what its turns not served by G cost beyond the Original's answers to the "
+    "same turns (e.g. the gate's candidates). Saving: per turn G served, the Original's cost of that turn minus the "
+    "method's (paired on the same dialogue and turn; mean per session). G turns to break even: "
+    "overhead / saving, the range from the saving's interval (the overhead's is not propagated). "
+    "Measured at the study's turn positions: in a longer session the Original's history, and so "
+    "the saving per G turn, grows, so the count is an upper bound there. At model.prices "
+    "(illustrative): another F:G price ratio or training price moves it.")
 
 
 def _seed(knobs: StatsKnobs, *identity: Any) -> int:
@@ -318,6 +397,7 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
             fname = f"study_quality_cost_{suffix}"
             result.written.append(Artifact(fname, "extra (issue 22)", figs.save(fig, out, fname, cfg),
                                            "similarity vs tokens relative to the Original"))
+    _write_break_even(result, data, family, tag, knobs, out)
     diag = diagnostics_table(data, family)
     if not diag.empty and not post_switch.empty:
         keep = post_switch.drop(columns=["method"]).rename(columns={"label": "method"})[
@@ -340,5 +420,23 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
                                    "per-session switch and Delta diagnostics"))
 
 
-__all__ = ["add_study_artifacts", "diagnostics_table", "served_shares", "session_frame",
+def _write_break_even(result: Any, data: Any, family: str, tag: str, knobs: StatsKnobs, out: Path) -> None:
+    """``study_break_even_<tag>``: the G turns a session needs to repay its adaptation."""
+    from somabench.report.build import Artifact
+
+    name = f"study_break_even_{tag}"
+    sessions = break_even_sessions(data, family)
+    if sessions.empty:
+        result.skip(name, "no switching method with priced turns paired with the Original's")
+        return
+    md, csv = out / f"{name}.md", out / f"{name}.csv"
+    md.write_text(f"## When does the adaptation pay for itself? ({family})\n\n"
+                  + frame_markdown(break_even_table(sessions, knobs))
+                  + f"\n\n<sub>{BREAK_EVEN_NOTE} {knobs.describe()}.</sub>\n", encoding="utf-8")
+    sessions.to_csv(csv, index=False)
+    result.written.append(Artifact(name, "extra (issue 22)", [md, csv],
+                                   "overhead per session, saving per G turn, G turns to break even"))
+
+
+__all__ = ["add_study_artifacts", "break_even_sessions", "break_even_table", "diagnostics_table", "served_shares", "session_frame",
            "summary_table"]
