@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from somabench.backends.base import Completion
 from somabench.config import compose
@@ -121,6 +122,10 @@ def test_report_has_latency_table_and_figure(tiny_run: Path, tmp_path: Path) -> 
     assert loads and all(len(x) == 3 and min(x) >= 0 for x in loads)
     assert table["load 1-min median"].iloc[0] == pytest.approx(statistics.median(x[0] for x in loads))
     assert table["load 1-min max"].iloc[0] == pytest.approx(max(x[0] for x in loads))
+    threads = {json.loads(line)["machine"]["torch_threads"]
+               for line in (tiny_run / "dialogues.jsonl").read_text().splitlines()}
+    assert threads == {torch.get_num_threads()}
+    assert str(table["torch threads"].iloc[0]) == str(torch.get_num_threads())
     assert "load 1-min median" in md
 
 
@@ -128,10 +133,11 @@ def test_machine_load_skips_dialogues_without_it() -> None:
     from somabench.report.latency import machine_load
 
     frame = pd.DataFrame({"family": ["t", "t", "t", "u"], "label": ["A", "A", "A", "A"],
-                          "dataset": ["d"] * 4, "load_1m": [1.0, 3.0, float("nan"), 9.0]})
+                          "dataset": ["d"] * 4, "load_1m": [1.0, 3.0, float("nan"), 9.0],
+                          "torch_threads": [2.0, 1.0, 2.0, 2.0]})
     got = machine_load(frame, "t")
     assert got.to_dict("records") == [{"label": "A", "dataset": "d", "load_1m_median": 2.0,
-                                       "load_1m_max": 3.0}]
+                                       "load_1m_max": 3.0, "torch_threads": "1/2"}]
     assert machine_load(frame.drop(columns="load_1m"), "t").empty
 
 

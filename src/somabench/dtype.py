@@ -257,6 +257,16 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def dialogue_machine() -> dict[str, Any]:
+    """What a dialogue line records of the machine when it ends: the load averages and the
+    torch CPU threads (latency depends on both; docs/reports.md, Latency)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # never imported just for this (an API-only run has no torch in use)
+    return {"load_avg": load_average(),
+            "torch_threads": int(torch.get_num_threads()) if torch is not None else None}
+
+
 def load_average() -> list[float] | None:
     """1/5/15-minute load averages (None where the OS has none)."""
     try:

@@ -56,7 +56,8 @@ def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
         row: dict[str, Any] = {"method": d.method, "dataset": d.dataset, "dialogue_id": d.dialogue_id,
                                "run_id": d.run_id, "n_turns": d.n_turns,
                                "wall_s": d.seconds.get("wall"), "adapt_s": d.seconds.get("adapt", 0.0),
-                               "start_s": d.seconds.get("start"), "load_1m": _load_1m(d)}
+                               "start_s": d.seconds.get("start"), "load_1m": _load_1m(d),
+                               "torch_threads": _count(d.machine.get("torch_threads"))}
         total = 0.0
         missing = []
         for role in TOKEN_ROLES:

@@ -184,7 +184,8 @@ class DialogueRecord:
     seed: int | None = None
     """The run's root ``seed``."""
     machine: dict[str, Any] = field(default_factory=dict)
-    """The machine's state when the dialogue ended: ``load_avg`` (1/5/15-minute load averages).
+    """The machine's state when the dialogue ended: ``load_avg`` (1/5/15-minute load averages)
+    and ``torch_threads`` (torch's CPU threads; None where torch was not in use).
     On a shared CPU the load moves latency more than the method does, so latency tables print
     it beside their percentiles. Empty in lines written before the field existed."""
     schema_version: int = SCHEMA_VERSION

@@ -23,7 +23,7 @@ from somabench.backends import build_backend
 from somabench.backends.base import Backend, BackendError, Completion, GenerationConfig, sha16
 from somabench.cache import CachedBackend, SqliteCache
 from somabench.config import to_dict
-from somabench.dtype import load_average
+from somabench.dtype import dialogue_machine
 from somabench.latency import queue_of_call, queue_of_planned, turn_timing
 from somabench.methods import HistoryMode, Method, Session, TurnPlan, usage_of
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
@@ -310,7 +310,7 @@ class Runner:
                      "generate": round(gen_seconds, 6), "adapt": round(adapt_seconds, 6),
                      "start": live.start_seconds},
             n_errors=sum(t.status != "ok" for t in live.turns), config_hash=self.cfg_hash,
-            seed=self.cfg.seed, machine={"load_avg": load_average()},
+            seed=self.cfg.seed, machine=dialogue_machine(),
         )
         self.store.append_dialogue(live.turns, dialogue)
         return live

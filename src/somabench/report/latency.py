@@ -25,7 +25,7 @@ NOTE = ("Per answered turn, as vLLM's serving benchmark: TTFT = time to the firs
         "(docs/reports.md, Latency). Cache hits count at the times recorded when they were "
         "generated. TTFT/TPOT are missing (–) where the backend did not stream. Load: the machine's "
         "1-minute load average when each dialogue ended (median and max over the method's "
-        "dialogues; – where not recorded): compare latency only between rows run at a similar "
+        "dialogues; – where not recorded) and torch's CPU threads: compare latency only between rows run at a similar "
         "load, and against the machine's core count.")
 
 
@@ -38,19 +38,23 @@ def latency_rows(turns: pd.DataFrame, family: str) -> pd.DataFrame:
     return rows[rows["latency_s"].notna()]
 
 
-LOAD_COLUMNS = {"load_1m_median": "load 1-min median", "load_1m_max": "load 1-min max"}
+LOAD_COLUMNS = {"load_1m_median": "load 1-min median", "load_1m_max": "load 1-min max",
+                "torch_threads": "torch threads"}
 """The machine's load while the method ran (per dialogue, when it ended): latency on a shared
 CPU says as much about the load as about the method, so the two are printed side by side."""
 
 
 def machine_load(dialogues: pd.DataFrame, family: str) -> pd.DataFrame:
     """Per (label, dataset): median and max of the 1-minute load average recorded at the end of
-    each dialogue (empty where no dialogue recorded it)."""
+    each dialogue, and the torch thread counts seen (empty where no dialogue recorded them)."""
     if dialogues.empty or "load_1m" not in dialogues:
         return pd.DataFrame(columns=["label", "dataset", *LOAD_COLUMNS])
     rows = dialogues[(dialogues["family"] == family) & dialogues["load_1m"].notna()]
-    grouped = rows.groupby(["label", "dataset"])["load_1m"]
-    return pd.concat([grouped.median().rename("load_1m_median"), grouped.max().rename("load_1m_max")],
+    grouped = rows.groupby(["label", "dataset"])
+    threads = (grouped["torch_threads"].agg(lambda s: "/".join(str(int(v)) for v in sorted(s.dropna().unique())))
+               if "torch_threads" in rows else grouped["load_1m"].agg(lambda s: ""))
+    return pd.concat([grouped["load_1m"].median().rename("load_1m_median"),
+                      grouped["load_1m"].max().rename("load_1m_max"), threads.rename("torch_threads")],
                      axis=1).reset_index()
 
 
