@@ -39,7 +39,7 @@ def _count(value: float | None) -> float:
 
 def _load_1m(d: DialogueRecord) -> float:
     """The 1-minute load average when the dialogue ended (NaN where it was not recorded)."""
-    load = d.machine.get("load_avg")
+    load = (getattr(d, "machine", None) or {}).get("load_avg")
     return float(load[0]) if load else float("nan")
 
 
@@ -57,7 +57,7 @@ def dialogue_frame(dialogues: Iterable[DialogueRecord]) -> pd.DataFrame:
                                "run_id": d.run_id, "n_turns": d.n_turns,
                                "wall_s": d.seconds.get("wall"), "adapt_s": d.seconds.get("adapt", 0.0),
                                "start_s": d.seconds.get("start"), "load_1m": _load_1m(d),
-                               "torch_threads": _count(d.machine.get("torch_threads"))}
+                               "torch_threads": _count((getattr(d, "machine", None) or {}).get("torch_threads"))}
         total = 0.0
         missing = []
         for role in TOKEN_ROLES:
