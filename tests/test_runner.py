@@ -155,3 +155,42 @@ def test_shared_objects_are_built_once_and_closed_with_the_run(tmp_path: Path) -
     assert Engine.built == 1 and Engine.closed == 0
     ctx.close()
     assert Engine.closed == 1
+
+
+def test_restored_seconds_count_in_latency_and_end_to_end(tmp_path: Path) -> None:
+    """A plan that restored cached work (``records.RESTORED_SECONDS``, e.g. an adapter-cache
+    hit) waits as if the work had been done in its turn step: its own queue and every later call
+    of the step include the seconds, and the turn's end-to-end seconds count them once."""
+    from somabench.data import load_dialogues as load_data
+    from somabench.methods import Method, Session, TurnPlan
+    from somabench.metrics import turn_seconds_e2e
+    from somabench.records import RESTORED_SECONDS
+    from somabench.runner import RunContext, Runner
+
+    class Restoring(Method):
+        name = "restoring"
+
+        def plan(self, session: Session, turn: int) -> TurnPlan:
+            plan = TurnPlan(role="F", messages=session.full_messages(turn, session.history))
+            if turn == 1 and session.id == first:
+                plan.seconds[RESTORED_SECONDS] = 100.0
+            return plan
+
+    cfg = compose(["model.F.backend=testing.fake", "model.G.backend=testing.fake", "judge=none",
+                   "dataset=mathmt", "limit=2", "dataset.truncate_turns=2", "progress=false",
+                   f"paths.output_root={tmp_path}", f"cache.path={tmp_path / 'c.sqlite'}"])
+    dialogues = load_data(cfg.dataset, limit=2, seed=0)
+    first = dialogues[0].id
+    ctx = RunContext(cfg)
+    store = RecordStore(tmp_path / "run")
+    runner = Runner(cfg, ctx, Restoring(cfg.method, ctx), store, run_id="run", reference=None,
+                    reference_key=None, history_mode="own")
+    runner.serve(dialogues, batch_size=2)
+    turns = {(t.dialogue_id, t.turn): t for t in load_turns(tmp_path / "run")}
+    for (dialogue, turn), record in turns.items():
+        waited = record.seconds["queue"]
+        assert (waited >= 100.0) is (turn == 1), (dialogue, turn)  # both dialogues of the step wait
+        assert waited < 200.0  # counted once per step
+    restored = turns[(first, 1)]
+    assert turn_seconds_e2e(restored.seconds) >= 100.0
+    assert turn_seconds_e2e(turns[(dialogues[1].id, 1)].seconds) < 100.0  # only its own work

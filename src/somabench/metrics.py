@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from somabench.records import ENCODER_ROLE, JUDGE_OK, DialogueRecord, TurnRecord
+from somabench.records import ENCODER_ROLE, JUDGE_OK, RESTORED_SECONDS, DialogueRecord, TurnRecord
 
 TOKEN_ROLES = ("F", "G", "compressor", "router", ENCODER_ROLE)
 USAGE_PARTS = ("prompt", "completion", "cached_prompt")
@@ -24,9 +24,10 @@ TRAIN_PASSES = ("forward", "backward")
 # Per-turn stages a method times itself (``TurnPlan.seconds``) that are NOT also counted in
 # the dialogue's adaptation seconds; used only for records without the runner's ``plan`` timer.
 LEGACY_STAGES = ("compress", "route")
-PLAN_KEYS = ("plan", "observe")
+PLAN_KEYS = ("plan", "observe", RESTORED_SECONDS)
 """Runner-measured wall seconds of ``Method.plan`` / ``Method.observe`` for a turn (they
-include compression, routing, gating and any adaptation the method does while planning)."""
+include compression, routing, gating and any adaptation the method does while planning), and
+the work it restored from a cache (``records.RESTORED_SECONDS``)."""
 SETUP_KEY = "setup"
 """One-time setup inside a turn's plan (loading a compressor model on first use): a cost of
 the run, not of the turn, so it is left out of end-to-end seconds."""

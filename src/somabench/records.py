@@ -40,6 +40,11 @@ JUDGE_FINAL: tuple[JudgeStatus, ...] = (JUDGE_OK, JUDGE_UNPARSED)
 """Outcomes a rerun keeps (and a judge cache stores); the others are judged again."""
 
 ENCODER_ROLE = "encoder"
+RESTORED_SECONDS = "restored"
+"""``TurnRecord.seconds`` key: wall seconds of work a method restored from a cache instead of
+doing it in this turn (an adapter-cache hit restores the training's measured seconds). Latency
+and end-to-end throughput count them as spent, as a request-cache hit counts at the times
+recorded when it was generated, so a run that reuses another's work reports what the work costs."""
 """Token role of the phi sentence encoder (MiniLM) a switching method runs for its gate, drift
 monitor, summary and Eq. 4 gaps; counted as adaptation tokens (docs/reports.md)."""
 

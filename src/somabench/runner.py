@@ -26,7 +26,7 @@ from somabench.config import to_dict
 from somabench.dtype import dialogue_machine
 from somabench.latency import queue_of_call, queue_of_planned, turn_timing
 from somabench.methods import HistoryMode, Method, Session, TurnPlan, usage_of
-from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
+from somabench.records import RESTORED_SECONDS, DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import (
     ERRORS_FILE,
     MODEL_ROLES,
@@ -196,18 +196,20 @@ class Runner:
             active = [lv for lv in lives if turn < len(lv.session.dialogue.turns) and not lv.error]
             plans: list[tuple[_Live, TurnPlan]] = []
             step_started = time.perf_counter()  # every active dialogue sends its turn now
+            restored = 0.0  # cached work of this step's plans, counted as if done now
             for live in active:
                 try:
                     started = time.perf_counter()
                     plan = self.method.plan(live.session, turn)
                     plan.seconds["plan"] = _plan_seconds(started, plan)  # end-to-end throughput
+                    restored += float(plan.seconds.get(RESTORED_SECONDS, 0.0))
                     if plan.completion is not None:  # answered while planning (latency)
-                        plan.seconds["queue"] = queue_of_planned(
-                            step_started, time.perf_counter(), plan.completion)
+                        plan.seconds["queue"] = round(restored + queue_of_planned(
+                            step_started, time.perf_counter(), plan.completion), 6)
                     plans.append((live, plan))
                 except BackendError as exc:
                     live.error = f"turn {turn}: {exc}"
-            self._generate(plans, step_started)
+            self._generate(plans, step_started, restored)
             for live, plan in plans:
                 if live.error:
                     continue
@@ -228,14 +230,17 @@ class Runner:
             if live.error:
                 yield self._finish(live)
 
-    def _generate(self, plans: list[tuple[_Live, TurnPlan]], step_started: float) -> None:
-        """Fill ``plan.completion`` for plans that need generation, batched per role."""
+    def _generate(self, plans: list[tuple[_Live, TurnPlan]], step_started: float,
+                  restored: float = 0.0) -> None:
+        """Fill ``plan.completion`` for plans that need generation, batched per role. Every call
+        waits for the step's planning, including the ``restored`` seconds of cached work
+        (``records.RESTORED_SECONDS``) as if it had been done in this step."""
         for role in ROLES:
             group = [(lv, p) for lv, p in plans if p.completion is None and p.role == role]
             if not group:
                 continue
             backend = self.ctx.backend(role)
-            queue = queue_of_call(step_started, time.perf_counter())
+            queue = round(restored + queue_of_call(step_started, time.perf_counter()), 6)
             for _, plan in group:
                 plan.seconds["queue"] = queue
             try:

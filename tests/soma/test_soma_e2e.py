@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from somabench.config import compose
-from somabench.records import load_dialogues, load_turns
+from somabench.records import RESTORED_SECONDS, load_dialogues, load_turns
 from somabench.task import run_task
 
 SMALL = ["method=soma", "dataset.tasks=[math]", "dataset.truncate_turns=5",
@@ -111,13 +111,23 @@ def test_holdout_batch_and_adapter_reuse_between_rule_variants(tiny_cfg_override
     the adapter: same id, the cache hit recorded, the held-out mined contexts excluded from
     LoRA and used as B (Delta complete at the end of the warm window)."""
     small = [o for o in SMALL if not o.startswith(("method=", "method.switch.acceptance.required"))]
-    runs = {}
+    runs, turns = {}, {}
     for method in ("soma_holdout_recorded", "soma_holdout"):
         cfg = compose([*tiny_cfg_overrides, f"method={method}", *small,
                        "method.switch.acceptance.batch=2"])
         run_task(cfg)
-        [runs[method]] = load_dialogues(Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name)
+        run_dir = Path(cfg.paths.output_root) / cfg.task_name / cfg.run_name
+        [runs[method]] = load_dialogues(run_dir)
+        turns[method] = load_turns(run_dir)
     first, second = runs["soma_holdout_recorded"].adaptation, runs["soma_holdout"].adaptation
+    # the reuse costs no time here, but latency counts the training's measured seconds in the
+    # turn that adapted (as a request-cache hit counts at its recorded times), and only there
+    restored = [t for t in turns["soma_holdout"] if RESTORED_SECONDS in t.seconds]
+    assert [t.turn for t in restored] == [cfg.method.switch.warm_window]
+    trained = sum(first[f"{stage}_s"] for stage in ("mining", "f_queries", "lora"))  # not the gate
+    assert restored[0].seconds[RESTORED_SECONDS] == pytest.approx(trained, abs=1e-4)
+    assert restored[0].seconds["queue"] >= trained - 1e-4
+    assert not any(RESTORED_SECONDS in t.seconds for t in turns["soma_holdout_recorded"])
     assert first["adapter_cache"]["hit"] is False and second["adapter_cache"]["hit"] is True
     assert first["adapter_cache"]["key"] == second["adapter_cache"]["key"]
     assert first["adapter_id"] == second["adapter_id"]

@@ -105,6 +105,44 @@ def order_datasets(cfg: Any, names: list[str]) -> list[str]:
     return [n for n in order if n in names] + sorted(n for n in names if n not in order)
 
 
+LABEL_OFFSETS = ((6, -14), (6, 8), (-6, -14), (-6, 8), (6, -30), (6, 24), (-6, -30), (-6, 24),
+                 (6, -46), (-6, -46))
+"""Candidate text offsets (points) around a labelled marker, tried in order."""
+
+
+def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Annotate each ``(x, y, text)`` at the first offset of :data:`LABEL_OFFSETS` whose text
+    box overlaps no label placed before and stays inside the axes (else the least overlapping
+    one): two methods with nearly the same position get readable labels instead of one smear.
+    Call after the axes' limits are final."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for x, y, text in points:
+        best, best_cost = None, None
+        for dx, dy in LABEL_OFFSETS:
+            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=fontsize, ha="left" if dx > 0 else "right",
+                               va="top" if dy < 0 else "bottom")
+            box = note.get_window_extent(renderer)
+            overlap = sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0))
+                          * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0)) for o in placed)
+            outside = (max(0.0, frame.x0 - box.x0) + max(0.0, box.x1 - frame.x1)
+                       + max(0.0, frame.y0 - box.y0) + max(0.0, box.y1 - frame.y1)) * box.height
+            cost = overlap + outside
+            if best_cost is None or cost < best_cost:
+                if best is not None:
+                    best[0].remove()
+                best, best_cost = (note, box), cost
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        if best is not None:
+            placed.append(best[1])
+
+
 def order_labels(cfg: Any, frame: pd.DataFrame) -> list[str]:
     """Row/legend order: the paper's method order, then variant labels alphabetically."""
     order = list(cfg.methods)

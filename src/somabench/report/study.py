@@ -294,6 +294,7 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
     fig, axes = plt.subplots(1, len(datasets), squeeze=False, layout="constrained",
                              figsize=(width * len(datasets), cfg.figures.panel_height * 1.3))
     for ax, dataset in zip(axes[0], datasets, strict=True):
+        labels_here: list[tuple[float, float, str]] = []
         part = sessions[sessions["dataset"] == dataset]
         base = part.loc[part["method"] == ORIGINAL, "tokens"].mean()
         for label, rows in part.groupby("label"):
@@ -314,10 +315,10 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
             ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6,
                         color=colors[label])
             share = rows["g_share"].mean()
-            ax.annotate(f"{label}\nG {share:.0f} %, n={len(rows)}", (x, y), fontsize=7,
-                        xytext=(5, -12), textcoords="offset points")
+            labels_here.append((x, y, f"{label}\nG {share:.0f} %, n={len(rows)}"))
         ax.axvline(1.0, color="grey", lw=0.6, ls=":")
         ax.set_xlim(left=0)
+        figs.place_labels(ax, labels_here)
         title = figs.dataset_name(cfg, dataset)
         if roles.get(dataset) == "negative_control":
             title += " (negative control)"

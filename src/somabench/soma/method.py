@@ -37,7 +37,7 @@ from somabench.soma.summary import SummaryConfig, summarize
 from somabench.switching.adapter_cache import AdapterCache, training_key
 from somabench.switching.gate import AUTO
 from somabench.switching.lora import Example, LoraConfig, lora_state, make_example
-from somabench.switching.method import SwitchingMethod
+from somabench.switching.method import RESTORED_STATE, SwitchingMethod
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,9 @@ class Soma(SwitchingMethod):
             hit = cache.load(key)
             if hit is not None:
                 self._restore(session, key, *hit)
+                # the training's seconds as measured: this turn's latency counts them as spent
+                session.state[RESTORED_STATE] = (session.state.get(RESTORED_STATE, 0.0)
+                                                 + float(hit[1]["adaptation_add"].get("seconds_total", 0.0)))
                 session.adaptation["adapter_cache"] = {
                     "hit": True, "key": key,
                     "load_s": round(time.perf_counter() - started, 6),

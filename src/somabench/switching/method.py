@@ -47,7 +47,7 @@ import numpy as np
 
 from somabench.backends.base import Completion
 from somabench.methods import Method, Session, TurnPlan, usage_of
-from somabench.records import ENCODER_ROLE, Usage
+from somabench.records import ENCODER_ROLE, RESTORED_SECONDS, Usage
 from somabench.switching.acceptance import gaps as gap_rows
 from somabench.switching.adapter import SessionAdapter
 from somabench.switching.controller import (
@@ -63,6 +63,12 @@ from somabench.switching.vllm_serving import release_session, serve_switched_tur
 
 log = logging.getLogger(__name__)
 STAGE_LOG_MIN_SECONDS = 1.0  # display only: quicker stage timings are logged at DEBUG
+
+
+RESTORED_STATE = "restored_s"
+"""``session.state`` key: seconds of adaptation restored from a cache while planning this turn
+(an adapter-cache hit); :meth:`SwitchingMethod.plan` moves them to the turn's
+``seconds[records.RESTORED_SECONDS]``."""
 
 
 class SwitchingMethod(Method):
@@ -289,7 +295,11 @@ class SwitchingMethod(Method):
 
     def plan(self, session: Session, turn: int) -> TurnPlan:
         with self.encoder_tokens(session):
-            return self._plan(session, turn)
+            plan = self._plan(session, turn)
+        restored = session.state.pop(RESTORED_STATE, 0.0)
+        if restored:  # cached adaptation: latency counts its measured seconds (records.py)
+            plan.seconds[RESTORED_SECONDS] = round(float(restored), 6)
+        return plan
 
     def _plan(self, session: Session, turn: int) -> TurnPlan:
         state = self._state(session)
