@@ -269,8 +269,10 @@ def test_tree_checker_catches_an_unlisted_module() -> None:
 
 
 STUDY_TABLE = "results/study_tiny_qwen/study_tiny_qwen_embedding.md"
-# The README's study paragraph quotes this row (the first SOMA variant of the study).
-STUDY_SOMA_ROW = "SOMA (B held-out mined, test recorded)"
+# The README's study paragraph quotes this row (SOMA with its acceptance test blocking) and its
+# break-even count.
+STUDY_SOMA_ROW = "SOMA (B held-out mined)"
+BREAK_EVEN_TABLE = "results/study_tiny_qwen/study_break_even_tiny_qwen.md"
 
 
 def study_row(table: str, dataset: str, method: str) -> dict[str, str]:
@@ -296,7 +298,10 @@ def test_readme_study_numbers_match_the_committed_table() -> None:
     share = soma["G share %"].split()[0]
     switched = soma["switched"].split("/")[0]
     ratio = f"{float(soma['tokens vs Original'].rstrip('x')):.1f}x"
-    quoted = [f"SOMA has {soma['n']} sessions", f"switched in {switched}", f"G served {share} %", ratio]
+    turns = study_row((ROOT / BREAK_EVEN_TABLE).read_text(encoding="utf-8"), "remedi",
+                      STUDY_SOMA_ROW)["G turns to break even"]
+    quoted = [f"SOMA has {soma['n']} sessions", f"switched in {switched}", f"G served {share} %", ratio,
+              f"{soma['similarity %'].split()[0]} % similarity", f"{turns} turns served by G"]
     stale = [phrase for phrase in quoted if phrase not in paragraph]
     assert not stale, f"README's study paragraph no longer matches {STUDY_TABLE}: expected {stale}"
     for method in ("Original", "Surrogate"):
