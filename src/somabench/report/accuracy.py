@@ -45,7 +45,7 @@ import pandas as pd
 from somabench.metrics import SCORE_OK, excluded_counts, panels, score_metric, score_per_dialogue
 from somabench.records import JUDGE_FINAL
 from somabench.report import figures as F
-from somabench.report.tables import StatsKnobs, Table, make_table
+from somabench.report.tables import StatsKnobs, Table, baseline_method, baseline_names, make_table
 from somabench.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def _stats(cfg: Any) -> StatsKnobs:
 
 
 def _baseline_label(frame: pd.DataFrame, cfg: Any) -> str | None:
-    labels = frame.loc[frame["method"] == str(cfg.stats.baseline), "label"].unique()
+    base = baseline_method(cfg.stats, frame["method"].unique()) if not frame.empty else None
+    labels = frame.loc[frame["method"] == base, "label"].unique() if base else []
     return str(labels[0]) if len(labels) else None
 
 
@@ -72,7 +73,7 @@ def post_switch_turns(scores: pd.DataFrame, cfg: Any) -> tuple[pd.DataFrame, str
     if base is None:
         own = scores[scores["post_switch"].fillna(False).astype(bool)]
         return own, ("Post-switch: each method's own turns served after its switch (the baseline "
-                     f"{cfg.stats.baseline} is not in this report).")
+                     f"{' | '.join(baseline_names(cfg.stats))} is not in this report).")
     flagged = scores[(scores["label"] == base) & scores["post_switch"].fillna(False).astype(bool)]
     keys = set(zip(flagged["dataset"], flagged["dialogue_id"], flagged["turn"].astype(int),
                    strict=True))

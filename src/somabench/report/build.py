@@ -31,6 +31,8 @@ from somabench.report.tables import (
     Cell,
     StatsKnobs,
     Table,
+    baseline_method,
+    baseline_names,
     make_table,
     paired_note,
     paired_text,
@@ -301,11 +303,13 @@ def _score_tables(result: ReportResult, data: ReportData, cfg: Any, knobs: Stats
 def _paired_table(result: ReportResult, cfg: Any, knobs: StatsKnobs, family: str, tag: str, ptag: str,
                   per: pd.DataFrame, value: str, spec: Any, panel: str, out: Path) -> None:
     """Every method vs ``report.stats.baseline`` on the same dialogues: diff [CI], p, n."""
-    baseline = str(cfg.stats.baseline)
+    found = baseline_method(cfg.stats, per["method"].unique()) if not per.empty else None
+    baseline = found or baseline_names(cfg.stats)[0]
     name = f"{spec.stem}_vs_{_tag(baseline)}_{tag}{ptag}"
     base_rows = per[per["method"] == baseline]
     if base_rows.empty:
-        result.skip(name, f"no {baseline} (report.stats.baseline) scores of panel {panel} to pair with")
+        wanted = " | ".join(baseline_names(cfg.stats))
+        result.skip(name, f"no {wanted} (report.stats.baseline) scores of panel {panel} to pair with")
         return
     base_label = base_rows["label"].iloc[0]
     if base_rows["label"].nunique() > 1:

@@ -61,6 +61,19 @@ class Cell(NamedTuple):
     """The unit values of a cell with fewer than ``min_n`` units (printed instead of a CI)."""
 
 
+def baseline_names(stats_cfg: Any) -> list[str]:
+    """``report.stats.baseline`` as a list: one method name, or several in order of preference."""
+    value = stats_cfg.baseline
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+def baseline_method(stats_cfg: Any, methods: Any) -> str | None:
+    """The paired tables' baseline: the first ``report.stats.baseline`` name among ``methods``
+    (a report without SOMA's default variant still pairs with the SOMA variant it has)."""
+    present = {str(m) for m in methods}
+    return next((name for name in baseline_names(stats_cfg) if name in present), None)
+
+
 @dataclass(frozen=True)
 class StatsKnobs:
     """``report.stats`` (conf/report/default.yaml): how CIs are computed."""
