@@ -180,22 +180,31 @@ def break_even_sessions(data: Any, family: str) -> pd.DataFrame:
     turns = turns[turns["status"] == "ok"]
     usd, _ = turn_usd(turns, prices)
     turns = turns.assign(usd=usd.to_numpy())
-    original = (turns[turns["method"] == ORIGINAL].drop_duplicates(["dataset", "dialogue_id", "turn"])
-                [["dataset", "dialogue_id", "turn", "usd"]].rename(columns={"usd": "usd_original"}))
     stacks, _ = cost_stacks(adaptive, prices)
     rows = []
     for (_, r), one_off in zip(adaptive.iterrows(), stacks["adaptation"] + stacks["training"], strict=True):
         mine = turns[(turns["run_key"] == r["run_key"]) & (turns["dialogue_id"] == r["dialogue_id"])]
-        both = mine.merge(original, on=["dataset", "dialogue_id", "turn"], how="inner")
-        if both.empty:
-            continue
-        by_g = both["served_by"].astype(str).str.split("+").str[0] == G
-        extra = float((both.loc[~by_g, "usd"] - both.loc[~by_g, "usd_original"]).sum())
-        saving = (both.loc[by_g, "usd_original"] - both.loc[by_g, "usd"]).mean() if by_g.any() else np.nan
-        rows.append({"label": r["label"], "method": r["method"], "dataset": r["dataset"],
-                     "dialogue_id": r["dialogue_id"], "g_turns": int(by_g.sum()),
-                     "overhead_usd": float(one_off) + extra, "saving_usd": float(saving)})
+        row: dict[str, Any] = {"label": r["label"], "method": r["method"], "dataset": r["dataset"],
+                               "dialogue_id": r["dialogue_id"]}
+        for reference, suffix in BREAK_EVEN_REFERENCES.items():
+            ref = (turns[turns["method"] == reference].drop_duplicates(["dataset", "dialogue_id", "turn"])
+                   [["dataset", "dialogue_id", "turn", "usd"]].rename(columns={"usd": "usd_ref"}))
+            both = mine.merge(ref, on=["dataset", "dialogue_id", "turn"], how="inner")
+            if both.empty:
+                continue
+            by_g = both["served_by"].astype(str).str.split("+").str[0] == G
+            extra = float((both.loc[~by_g, "usd"] - both.loc[~by_g, "usd_ref"]).sum())
+            saving = (both.loc[by_g, "usd_ref"] - both.loc[by_g, "usd"]).mean() if by_g.any() else np.nan
+            row.update({"g_turns": int(by_g.sum()), f"overhead_usd{suffix}": float(one_off) + extra,
+                        f"saving_usd{suffix}": float(saving)})
+        if "g_turns" in row:
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+BREAK_EVEN_REFERENCES = {ORIGINAL: "", "original_prefix_cache": "_prefix_cache"}
+"""What a session is repaid against: the Original, and (where it ran) the Original with F's
+prefix cache, billed at the cached-input rate (issue 26): the serving a reviewer compares with."""
 
 
 def break_even_table(sessions: pd.DataFrame, knobs: StatsKnobs) -> pd.DataFrame:
@@ -209,24 +218,32 @@ def break_even_table(sessions: pd.DataFrame, knobs: StatsKnobs) -> pd.DataFrame:
                            seed=_seed(knobs, "break-even", dataset, label, col),
                            confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
 
-        overhead, saving = ci("overhead_usd", USD_PER), ci("saving_usd", USD_PER)
-        cost = overhead.mean
-        if saving.mean is None or cost is None:
-            turns_needed = "– (G served no turn)"
-        elif saving.mean <= 0:
-            turns_needed = "never (a G turn cost more than F's)"
-        elif saving.lo is not None and saving.hi is not None:
-            high = f"{cost / saving.lo:.0f}" if saving.lo > 0 else "∞"
-            turns_needed = f"{cost / saving.mean:.0f} [{cost / saving.hi:.0f}, {high}]"
-        else:
-            turns_needed = f"{cost / saving.mean:.0f}"
-        rows.append({"dataset": dataset, "method": label, "n": len(part),
-                     "sessions with G turns": int((part["g_turns"] > 0).sum()),
-                     "G turns per session": f"{part['g_turns'].mean():.2f}",
-                     f"overhead USD per {USD_PER} sessions": _fmt(overhead, 3),
-                     f"saving USD per {USD_PER} G turns": _fmt(saving, 3),
-                     "G turns to break even": turns_needed})
+        row: dict[str, Any] = {"dataset": dataset, "method": label, "n": len(part),
+                               "sessions with G turns": int((part["g_turns"] > 0).sum()),
+                               "G turns per session": f"{part['g_turns'].mean():.2f}"}
+        for suffix in BREAK_EVEN_REFERENCES.values():
+            if f"saving_usd{suffix}" not in part or part[f"overhead_usd{suffix}"].isna().all():
+                continue
+            overhead, saving = ci(f"overhead_usd{suffix}", USD_PER), ci(f"saving_usd{suffix}", USD_PER)
+            against = "" if not suffix else " vs Original + prefix cache"
+            row[f"overhead USD per {USD_PER} sessions{against}"] = _fmt(overhead, 3)
+            row[f"saving USD per {USD_PER} G turns{against}"] = _fmt(saving, 3)
+            row[f"G turns to break even{against}"] = _turns_needed(overhead, saving)
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _turns_needed(overhead: CI, saving: CI) -> str:
+    """overhead / saving as a count of G turns, the range from the saving's interval."""
+    cost = overhead.mean
+    if saving.mean is None or cost is None:
+        return "– (G served no turn)"
+    if saving.mean <= 0:
+        return "never (a G turn cost more than F's)"
+    if saving.lo is not None and saving.hi is not None:
+        high = f"{cost / saving.lo:.0f}" if saving.lo > 0 else "∞"
+        return f"{cost / saving.mean:.0f} [{cost / saving.hi:.0f}, {high}]"
+    return f"{cost / saving.mean:.0f}"
 
 
 BREAK_EVEN_NOTE = (
@@ -237,7 +254,9 @@ BREAK_EVEN_NOTE = (
     "overhead / saving, the range from the saving's interval (the overhead's is not propagated). "
     "Measured at the study's turn positions: in a longer session the Original's history, and so "
     "the saving per G turn, grows, so the count is an upper bound there. At model.prices "
-    "(illustrative): another F:G price ratio or training price moves it.")
+    "(illustrative): another F:G price ratio or training price moves it. 'vs Original + prefix "
+    "cache': the same against the Original with F's prefix cache (method original_prefix_cache), "
+    "its cached prompt tokens at the cached-input rate.")
 
 
 def _seed(knobs: StatsKnobs, *identity: Any) -> int:
