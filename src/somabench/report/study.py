@@ -299,9 +299,10 @@ def _mean(values: list[float]) -> float | None:
 
 def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any, panel: str,
                         knobs: StatsKnobs) -> Any:
-    """Similarity (y) against tokens per dialogue relative to the Original (x), one point per
-    method and dataset with its intervals (the tables' estimator; none below min_n: the point
-    alone) and its G share and n beside it."""
+    """Similarity (y) against cost relative to the Original (x), one point per method and
+    dataset with its intervals (the tables' estimator; none below min_n: the point alone) and its
+    G share and n beside it. Top row: tokens incl. training; bottom row (where priced): USD,
+    which is where a prefix cache's cached-input rate shows (the tokens it sends are the same)."""
     import matplotlib.pyplot as plt
 
     from somabench.report import figures as figs
@@ -310,43 +311,55 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
     labels = figs.order_labels(cfg, sessions)
     colors = figs.label_colors(cfg, labels, sessions)  # a method's colour in every figure
     width = cfg.figures.panel_width * 1.6
-    fig, axes = plt.subplots(1, len(datasets), squeeze=False, layout="constrained",
-                             figsize=(width * len(datasets), cfg.figures.panel_height * 1.3))
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        labels_here: list[tuple[float, float, str]] = []
-        part = sessions[sessions["dataset"] == dataset]
-        base = part.loc[part["method"] == ORIGINAL, "tokens"].mean()
-        for label, rows in part.groupby("label"):
-            ratio = rows["tokens"].to_numpy(float) / base if base else np.full(len(rows), np.nan)
-            sim = rows["similarity"].dropna().to_numpy(float)
-            # y: the study table's similarity interval itself (same values, same stream), so
-            # the figure's whisker is the table's cell; x has no table counterpart
-            streams = (("fig", "x"), ("study", "similarity"))
-            cis = [mean_ci(v, n_boot=knobs.n_boot, seed=_seed(knobs, stream, dataset, label, k),
-                           confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
-                   for (stream, k), v in zip(streams, (ratio, sim), strict=True)]
-            x, y = cis[0].mean, cis[1].mean
-            if x is None or y is None:
-                continue
-            err = [[[c.mean - c.lo], [c.hi - c.mean]]
-                   if c.mean is not None and c.lo is not None and c.hi is not None else None
-                   for c in cis]
-            ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6,
-                        color=colors[label])
-            share = rows["g_share"].mean()
-            labels_here.append((x, y, f"{label}\nG {share:.0f} %, n={len(rows)}"))
-        ax.axvline(1.0, color="grey", lw=0.6, ls=":")
-        ax.set_xlim(left=0)
-        figs.place_labels(ax, labels_here)
-        title = figs.dataset_name(cfg, dataset)
-        if roles.get(dataset) == "negative_control":
-            title += " (negative control)"
-        ax.set_title(title, pad=10)
-        ax.set_xlabel("tokens per dialogue incl. training / the Original's")
-        ax.set_ylabel(f"similarity to the Original % ({panel})")
+    x_axes = [("tokens", "x", "tokens per dialogue incl. training / the Original's")]
+    if "usd" in sessions and sessions["usd"].notna().any():
+        x_axes.append(("usd", "x-usd", "USD per dialogue / the Original's (model.prices)"))
+    fig, axes = plt.subplots(len(x_axes), len(datasets), squeeze=False, layout="constrained",
+                             figsize=(width * len(datasets), cfg.figures.panel_height * 1.3 * len(x_axes)))
+    for row_axes, (column, stream_x, xlabel) in zip(axes, x_axes, strict=True):
+        for ax, dataset in zip(row_axes, datasets, strict=True):
+            _quality_cost_panel(ax, sessions[sessions["dataset"] == dataset], dataset, column, stream_x,
+                                colors, knobs)
+            title = figs.dataset_name(cfg, dataset)
+            if roles.get(dataset) == "negative_control":
+                title += " (negative control)"
+            ax.set_title(title, pad=10)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"similarity to the Original % ({panel})")
     fig.suptitle(f"Quality vs cost ({knobs.confidence:.0%} CI whiskers where n >= {knobs.min_n})",
                  fontsize=9)
     return fig
+
+
+def _quality_cost_panel(ax: Any, part: pd.DataFrame, dataset: str, column: str, stream_x: str,
+                        colors: dict[str, Any], knobs: StatsKnobs) -> None:
+    """One dataset's points: x = ``column`` per dialogue over the Original's mean, y = similarity."""
+    from somabench.report import figures as figs
+
+    labels_here: list[tuple[float, float, str]] = []
+    base = part.loc[part["method"] == ORIGINAL, column].mean()
+    for label, rows in part.groupby("label"):
+        ratio = rows[column].to_numpy(float) / base if base else np.full(len(rows), np.nan)
+        sim = rows["similarity"].dropna().to_numpy(float)
+        # y: the study table's similarity interval itself (same values, same stream), so
+        # the figure's whisker is the table's cell; x has no table counterpart
+        streams = (("fig", stream_x), ("study", "similarity"))
+        cis = [mean_ci(v, n_boot=knobs.n_boot, seed=_seed(knobs, stream, dataset, label, k),
+                       confidence=knobs.confidence, method=knobs.method, min_n=knobs.min_n)
+               for (stream, k), v in zip(streams, (ratio, sim), strict=True)]
+        x, y = cis[0].mean, cis[1].mean
+        if x is None or y is None:
+            continue
+        err = [[[c.mean - c.lo], [c.hi - c.mean]]
+               if c.mean is not None and c.lo is not None and c.hi is not None else None
+               for c in cis]
+        ax.errorbar([x], [y], xerr=err[0], yerr=err[1], fmt="o", capsize=3, ms=6,
+                    color=colors[label])
+        share = rows["g_share"].mean()
+        labels_here.append((x, y, f"{label}\nG {share:.0f} %, n={len(rows)}"))
+    ax.axvline(1.0, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(left=0)
+    figs.place_labels(ax, labels_here)
 
 
 def _roles(data: Any, family: str) -> dict[str, str]:
