@@ -43,11 +43,16 @@ UNADAPTED = "surrogate"
 ORIGINAL = "original"
 
 
+def served_by_g(served_by: pd.Series) -> pd.Series:
+    """True for turns G answered (``G`` or ``G+<adapter>``)."""
+    return served_by.astype(str).str.split("+").str[0] == G
+
+
 def served_shares(turns: pd.DataFrame) -> pd.DataFrame:
     """Per dialogue: turns, turns served by G, G's share in percent."""
     if turns.empty:
         return pd.DataFrame(columns=[*KEYS, "turns", "g_turns", "g_share"])
-    served = turns.assign(_g=turns["served_by"].astype(str).str.split("+").str[0] == G)
+    served = turns.assign(_g=served_by_g(turns["served_by"]))
     out = served.groupby(KEYS, dropna=False).agg(turns=("turn", "count"), g_turns=("_g", "sum"))
     out = out.reset_index()
     out["g_share"] = 100.0 * out["g_turns"] / out["turns"]
@@ -181,18 +186,19 @@ def break_even_sessions(data: Any, family: str) -> pd.DataFrame:
     usd, _ = turn_usd(turns, prices)
     turns = turns.assign(usd=usd.to_numpy())
     stacks, _ = cost_stacks(adaptive, prices)
+    references = {suffix: turns[turns["method"] == reference].drop_duplicates(["dataset", "dialogue_id", "turn"])
+                  [["dataset", "dialogue_id", "turn", "usd"]].rename(columns={"usd": "usd_ref"})
+                  for reference, suffix in BREAK_EVEN_REFERENCES.items()}  # once, not per session
     rows = []
     for (_, r), one_off in zip(adaptive.iterrows(), stacks["adaptation"] + stacks["training"], strict=True):
         mine = turns[(turns["run_key"] == r["run_key"]) & (turns["dialogue_id"] == r["dialogue_id"])]
         row: dict[str, Any] = {"label": r["label"], "method": r["method"], "dataset": r["dataset"],
                                "dialogue_id": r["dialogue_id"]}
-        for reference, suffix in BREAK_EVEN_REFERENCES.items():
-            ref = (turns[turns["method"] == reference].drop_duplicates(["dataset", "dialogue_id", "turn"])
-                   [["dataset", "dialogue_id", "turn", "usd"]].rename(columns={"usd": "usd_ref"}))
+        for suffix, ref in references.items():
             both = mine.merge(ref, on=["dataset", "dialogue_id", "turn"], how="inner")
             if both.empty:
                 continue
-            by_g = both["served_by"].astype(str).str.split("+").str[0] == G
+            by_g = served_by_g(both["served_by"])
             extra = float((both.loc[~by_g, "usd"] - both.loc[~by_g, "usd_ref"]).sum())
             saving = (both.loc[by_g, "usd_ref"] - both.loc[by_g, "usd"]).mean() if by_g.any() else np.nan
             row.update({"g_turns": int(by_g.sum()), f"overhead_usd{suffix}": float(one_off) + extra,
