@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from somabench.backends.base import Completion
 from somabench.methods import Method, Session, TurnPlan
 
 
@@ -53,3 +54,9 @@ class OriginalKVPress(_OriginalWithF):
     name = "kvpress"
     knob = "kv_press"
     config_files = "conf/method/kvpress_*.yaml"
+
+    def observe(self, session: Session, turn: int, plan: TurnPlan, completion: Completion) -> None:
+        """The turn record says whether the press compressed this prompt and how many of its
+        KV entries each layer kept (``extra.kv_press``; a request-cache hit keeps it too)."""
+        if "kv_press" in completion.meta:
+            plan.extra["kv_press"] = completion.meta["kv_press"]

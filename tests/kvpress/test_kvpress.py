@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from somabench.backends.kv_press import INSTALL_HINT, KVPressSpec
+from somabench.backends.kv_press import INSTALL_HINT, KVPressSpec, press_floor, press_outcome
 from somabench.config import compose
 from somabench.errors import ConfigError
 
@@ -37,6 +37,27 @@ def test_spec_validation_names_the_key() -> None:
         KVPressSpec.from_cfg({"name": "h2o", "compression_ratio": 0.5})
     with pytest.raises(ConfigError, match="compression_ratio=1.0: must be in"):
         KVPressSpec.from_cfg({"name": "snapkv", "compression_ratio": 1.0})
+
+
+class _Press:
+    def __init__(self, **attrs: int) -> None:
+        self.__dict__.update(attrs)
+
+
+def test_a_prompt_within_the_window_is_served_whole() -> None:
+    """kvpress's SnapKV asserts prompt > window_size (a 44-token ReMeDi first turn failed a run
+    with it); such a prompt is served uncompressed and the turn says so. Above the window the
+    kept count is kvpress's compute_n_kept: max(1, int(n * (1 - ratio)))."""
+    snapkv, streaming = _Press(window_size=64, kernel_size=5), _Press(n_sink=4)
+    assert press_floor(snapkv) == 64 and press_floor(streaming) == 4 and press_floor(object()) == 0
+    half = KVPressSpec("snapkv", 0.5)
+    assert press_outcome(snapkv, half, 44) == {
+        "applied": False, "prompt_kv_kept": 44,
+        "reason": "prompt of 44 tokens <= the press's 64-token window"}
+    assert not press_outcome(snapkv, half, 64)["applied"]
+    assert press_outcome(snapkv, half, 65) == {"applied": True, "prompt_kv_kept": 32}
+    assert press_outcome(streaming, KVPressSpec("streaming_llm", 0.75), 101)["prompt_kv_kept"] == 25
+    assert press_outcome(streaming, KVPressSpec("streaming_llm", 0.0), 9)["prompt_kv_kept"] == 9
 
 
 @pytest.mark.parametrize("method", ["kvpress_streaming_llm_50", "kvpress_streaming_llm_75",
@@ -74,6 +95,31 @@ def test_control_press_leaves_answers_unchanged(tiny_assets) -> None:
         [a] = plain.generate_text([prompt], gen)
         [b] = control.generate_text([prompt], gen)
         assert a.text == b.text and a.completion_tokens == b.completion_tokens
+
+
+@pytest.mark.kvpress
+@needs_kvpress
+def test_snapkv_serves_a_short_prompt_whole_and_compresses_a_long_one(tiny_assets) -> None:
+    """Without the floor kvpress raises "Query length 44 should be greater than the window size
+    64" on a short first turn; with it the short prompt's answer is plain F's (nothing removed)
+    and the long prompt is compressed (its record says how many KV entries were kept)."""
+    from somabench.backends.base import GenerationConfig
+    from somabench.backends.hf import HFBackend
+
+    kwargs = {"model_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+              "path": str(tiny_assets["qwen2.5-coder-0.5b-instruct"]), "dtype": "float32"}
+    plain = HFBackend(**kwargs)
+    snapkv = HFBackend(**kwargs, kv_press={"name": "snapkv", "compression_ratio": 0.5})
+    gen = GenerationConfig(max_new_tokens=8)
+    short = plain.render([{"role": "user", "content": "What is 17 * 23?"}])
+    long = plain.render([{"role": "user", "content": "Explain hash maps. " * 30}])
+    [a] = plain.generate_text([short], gen)
+    [b] = snapkv.generate_text([short], gen)
+    assert b.prompt_tokens is not None and b.prompt_tokens <= 64
+    assert b.meta["kv_press"]["applied"] is False and a.text == b.text
+    [c] = snapkv.generate_text([long], gen)
+    assert c.prompt_tokens is not None
+    assert c.meta["kv_press"] == {"applied": True, "prompt_kv_kept": c.prompt_tokens // 2}
 
 
 @pytest.mark.skipif(HAVE_KVPRESS, reason="kvpress is installed here")
@@ -123,5 +169,6 @@ def test_kvpress_method_end_to_end(tmp_path: Path, tiny_assets) -> None:
     plain, pressed = runs["original"][0], runs["kvpress_snapkv_75"][0]
     assert set(pressed) == set(plain) and all(t.status == "ok" for t in pressed.values())
     assert all(t.served_by == "F" and not t.cached for t in pressed.values())
+    assert all(t.extra["kv_press"]["prompt_kv_kept"] <= t.tokens["F"].prompt for t in pressed.values())
     # F sees the same prompts (the press acts inside the model): tokens sent are equal
     assert all(pressed[k].tokens["F"].prompt == plain[k].tokens["F"].prompt for k in plain)

@@ -17,7 +17,7 @@ from typing import Any
 
 from somabench import dtype as dtypes
 from somabench.backends.base import BackendBase, Completion, GenerationConfig, Message, sha16
-from somabench.backends.kv_press import KVPressSpec, build_press
+from somabench.backends.kv_press import KVPressSpec, build_press, press_outcome
 from somabench.backends.prefix_cache import Hit, PrefixCacheStore
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,10 @@ class HFBackend(BackendBase):
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        meta: dict[str, Any] = {}
+        if press is not None and self.kv_press_spec is not None:  # one prompt (see above)
+            meta["kv_press"] = press_outcome(press, self.kv_press_spec, int(prompt_lengths[0]))
+            press = press if meta["kv_press"]["applied"] else None
         kwargs = self._generate_kwargs(gen)
         hit = self._prefix_kwargs(enc, kwargs) if use_prefix else None
         bar = _token_bar(self.model_id, gen.max_new_tokens, len(prompts))
@@ -205,7 +209,7 @@ class HFBackend(BackendBase):
                 text=text.strip(), prompt_tokens=int(n_prompt), completion_tokens=len(ids),
                 seconds=seconds, rendered_prompt=prompt, model_id=self.model_id,
                 batch_size=len(prompts), finish_reason=finish,
-                meta={"prompt_hash": sha16(prompt)}, cached_prompt_tokens=cached_tokens,
+                meta={"prompt_hash": sha16(prompt), **meta}, cached_prompt_tokens=cached_tokens,
                 first_token_s=steps[0] if steps and ids else None,
                 last_token_s=steps[min(len(ids), len(steps)) - 1] if steps and ids else None,
             ))

@@ -58,6 +58,28 @@ class KVPressSpec:
         return {"name": self.name, "compression_ratio": self.compression_ratio, **self.options}
 
 
+def press_floor(press: Any) -> int:
+    """The longest prompt a press cannot compress. kvpress's SnapKV scores the prompt by the
+    attention of its last ``window_size`` queries and refuses a prompt no longer than that
+    window; StreamingLLM refuses one no longer than its ``n_sink`` sinks."""
+    return max(int(getattr(press, "window_size", 0) or 0), int(getattr(press, "n_sink", 0) or 0))
+
+
+def press_outcome(press: Any, spec: KVPressSpec, prompt_tokens: int) -> dict[str, Any]:
+    """What the press does to one prompt, recorded per turn (``TurnRecord.extra.kv_press``).
+
+    A prompt at or below :func:`press_floor` is served uncompressed, as SnapKV's reference
+    implementation serves a prompt below its cache budget (the turn says so: ``applied``
+    false); otherwise ``prompt_kv_kept`` is kvpress's own count (``compute_n_kept``:
+    ``max(1, int(n * (1 - ratio)))``) of the prompt's KV entries each layer keeps."""
+    floor = press_floor(press)
+    if prompt_tokens <= floor:
+        return {"applied": False, "prompt_kv_kept": prompt_tokens,
+                "reason": f"prompt of {prompt_tokens} tokens <= the press's {floor}-token window"}
+    kept = max(1, int(prompt_tokens * (1 - spec.compression_ratio)))
+    return {"applied": True, "prompt_kv_kept": kept}
+
+
 def build_press(spec: KVPressSpec) -> Any:
     """The kvpress press object (a context manager factory: ``with press(model): ...``)."""
     try:
@@ -68,4 +90,4 @@ def build_press(spec: KVPressSpec) -> Any:
     return cls(compression_ratio=spec.compression_ratio, **spec.options)
 
 
-__all__ = ["INSTALL_HINT", "KVPressSpec", "PRESSES", "build_press"]
+__all__ = ["INSTALL_HINT", "KVPressSpec", "PRESSES", "build_press", "press_floor", "press_outcome"]
