@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from somabench.config import conf_dir
 from somabench.sweep import (
     FAILURES_FILE,
+    JOBS_FILE,
     STATUS_FILE,
     search_objective,
     sweep_summary,
@@ -167,12 +168,15 @@ def test_failed_jobs_do_not_stop_the_sweep_and_are_reported(launcher: str, tmp_p
         header = json.loads((sweep_dir / row["job"] / "run.json").read_text())
         assert header["status"] == "error" and header["error"] == row["error"]
     assert len((sweep_dir / FAILURES_FILE).read_text().splitlines()) == 2
+    noted = [json.loads(line) for line in (sweep_dir / JOBS_FILE).read_text().splitlines()]
+    assert sorted(n["job"] for n in noted) == sorted(r["job"] for r in status["rows"])
+    assert len({n["invocation"] for n in noted}) == 1  # the jobs' processes inherited it
     assert "2 of 2 sweep job(s) failed" in out.stderr
 
 
 def test_status_keeps_the_jobs_of_earlier_invocations_apart(tmp_path: Path) -> None:
     """Running one more method into a sweep dir: its status lists that job (the exit code's
-    business) and the jobs already there under earlier_jobs, instead of dropping them."""
+    business) and the jobs already there under other_jobs, instead of dropping them."""
     def job(name: str, status: str, updated: str) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps(
@@ -185,8 +189,28 @@ def test_status_keeps_the_jobs_of_earlier_invocations_apart(tmp_path: Path) -> N
     summary = sweep_summary(tmp_path, started="2026-11-30T13:00:00")
     assert [r["job"] for r in summary["rows"]] == ["method=soma"]
     assert (summary["jobs"], summary["failed"]) == (1, 0)  # an old failure is not this run's
-    earlier = {r["job"]: r["status"] for r in summary["earlier_jobs"]}
+    earlier = {r["job"]: r["status"] for r in summary["other_jobs"]}
     assert earlier == {"method=original": "success", "method=surrogate": "error"}
+
+
+def test_a_sweep_beside_it_in_the_same_dir_is_not_its_failure(tmp_path: Path) -> None:
+    """Two sweeps into one sweep dir at once (e.g. two single-thread processes): each counts the
+    jobs it noted starting; the other's running job is listed apart, not failed. Found when a
+    SnapKV sweep ended and reported the StreamingLLM sweep's running job as its failure."""
+    for name, status in (("method=kvpress_snapkv_50", "success"),
+                         ("method=kvpress_streaming_llm_50", "running")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"status": status, "error": None, "updated": "2026-12-07T20:50:00"}))
+    (tmp_path / JOBS_FILE).write_text(
+        json.dumps({"invocation": "a", "job": "method=kvpress_streaming_llm_50"}) + "\n"
+        + json.dumps({"invocation": "b", "job": "method=kvpress_snapkv_50"}) + "\n")
+    summary = sweep_summary(tmp_path, started="2026-12-07T20:40:00", invocation="b")
+    assert [r["job"] for r in summary["rows"]] == ["method=kvpress_snapkv_50"]
+    assert (summary["jobs"], summary["failed"]) == (1, 0)
+    assert [r["job"] for r in summary["other_jobs"]] == ["method=kvpress_streaming_llm_50"]
+    # an invocation that noted nothing (or no invocation): the run.json times decide, as before
+    assert sweep_summary(tmp_path, started="2026-12-07T20:40:00", invocation="c")["jobs"] == 2
 
 
 # -- slow: real multiruns on the tiny family -------------------------------------------------

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,11 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "sweep_status.json"
 PENALTY_TOKENS = "tokens/total_incl_training_per_dialogue"  # what token_penalty multiplies
 FAILURES_FILE = "sweep_failures.jsonl"  # one line per failed job (appended by the job itself)
+JOBS_FILE = "sweep_jobs.jsonl"  # one line per job start: which invocation ran which job dir
+INVOCATION_ENV = "SOMABENCH_SWEEP_INVOCATION"
+"""Set by :class:`SweepStatus` at the start of a multirun; its job processes (joblib, submitit)
+inherit it and note their job dir under it, so two sweeps writing into one sweep dir at once
+(two single-thread processes on two cores, docs/results.md) each report only their own jobs."""
 
 
 def _hydra_cfg() -> Any | None:
@@ -138,17 +145,32 @@ def job_status(sweep_dir: Path, since: str | None = None) -> list[dict[str, Any]
     return rows
 
 
-def sweep_summary(sweep_dir: Path, started: str | None) -> dict[str, Any]:
+def invocation_jobs(sweep_dir: Path, invocation: str | None) -> set[str] | None:
+    """The job dirs ``invocation`` started (:data:`JOBS_FILE`); None where it noted none (a
+    launcher whose jobs do not inherit the environment): then run.json times decide."""
+    if invocation is None:
+        return None
+    jobs = {str(line["job"]) for line in read_jsonl(sweep_dir / JOBS_FILE)
+            if line.get("invocation") == invocation}
+    return jobs or None
+
+
+def sweep_summary(sweep_dir: Path, started: str | None,
+                  invocation: str | None = None) -> dict[str, Any]:
     """The status file's content: this invocation's jobs (``rows``; they decide the exit code)
-    and, under ``earlier_jobs``, the other job dirs of the same sweep dir as their run.json
-    says, so running one more method into a sweep dir does not hide the ones already there."""
-    rows = job_status(sweep_dir, since=started)
+    and, under ``other_jobs``, the other job dirs of the same sweep dir as their run.json
+    says, so running one more method into a sweep dir does not hide the ones already there.
+    This invocation's jobs are the ones it noted starting (:func:`invocation_jobs`), else the
+    ones whose run.json changed since it started: a sweep running beside it into the same dir
+    must not have its running jobs reported as this one's failures."""
+    ours = invocation_jobs(sweep_dir, invocation)
+    rows = [r for r in job_status(sweep_dir, since=started) if ours is None or r["job"] in ours]
     mine = {r["job"] for r in rows}
     earlier = [r for r in job_status(sweep_dir) if r["job"] not in mine]
     failed = [r for r in rows if r["status"] != "success"]
     return {"sweep_dir": str(sweep_dir), "started": started, "finished": now(),
             "jobs": len(rows), "success": len(rows) - len(failed), "failed": len(failed),
-            "rows": rows, "earlier_jobs": earlier}
+            "rows": rows, "other_jobs": earlier}
 
 
 class SweepStatus(Callback):
@@ -156,13 +178,30 @@ class SweepStatus(Callback):
 
     def __init__(self) -> None:
         self.started: str | None = None
+        self.invocation: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = now()
+        self.invocation = uuid.uuid4().hex
+        os.environ[INVOCATION_ENV] = self.invocation
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process: note the job dir under the invocation that launched it."""
+        invocation = os.environ.get(INVOCATION_ENV)
+        hydra = config.get("hydra")
+        if invocation is None or hydra is None or not hydra.get("sweep"):
+            return
+        sweep_dir = Path(str(hydra.sweep.dir)).absolute()
+        job_dir = Path(str(hydra.runtime.output_dir)).absolute()
+        if job_dir.is_relative_to(sweep_dir):
+            append_jsonl(sweep_dir / JOBS_FILE, {"invocation": invocation, "job": str(
+                job_dir.relative_to(sweep_dir)), "started": now()})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        summary = sweep_summary(sweep_dir, self.started)
+        summary = sweep_summary(sweep_dir, self.started, self.invocation)
+        if os.environ.get(INVOCATION_ENV) == self.invocation:
+            del os.environ[INVOCATION_ENV]
         rows = summary["rows"]
         failed = [r for r in rows if r["status"] != "success"]
         sweep_dir.mkdir(parents=True, exist_ok=True)
