@@ -119,6 +119,9 @@ def turn_frame(turns: Iterable[TurnRecord]) -> pd.DataFrame:
             for part in USAGE_PARTS:  # for the per-turn $ cost (prices differ by part)
                 row[f"tokens_{role}_{part}"] = (getattr(usage, part) or 0) if usage is not None else 0
         row["tokens_missing"] = ",".join(r for r, u in t.tokens.items() if u.total is None)
+        press = (t.extra or {}).get("kv_press") or {}  # KV-cache compression (backends/kv_press.py)
+        row["kv_press_applied"] = press.get("applied")
+        row["prompt_kv_kept"] = _count(press.get("prompt_kv_kept"))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -48,6 +48,23 @@ def cached_shares(frame: pd.DataFrame) -> dict[str, float]:
             if r.prompt_sent > 0}
 
 
+def press_note(turns: pd.DataFrame) -> str | None:
+    """Per method label whose turns record a KV-cache press (``extra.kv_press``): how many of its
+    prompts the press compressed and the share of their prompt KV entries it kept."""
+    if turns.empty or "prompt_kv_kept" not in turns or turns["prompt_kv_kept"].isna().all():
+        return None
+    parts = []
+    for label, group in turns.dropna(subset=["prompt_kv_kept"]).groupby("label"):
+        sent = float(group["tokens_F_prompt"].sum())
+        applied = int(group["kv_press_applied"].fillna(False).astype(bool).sum())
+        kept = f"{group['prompt_kv_kept'].sum() / sent:.1%}" if sent > 0 else "n/a"
+        parts.append(f"{label}: compressed {applied} of {len(group)} prompts, kept {kept} of their "
+                     f"prompt KV entries")
+    return ("KV-cache compression (kvpress, per turn extra.kv_press): " + "; ".join(parts) + ". A "
+            "press compresses after the prefill, so it computes every prompt token (this table) "
+            "and bills them all; what it saves is KV memory and attention while decoding.")
+
+
 def add_prefill_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, out: Path) -> None:
     """``prefill_<tag>``: prompt tokens computed per dialogue, mean [CI], with each method's
     share of prompt tokens read from cache in the footnote."""
@@ -58,7 +75,9 @@ def add_prefill_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: st
         return
     frame = prefill_frame(_named(cfg, dialogues))
     shares = cached_shares(frame)
-    if not any(shares.values()):
+    turns = data.turns[data.turns["family"] == family] if not data.turns.empty else data.turns
+    pressed = press_note(turns)
+    if not any(shares.values()) and pressed is None:
         result.skip(name, "no method read prompt tokens from a KV/prefix cache (every prompt was "
                           "computed in full; the tokens table already says so)")
         return
@@ -69,7 +88,8 @@ def add_prefill_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: st
              "(vLLM num_cached_tokens, OpenAI usage.prompt_tokens_details.cached_tokens, llama.cpp "
              "timings.cache_n, the hf backend's kept cache; 0 where a backend reports nothing).",
              f"Share of prompt tokens read from cache, pooled over dialogues: {share_text}.",
-             "The cost table prices cached tokens at model.prices.<role>.cached_prompt where set."]
+             "The cost table prices cached tokens at model.prices.<role>.cached_prompt where set.",
+             *([pressed] if pressed else [])]
     table = make_table(frame, value="prompt_computed", row="label", column="dataset",
                        metric="Prompt tokens computed / dialogue",
                        title=f"Prompt tokens computed per dialogue ({family})", higher_is_better=False,
@@ -80,4 +100,4 @@ def add_prefill_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: st
                                    "prompt tokens computed per dialogue (sent minus read from a prefix cache)"))
 
 
-__all__ = ["add_prefill_artifacts", "cached_shares", "prefill_frame"]
+__all__ = ["add_prefill_artifacts", "cached_shares", "prefill_frame", "press_note"]
