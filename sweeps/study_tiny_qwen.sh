@@ -15,7 +15,8 @@
 #   serving     the serving-aware baselines of issue 26 on ReMeDi: the Original with F's prefix
 #               cache (priced at the cached-input rate) and kvpress's StreamingLLM and SnapKV at
 #               50/75 % (run by KV_PY, default .venv-kvpress/bin/python: make kvpress-env), after
-#               kvpress_control (hooks on, 0 % removed: the kvpress venv's noise floor)
+#               kvpress_control (hooks on, 0 % removed: the kvpress venv's noise floor); two
+#               processes of one thread each (KV_PROCS=1: one process)
 #   dose        dose-response of the adaptation budget on ReMeDi (soma_holdout_recorded, one knob
 #               at a time around the defaults, all within App. B.2's ranges): LoRA steps 10/20/40,
 #               LoRA lr 5e-4/1e-3/2e-3, rank 4/8/16, W 2/3/4 (the middle values are the main run)
@@ -35,8 +36,23 @@ for stage in $STAGES; do
     tiny)       data=(model=tiny dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8); w=3 ;;
     serving)    data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 sweep study_tiny_qwen "${data[@]}" method=original_prefix_cache "$@"
-                PY=${KV_PY:-.venv-kvpress/bin/python} sweep study_tiny_qwen "${data[@]}" \
-                  "method=kvpress_control,kvpress_streaming_llm_50,kvpress_snapkv_50,kvpress_streaming_llm_75,kvpress_snapkv_75" "$@"
+                # A press serves one prompt at a time (decode-bound): two single-thread processes
+                # did ~1.8x the work of one two-thread process here (docs/results.md). KV_PROCS=1
+                # runs the five one after another with torch's default threads.
+                kv=(study_tiny_qwen "${data[@]}")
+                if [[ ${KV_PROCS:-2} == 1 ]]; then
+                  PY=${KV_PY:-.venv-kvpress/bin/python} sweep "${kv[@]}" \
+                    "method=kvpress_control,kvpress_streaming_llm_50,kvpress_snapkv_50,kvpress_streaming_llm_75,kvpress_snapkv_75" "$@"
+                else
+                  # threads from the environment, not model.F.num_threads: an override would name
+                  # new job dirs instead of resuming the existing ones
+                  OMP_NUM_THREADS=1 PY=${KV_PY:-.venv-kvpress/bin/python} sweep "${kv[@]}" \
+                    "method=kvpress_control,kvpress_streaming_llm_50,kvpress_streaming_llm_75" "$@" & first=$!
+                  OMP_NUM_THREADS=1 PY=${KV_PY:-.venv-kvpress/bin/python} sweep "${kv[@]}" \
+                    "method=kvpress_snapkv_50,kvpress_snapkv_75" "$@" & second=$!
+                  failed=0; wait $first || failed=1; wait $second || failed=1
+                  (( failed == 0 )) || { echo "error: a kvpress sweep failed (see above)" >&2; exit 1; }
+                fi
                 continue ;;
     dose)       data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 for axis in "method.lora.max_steps=10,40" "method.lora.lr=5e-4,2e-3" \
