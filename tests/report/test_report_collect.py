@@ -55,6 +55,22 @@ def test_explicit_original_run_replaces_the_reference(outputs, report_cfg):
     assert len(original) == 2
 
 
+def test_finished_only_leaves_out_a_run_still_running(outputs, report_cfg):
+    """A long study reported while a method still runs: with report.finished_only=true its
+    partial run is left out and named in the warnings (not mixed in at a smaller n)."""
+    header_path = outputs / "tiny_exp" / "tiny" / "mathmt" / "surrogate" / "run.json"
+    header = json.loads(header_path.read_text())
+    header_path.write_text(json.dumps({**header, "status": "running"}))
+    everything = load_local(outputs / "tiny_exp", report_cfg)
+    assert "tiny/mathmt/surrogate" in {r.key for r in everything.runs}
+    report_cfg.finished_only = True
+    finished = load_local(outputs / "tiny_exp", report_cfg)
+    assert "tiny/mathmt/surrogate" not in {r.key for r in finished.runs}
+    assert len([r for r in finished.runs if r.kind == "run"]) == 4
+    assert any("tiny/mathmt/surrogate: left out" in w and "status running" in w
+               for w in finished.warnings)
+
+
 def test_sweep_variants_get_their_differing_keys_as_labels(outputs_with_sweep, report_cfg):
     data = load_local(outputs_with_sweep / "ww" / "multirun", report_cfg)
     labels = sorted({r.label for r in data.runs if r.kind == "run"})

@@ -259,6 +259,12 @@ def load_local(root: str | Path, report_cfg: Any, source: str | None = None) -> 
         info = _run_info(run_dir, root, turns)
         if info is None:
             continue
+        if report_cfg.get("finished_only") and info.kind == "run" and info.status != "success":
+            message = (f"{info.key}: left out, its run is not finished (status {info.status}, "
+                       f"{len(dialogues)} dialogue(s) so far; report.finished_only=true)")
+            warnings.append(message)
+            log.warning("%s", message)
+            continue
         runs.append(info)
         records[info.key] = (turns, dialogues)
         if info.reference_dir is not None and info.reference_dir.resolve() not in seen:
