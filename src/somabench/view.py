@@ -175,8 +175,13 @@ def _facts(ans: Answer) -> str:
     gate = rec.gate or {}
     parts = [f'<span class="who who-{html.escape(served)}">{html.escape(rec.served_by)}</span>']
     if usage is not None:
-        parts.append(f"tokens {usage.prompt if usage.prompt is not None else '–'}"
+        cached = f" ({usage.cached_prompt} cached)" if usage.cached_prompt else ""
+        parts.append(f"tokens {usage.prompt if usage.prompt is not None else '–'}{cached}"
                      f" → {usage.completion if usage.completion is not None else '–'}")
+    press = (rec.extra or {}).get("kv_press")
+    if press:  # KV-cache compression (backends/kv_press.py)
+        parts.append(f"KV kept {press.get('prompt_kv_kept')}" if press.get("applied")
+                     else "press skipped (prompt within its window)")
     s = rec.seconds
     parts.append(f"TTFT {_num(s.get('ttft'), '.2f')} s · latency {_num(s.get('latency'), '.2f')} s")
     if gate.get("score") is not None:

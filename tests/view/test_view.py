@@ -14,7 +14,7 @@ import pytest
 from somabench.commands import main as cli_main
 from somabench.records import DialogueRecord, RecordStore, TurnRecord, Usage
 from somabench.rundir import RUN_HEADER, SCORES_FILE
-from somabench.view import collect, disagrees, render, word_diff
+from somabench.view import Answer, _facts, collect, disagrees, render, word_diff
 
 CHROMIUM = shutil.which("chromium") or (Path("/usr/bin/chromium") if Path("/usr/bin/chromium").exists() else None)
 BROWSER_TIMEOUT_S = 120
@@ -77,6 +77,19 @@ def test_word_diff_by_hand() -> None:
         "破伤风是一种<del>由细菌引起</del><ins>严重</ins>的疾病。"
     assert disagrees("a  b", "a b") is False and disagrees("a b", "a c") is True
     assert disagrees(None, "a") is False
+
+
+def test_facts_show_the_prefix_cache_and_the_press() -> None:
+    """Serving rows (issue 26): the cached share of the prompt and what a KV press kept."""
+    rec = _turn("r", "kvpress_snapkv_50", 0, "F", "x")
+    rec.tokens["F"] = Usage(prompt=130, completion=7, cached_prompt=100)
+    rec.extra = {"kv_press": {"applied": True, "prompt_kv_kept": 65}}
+    facts = _facts(Answer(label="SnapKV", record=rec, post_switch=False))
+    assert "tokens 130 (100 cached) → 7" in facts and "KV kept 65" in facts
+    rec.tokens["F"] = Usage(prompt=44, completion=7)
+    rec.extra = {"kv_press": {"applied": False, "prompt_kv_kept": 44}}
+    facts = _facts(Answer(label="SnapKV", record=rec, post_switch=False))
+    assert "tokens 44 → 7" in facts and "press skipped" in facts and "KV kept" not in facts
 
 
 def test_collect_pairs_answers_with_the_original(outputs: Path) -> None:
