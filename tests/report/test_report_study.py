@@ -3,6 +3,7 @@ the adapted-vs-unadapted comparison on the turns G served, computed by hand."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,3 +95,38 @@ def test_the_quality_cost_whisker_is_the_study_tables_interval(report_cfg) -> No
     soma = [c for c in fig.axes[0].containers if c.lines[0].get_ydata()[0] < 100][0]
     whisker = soma.lines[2][1].get_segments()[0][:, 1]  # the y error bar: (lo, hi)
     assert cell == f"{sims.mean():.1f} [{whisker.min():.1f}, {whisker.max():.1f}]"
+
+
+def test_a_press_is_paired_with_its_control_by_hand(report_cfg) -> None:
+    """report.controls: kvpress_* against kvpress_control, paired by session. By hand: the press
+    is 10, 20, 30, 40, 50 points below the control in five sessions -> Δ = -30 (n = 5, CI
+    printed); the control itself and the Original get no pair."""
+    from somabench.report.study import CONTROL_COLUMN, control_of, summary_table
+    from somabench.report.tables import StatsKnobs
+
+    controls = dict(report_cfg.controls)
+    assert control_of("kvpress_snapkv_50", controls) == "kvpress_control"
+    assert control_of("kvpress_control", controls) is None and control_of("soma", controls) is None
+    base = [90.0, 85.0, 95.0, 80.0, 92.0]
+    rows = []
+    for method, label, sims in (("kvpress_control", "control", base),
+                                ("kvpress_snapkv_50", "SnapKV 50", [b - d for b, d in
+                                                                    zip(base, (10, 20, 30, 40, 50), strict=True)]),
+                                ("original", "Original", [100.0] * 5)):
+        rows += [{"dataset": "remedi", "method": method, "label": label, "dialogue_id": f"d{i}",
+                  "g_share": 0.0, "switched": False, "has_switch": False, "tokens": 1000.0,
+                  "usd": np.nan, "similarity": s} for i, s in enumerate(sims)]
+    knobs = StatsKnobs.from_cfg(report_cfg.stats)
+    table = summary_table(pd.DataFrame(rows), pd.DataFrame(), knobs, n_perm=200, roles={},
+                          controls=controls).set_index("method")
+    cell = table.loc["SnapKV 50", CONTROL_COLUMN]
+    assert cell.startswith("-30.0 [") and "(n=5 sessions, vs kvpress_control)" in cell
+    # p is the interval's dual (as in every paired cell): the CI excludes 0, so p < 0.05
+    hi = float(cell.split(", ")[1].split("]")[0])
+    p_value = float(cell.split(", p ")[1].split(" ")[0])
+    assert hi < 0 and p_value < 0.05
+    assert table.loc["control", CONTROL_COLUMN] == "–" and table.loc["Original", CONTROL_COLUMN] == "–"
+    # without any controlled method the column is not there at all
+    alone = summary_table(pd.DataFrame(rows[10:]), pd.DataFrame(), knobs, n_perm=200, roles={},
+                          controls=controls)
+    assert CONTROL_COLUMN not in alone.columns

@@ -17,6 +17,7 @@ to "on sessions like mine" for a reader whose sessions are longer than the study
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,53 @@ USD_PER = 1000
 """USD are shown per this many dialogues (one dialogue costs fractions of a cent)."""
 
 
+def control_of(method: str, controls: dict[str, str]) -> str | None:
+    """The control method ``method`` is read against (``report.controls``: method pattern ->
+    control), None where it has none or is the control itself."""
+    for pattern, control in controls.items():
+        if fnmatchcase(method, pattern) and method != control:
+            return str(control)
+    return None
+
+
+CONTROL_COLUMN = "vs its control (Δ sim., paired)"
+
+
+def _paired_text(pair: Any, unit: str) -> str:
+    """``Δ [lo, hi], p`` of a paired comparison, or its sign-flip p where no CI is printed."""
+    if pair.lo is not None:
+        text = f"{pair.diff:+.1f} [{pair.lo:+.1f}, {pair.hi:+.1f}], p {pair.p:.3g}"
+    else:
+        text = f"{pair.diff:+.1f} (no CI), sign-flip p {pair.p_sign_flip:.3g}"
+    return f"{text} (n={pair.n} {unit})"
+
+
+def _vs_control(sessions: pd.DataFrame, part: pd.DataFrame, dataset: str, label: str,
+                controls: dict[str, str], knobs: StatsKnobs, n_perm: int) -> str:
+    """The method's similarity minus its control's, paired by session (e.g. a KV press against
+    ``kvpress_control``: the same stack with nothing removed, so the gap is the press's own)."""
+    control = control_of(str(part["method"].iloc[0]), controls)
+    if control is None:
+        return "–"
+    base = sessions[(sessions["dataset"] == dataset) & (sessions["method"] == control)]
+    if base.empty:
+        return f"({control} not run)"
+    pair = paired_comparison(dict(zip(part["dialogue_id"], part["similarity"], strict=True)),
+                             dict(zip(base["dialogue_id"], base["similarity"], strict=True)),
+                             n_boot=knobs.n_boot, n_perm=n_perm, confidence=knobs.confidence,
+                             seed=_seed(knobs, "study-control", dataset, label),
+                             method=knobs.method, min_n=knobs.min_n)
+    return _paired_text(pair, f"sessions, vs {control}")
+
+
 def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKnobs,
-                  n_perm: int, roles: dict[str, str]) -> pd.DataFrame:
-    """Per (dataset, method): the quality / share / cost row of the study table."""
+                  n_perm: int, roles: dict[str, str],
+                  controls: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per (dataset, method): the quality / share / cost row of the study table; methods with a
+    control (``report.controls``) get their paired difference to it."""
     rows = []
+    controls = controls or {}
+    with_control = any(control_of(str(m), controls) for m in sessions.get("method", []))
     for (dataset, label), part in sessions.groupby(["dataset", "label"], sort=True):
         def ci(col: str, part: pd.DataFrame = part, dataset: str = dataset, label: str = label) -> CI:
             return mean_ci(part[col].dropna().to_numpy(float), n_boot=knobs.n_boot,
@@ -159,12 +203,10 @@ def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKno
                                      n_boot=knobs.n_boot, n_perm=n_perm, confidence=knobs.confidence,
                                      seed=_seed(knobs, "study-g", dataset, label),
                                      method=knobs.method, min_n=knobs.min_n)
-            if pair.lo is not None:
-                text = f"{pair.diff:+.1f} [{pair.lo:+.1f}, {pair.hi:+.1f}], p {pair.p:.3g}"
-            else:
-                text = f"{pair.diff:+.1f} (no CI), sign-flip p {pair.p_sign_flip:.3g}"
-            row["G turns: adapted vs Surrogate (Δ sim., paired)"] = (
-                f"{text} (n={pair.n} sessions, {int(mine['g_turns_scored'].sum())} turns)")
+            row["G turns: adapted vs Surrogate (Δ sim., paired)"] = _paired_text(
+                pair, f"sessions, {int(mine['g_turns_scored'].sum())} turns")
+        if with_control:
+            row[CONTROL_COLUMN] = _vs_control(sessions, part, dataset, label, controls, knobs, n_perm)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -394,7 +436,10 @@ NOTE = ("G share: turns served by G / turns, per session (mean over sessions). S
         "panel's score of each answer against the Original's (the Original is the reference, "
         "100 by definition). Last column: on the turns the method's G served after its switch, "
         "its similarity minus the Surrogate's (un-adapted G) on the same turns, paired by "
-        "session. Negative control: sessions of independent turns (SOMA's premise does not hold).")
+        "session. Negative control: sessions of independent turns (SOMA's premise does not hold). "
+        "Vs its control (where a method has one, report.controls): its similarity minus its "
+        "control's, paired by session; a KV press is read against kvpress_control (the same "
+        "stack and one-prompt-at-a-time serving with nothing removed), not against 100.")
 
 
 def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str, out: Path) -> None:
@@ -421,7 +466,8 @@ def add_study_artifacts(result: Any, data: Any, cfg: Any, family: str, tag: str,
         if post_switch.empty and not g_turns.empty:  # the diagnostics' post-switch gap
             post_switch = g_turns.assign(post_switch_gap=1.0 - g_turns["similarity_g"] / 100.0,
                                          panel=panel)
-        table = summary_table(sessions, g_turns, knobs, int(cfg.stats.n_perm), roles)
+        table = summary_table(sessions, g_turns, knobs, int(cfg.stats.n_perm), roles,
+                              dict(cfg.get("controls") or {}))
         md, csv, sess_csv = out / f"study_{suffix}.md", out / f"study_{suffix}.csv", \
             out / f"study_sessions_{suffix}.csv"
         md.write_text(f"## Quality beside G's share and cost ({family}, panel {panel or 'none'})\n\n"
@@ -477,5 +523,5 @@ def _write_break_even(result: Any, data: Any, family: str, tag: str, knobs: Stat
                                    "overhead per session, saving per G turn, G turns to break even"))
 
 
-__all__ = ["add_study_artifacts", "break_even_sessions", "break_even_table", "diagnostics_table", "served_shares", "session_frame",
+__all__ = ["add_study_artifacts", "break_even_sessions", "control_of", "break_even_table", "diagnostics_table", "served_shares", "session_frame",
            "summary_table"]
