@@ -130,3 +130,14 @@ def test_a_press_is_paired_with_its_control_by_hand(report_cfg) -> None:
     alone = summary_table(pd.DataFrame(rows[10:]), pd.DataFrame(), knobs, n_perm=200, roles={},
                           controls=controls)
     assert CONTROL_COLUMN not in alone.columns
+
+
+def test_a_bootstrap_p_of_zero_prints_its_resolution() -> None:
+    from types import SimpleNamespace
+
+    from somabench.report.study import _paired_text
+
+    pair = SimpleNamespace(diff=-13.9, lo=-18.2, hi=-9.9, p=0.0, n=30)
+    assert _paired_text(pair, "sessions", 20000) == "-13.9 [-18.2, -9.9], p < 5e-05 (n=30 sessions)"
+    pair.p = 0.0439
+    assert _paired_text(pair, "sessions", 20000).endswith("p 0.0439 (n=30 sessions)")

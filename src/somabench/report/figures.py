@@ -105,32 +105,44 @@ def order_datasets(cfg: Any, names: list[str]) -> list[str]:
     return [n for n in order if n in names] + sorted(n for n in names if n not in order)
 
 
-LABEL_OFFSETS = ((6, -14), (6, 8), (-6, -14), (-6, 8), (6, -30), (6, 24), (-6, -30), (-6, 24),
-                 (6, -46), (-6, -46))
+LABEL_OFFSETS = tuple(sorted(((dx, dy) for dx in (6, -6, 40, 80, 120) for dy in (-14, 8, -30, 24, -46, 40)),
+                             key=lambda o: (abs(o[0]) > 6, abs(o[0]), abs(o[1]))))
 """Candidate text offsets (points) around a labelled marker, tried in order."""
+MARKER_PAD = 4.0
+"""Pixels around a label's box within which another marker counts as covered by it."""
 
 
-def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 7,
+                 colors: list[Any] | None = None) -> None:
     """Annotate each ``(x, y, text)`` at the first offset of :data:`LABEL_OFFSETS` whose text
-    box overlaps no label placed before and stays inside the axes (else the least overlapping
-    one): two methods with nearly the same position get readable labels instead of one smear.
-    Call after the axes' limits are final."""
+    box overlaps no label placed before, covers no other marker and stays inside the axes (else
+    the least bad one): two methods with nearly the same position get readable labels instead of
+    one smear. Each label is drawn in its marker's colour (``colors``) with a thin leader line to
+    it, so a label beside a crowd of markers still names the right one. Call after the axes'
+    limits are final."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((x, y)) for x, y, _ in points]
     placed: list[Any] = []
-    for x, y, text in points:
+    for i, (x, y, text) in enumerate(points):
+        color = colors[i] if colors is not None else "black"
+        others = [m for j, m in enumerate(markers) if j != i]
         best, best_cost = None, None
         for dx, dy in LABEL_OFFSETS:
             note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
                                fontsize=fontsize, ha="left" if dx > 0 else "right",
-                               va="top" if dy < 0 else "bottom")
+                               va="top" if dy < 0 else "bottom", color=color,
+                               arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5,
+                                           "shrinkA": 0, "shrinkB": 3})
             box = note.get_window_extent(renderer)
             overlap = sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0))
                           * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0)) for o in placed)
+            covered = sum(box.x0 - MARKER_PAD <= mx <= box.x1 + MARKER_PAD
+                          and box.y0 - MARKER_PAD <= my <= box.y1 + MARKER_PAD for mx, my in others)
             outside = (max(0.0, frame.x0 - box.x0) + max(0.0, box.x1 - frame.x1)
                        + max(0.0, frame.y0 - box.y0) + max(0.0, box.y1 - frame.y1)) * box.height
-            cost = overlap + outside
+            cost = overlap + outside + covered * box.width * box.height
             if best_cost is None or cost < best_cost:
                 if best is not None:
                     best[0].remove()

@@ -140,10 +140,12 @@ def control_of(method: str, controls: dict[str, str]) -> str | None:
 CONTROL_COLUMN = "vs its control (Δ sim., paired)"
 
 
-def _paired_text(pair: Any, unit: str) -> str:
-    """``Δ [lo, hi], p`` of a paired comparison, or its sign-flip p where no CI is printed."""
+def _paired_text(pair: Any, unit: str, n_boot: int) -> str:
+    """``Δ [lo, hi], p`` of a paired comparison, or its sign-flip p where no CI is printed. A
+    bootstrap p of 0 means no resample reached 0: printed as below its resolution, 1 / n_boot."""
     if pair.lo is not None:
-        text = f"{pair.diff:+.1f} [{pair.lo:+.1f}, {pair.hi:+.1f}], p {pair.p:.3g}"
+        p = f"p {pair.p:.3g}" if pair.p > 0 else f"p < {1 / n_boot:.1g}"
+        text = f"{pair.diff:+.1f} [{pair.lo:+.1f}, {pair.hi:+.1f}], {p}"
     else:
         text = f"{pair.diff:+.1f} (no CI), sign-flip p {pair.p_sign_flip:.3g}"
     return f"{text} (n={pair.n} {unit})"
@@ -164,7 +166,7 @@ def _vs_control(sessions: pd.DataFrame, part: pd.DataFrame, dataset: str, label:
                              n_boot=knobs.n_boot, n_perm=n_perm, confidence=knobs.confidence,
                              seed=_seed(knobs, "study-control", dataset, label),
                              method=knobs.method, min_n=knobs.min_n)
-    return _paired_text(pair, f"sessions, vs {control}")
+    return _paired_text(pair, f"sessions, vs {control}", knobs.n_boot)
 
 
 def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKnobs,
@@ -204,7 +206,7 @@ def summary_table(sessions: pd.DataFrame, g_turns: pd.DataFrame, knobs: StatsKno
                                      seed=_seed(knobs, "study-g", dataset, label),
                                      method=knobs.method, min_n=knobs.min_n)
             row["G turns: adapted vs Surrogate (Δ sim., paired)"] = _paired_text(
-                pair, f"sessions, {int(mine['g_turns_scored'].sum())} turns")
+                pair, f"sessions, {int(mine['g_turns_scored'].sum())} turns", knobs.n_boot)
         if with_control:
             row[CONTROL_COLUMN] = _vs_control(sessions, part, dataset, label, controls, knobs, n_perm)
         rows.append(row)
@@ -364,10 +366,11 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
         x_axes.append(("usd", "x-usd", "USD per dialogue / the Original's (model.prices)"))
     fig, axes = plt.subplots(len(x_axes), len(datasets), squeeze=False, layout="constrained",
                              figsize=(width * len(datasets), cfg.figures.panel_height * 1.3 * len(x_axes)))
+    to_place: list[tuple[Any, tuple[list[Any], list[Any]]]] = []
     for row_axes, (column, stream_x, xlabel) in zip(axes, x_axes, strict=True):
         for ax, dataset in zip(row_axes, datasets, strict=True):
-            _quality_cost_panel(ax, sessions[sessions["dataset"] == dataset], dataset, column, stream_x,
-                                colors, knobs)
+            to_place.append((ax, _quality_cost_panel(ax, sessions[sessions["dataset"] == dataset], dataset,
+                                                   column, stream_x, colors, knobs)))
             title = figs.dataset_name(cfg, dataset)
             if roles.get(dataset) == "negative_control":
                 title += " (negative control)"
@@ -376,15 +379,22 @@ def quality_cost_figure(sessions: pd.DataFrame, roles: dict[str, str], cfg: Any,
             ax.set_ylabel(f"similarity to the Original % ({panel})")
     fig.suptitle(f"Quality vs cost ({knobs.confidence:.0%} CI whiskers where n >= {knobs.min_n})",
                  fontsize=9)
+    # labels last, in the final pixel geometry: the constrained layout resizes the axes when
+    # drawn, which would move markers closer than the labels were placed for
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    for ax, (points, point_colors) in to_place:
+        figs.place_labels(ax, points, colors=point_colors)
     return fig
 
 
 def _quality_cost_panel(ax: Any, part: pd.DataFrame, dataset: str, column: str, stream_x: str,
-                        colors: dict[str, Any], knobs: StatsKnobs) -> None:
-    """One dataset's points: x = ``column`` per dialogue over the Original's mean, y = similarity."""
-    from somabench.report import figures as figs
+                        colors: dict[str, Any], knobs: StatsKnobs) -> tuple[list[Any], list[Any]]:
+    """One dataset's points: x = ``column`` per dialogue over the Original's mean, y = similarity;
+    returns the labels to place (and their colours) once the figure's layout is final."""
 
     labels_here: list[tuple[float, float, str]] = []
+    label_colors: list[Any] = []
     base = part.loc[part["method"] == ORIGINAL, column].mean()
     for label, rows in part.groupby("label"):
         ratio = rows[column].to_numpy(float) / base if base else np.full(len(rows), np.nan)
@@ -405,9 +415,10 @@ def _quality_cost_panel(ax: Any, part: pd.DataFrame, dataset: str, column: str, 
                     color=colors[label])
         share = rows["g_share"].mean()
         labels_here.append((x, y, f"{label}\nG {share:.0f} %, n={len(rows)}"))
+        label_colors.append(colors[label])
     ax.axvline(1.0, color="grey", lw=0.6, ls=":")
     ax.set_xlim(left=0)
-    figs.place_labels(ax, labels_here)
+    return labels_here, label_colors
 
 
 def _roles(data: Any, family: str) -> dict[str, str]:
@@ -434,7 +445,7 @@ NOTE = ("G share: turns served by G / turns, per session (mean over sessions). S
         "sessions in which the gate switched to G (– : the method never switches). Tokens: serving + adaptation + training "
         "(forward and backward passes), the Original's ratio beside. Similarity: the judge "
         "panel's score of each answer against the Original's (the Original is the reference, "
-        "100 by definition). Last column: on the turns the method's G served after its switch, "
+        "100 by definition). G turns column: on the turns the method's G served after its switch, "
         "its similarity minus the Surrogate's (un-adapted G) on the same turns, paired by "
         "session. Negative control: sessions of independent turns (SOMA's premise does not hold). "
         "Vs its control (where a method has one, report.controls): its similarity minus its "
