@@ -37,7 +37,7 @@ for stage in $STAGES; do
     serving)    data=(dataset=remedi dataset.min_turns=8 dataset.truncate_turns=8)
                 sweep study_tiny_qwen "${data[@]}" method=original_prefix_cache "$@"
                 # A press serves one prompt at a time (decode-bound): two single-thread processes
-                # did ~1.8x the work of one two-thread process here (docs/results.md). KV_PROCS=1
+                # did nearly twice the work of one two-thread process here (docs/results.md). KV_PROCS=1
                 # runs the five one after another with torch's default threads.
                 kv=(study_tiny_qwen "${data[@]}")
                 if [[ ${KV_PROCS:-2} == 1 ]]; then
