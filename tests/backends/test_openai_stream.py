@@ -84,10 +84,13 @@ def test_stream_records_first_and_last_token(stream_server: str) -> None:
     assert c.text == "".join(PIECES) and c.finish_reason == "stop"
     assert (c.prompt_tokens, c.completion_tokens) == (9, len(PIECES))
     assert FIRST_DELAY_S <= c.first_token_s < c.last_token_s <= c.seconds
-    assert c.last_token_s - c.first_token_s >= STEP_S * (len(PIECES) - 1)
+    # the last chunk cannot arrive before the server sent it; the gap between first and last
+    # arrival can shrink under load (a late first read), so it is not bounded from below
+    assert c.last_token_s >= FIRST_DELAY_S + STEP_S * (len(PIECES) - 1)
     timing = turn_timing(0.0, c)
     assert timing["ttft"] < timing["latency"]
-    assert timing["tpot"] >= STEP_S
+    assert timing["tpot"] == pytest.approx((c.last_token_s - c.first_token_s) / (len(PIECES) - 1),
+                                           abs=1e-6)
     body = _Handler.bodies[-1]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
